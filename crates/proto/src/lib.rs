@@ -1,0 +1,15 @@
+//! padlock's gRPC contracts, generated from `proto/` by `build.rs`, plus the
+//! encoded descriptor sets that server reflection serves. Nothing here is
+//! edited by hand; services depend on this crate, never on each other.
+
+#![allow(missing_debug_implementations, clippy::all)]
+
+/// `padlock.auth.v1`: sessions, second factors, signing keys, support.
+pub mod auth {
+    pub mod v1 {
+        tonic::include_proto!("padlock.auth.v1");
+    }
+}
+
+/// Every padlock contract as one encoded `FileDescriptorSet`, for reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("padlock_descriptor");

@@ -1,0 +1,1 @@
+//! Access-token claims, Ed25519 signing keys, JWKS and verification.
