@@ -1,0 +1,646 @@
+//! Verification of access tokens against a JWK Set, with the time passed in.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use crate::claims::Claims;
+use crate::error::TokenError;
+use crate::key::{Jwk, JwkSet};
+
+/// Clock skew tolerated between the issuer and a verifier for `exp`, `iat`
+/// and `mfa_at`, in seconds. RFC 7519 §4.1.4 allows "some small leeway";
+/// DESIGN.md fixes it at 60 s, small next to the 10-minute token lifetime.
+pub const LEEWAY_SECS: i64 = 60;
+
+/// Tokens larger than this are refused before any parsing or base64
+/// decoding. Padlock's tokens are well under 1 KiB; 8 KiB is the common
+/// HTTP header line limit, so nothing legitimate is larger.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Verifies access tokens: EdDSA only, `kid` required and looked up in a
+/// fixed key set (header `jku`, `x5u`, `jwk` are never used), exact `iss`
+/// and `aud`, and times checked against the `now` the caller passes.
+#[derive(Clone)]
+pub struct Verifier {
+    keys: HashMap<String, DecodingKey>,
+    issuer: String,
+    audience: String,
+    validation: Validation,
+}
+
+impl Verifier {
+    /// A verifier for the usable keys in `jwks` (see [`Verifier::from_keys`]).
+    pub fn new(jwks: &JwkSet, issuer: impl Into<String>, audience: impl Into<String>) -> Self {
+        Self::from_keys(&jwks.keys, issuer, audience)
+    }
+
+    /// Keeps only Ed25519 signing keys with a `kid` and a valid 32-byte `x`
+    /// whose `use`/`alg`, when given, are `sig`/`EdDSA`; other keys are
+    /// skipped, as RFC 7517 §5 asks for keys a reader does not understand.
+    pub fn from_keys<'a>(
+        keys: impl IntoIterator<Item = &'a Jwk>,
+        issuer: impl Into<String>,
+        audience: impl Into<String>,
+    ) -> Self {
+        let keys = keys
+            .into_iter()
+            .filter_map(|jwk| Some((jwk.kid.clone(), decoding_key(jwk)?)))
+            .collect();
+        // Our own checks below replace jsonwebtoken's: its exp/nbf checks
+        // read the system clock, and its errors are coarser than ours.
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        validation.leeway = 0;
+        Self {
+            keys,
+            issuer: issuer.into(),
+            audience: audience.into(),
+            validation,
+        }
+    }
+
+    /// Whether `kid` is in this verifier's key set.
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.keys.contains_key(kid)
+    }
+
+    /// How many usable keys the verifier holds.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// The `kid` from a token's header, unverified (e.g. to decide whether
+    /// to refresh a JWKS before verifying).
+    pub fn decode_header_kid(token: &str) -> Result<String, TokenError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::Oversized);
+        }
+        let header = RawHeader::parse(token)?;
+        header.kid.ok_or(TokenError::MissingKid)
+    }
+
+    /// Verifies `token` at Unix time `now` and returns its claims.
+    pub fn verify(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::Oversized);
+        }
+        let header = RawHeader::parse(token)?;
+        // RFC 8725 §3.1: the verifier, not the token, picks the algorithm.
+        if header.alg.as_deref() != Some("EdDSA") {
+            return Err(TokenError::Algorithm);
+        }
+        let kid = header.kid.ok_or(TokenError::MissingKid)?;
+        let key = self.keys.get(&kid).ok_or(TokenError::UnknownKid(kid))?;
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::InvalidSignature => TokenError::Signature,
+                ErrorKind::InvalidAlgorithm
+                | ErrorKind::InvalidAlgorithmName
+                | ErrorKind::UnsupportedAlgorithm
+                | ErrorKind::MissingAlgorithm => TokenError::Algorithm,
+                _ => TokenError::Malformed,
+            })?
+            .claims;
+
+        if claims.iss != self.issuer {
+            return Err(TokenError::Issuer);
+        }
+        if claims.aud != self.audience {
+            return Err(TokenError::Audience);
+        }
+        if now > claims.exp.saturating_add(LEEWAY_SECS) {
+            return Err(TokenError::Expired);
+        }
+        let latest = now.saturating_add(LEEWAY_SECS);
+        if claims.iat > latest {
+            return Err(TokenError::NotYetValid);
+        }
+        if claims.mfa_at.is_some_and(|mfa_at| mfa_at > latest) {
+            return Err(TokenError::MfaInFuture);
+        }
+        Ok(claims)
+    }
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut kids: Vec<&str> = self.keys.keys().map(String::as_str).collect();
+        kids.sort_unstable();
+        f.debug_struct("Verifier")
+            .field("kids", &kids)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish()
+    }
+}
+
+fn decoding_key(jwk: &Jwk) -> Option<DecodingKey> {
+    let usable = jwk.kty == "OKP"
+        && jwk.crv == "Ed25519"
+        && !jwk.kid.is_empty()
+        && (jwk.use_.is_empty() || jwk.use_ == "sig")
+        && (jwk.alg.is_empty() || jwk.alg == "EdDSA");
+    if !usable {
+        return None;
+    }
+    // jsonwebtoken slices the first 32 bytes of the key and would panic on
+    // fewer, so the length and the point are checked here.
+    let x = URL_SAFE_NO_PAD.decode(&jwk.x).ok()?;
+    let bytes: [u8; 32] = x.try_into().ok()?;
+    ed25519_dalek::VerifyingKey::from_bytes(&bytes).ok()?;
+    DecodingKey::from_ed_components(&jwk.x).ok()
+}
+
+/// The header members the verifier decides on, read before anything else.
+/// Unknown members (`jku`, `x5u`, `jwk`, ...) are ignored; duplicate
+/// members make the header malformed.
+#[derive(Deserialize)]
+struct RawHeader {
+    alg: Option<String>,
+    kid: Option<String>,
+    crit: Option<serde_json::Value>,
+}
+
+impl RawHeader {
+    fn parse(token: &str) -> Result<Self, TokenError> {
+        let mut parts = token.split('.');
+        let (Some(header), Some(_), Some(_), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Malformed);
+        };
+        let json = URL_SAFE_NO_PAD
+            .decode(header)
+            .map_err(|_| TokenError::Malformed)?;
+        let header: Self = serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)?;
+        // RFC 7515 §4.1.11: extensions listed in `crit` must be understood;
+        // we understand none.
+        if header.crit.is_some() {
+            return Err(TokenError::Malformed);
+        }
+        Ok(Self {
+            kid: header.kid.filter(|k| !k.is_empty()),
+            ..header
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::SigningKey;
+    use crate::ring::KeyRing;
+    use ed25519_dalek::Signer as _;
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::{Value, json};
+
+    const ISS: &str = "https://auth.padlock.test";
+    const AUD: &str = "padlock-deploy";
+    const NOW: i64 = 1_700_000_000;
+
+    fn claims() -> Claims {
+        Claims {
+            iss: ISS.into(),
+            aud: AUD.into(),
+            sub: "user-1".into(),
+            preferred_username: "alice".into(),
+            roles: vec!["operator".into()],
+            sid: "session-1".into(),
+            iat: NOW,
+            exp: NOW + 600,
+            jti: "jti-1".into(),
+            auth_time: NOW - 30,
+            amr: vec!["pwd".into(), "otp".into(), "mfa".into()],
+            acr: "mfa".into(),
+            mfa_at: Some(NOW - 10),
+            mfa_method: Some("totp".into()),
+        }
+    }
+
+    fn verifier(ring: &KeyRing) -> Verifier {
+        Verifier::new(&ring.jwks(), ISS, AUD)
+    }
+
+    fn b64(json: &Value) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(json).unwrap())
+    }
+
+    /// A token with an arbitrary header, signed with `key` by hand.
+    fn sign_raw(key: &SigningKey, header: &Value, payload: &Value) -> String {
+        let input = format!("{}.{}", b64(header), b64(payload));
+        let sig = key.inner.sign(input.as_bytes());
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()))
+    }
+
+    fn payload() -> Value {
+        serde_json::to_value(claims()).unwrap()
+    }
+
+    #[test]
+    fn signed_token_verifies_and_round_trips_claims() {
+        let ring = KeyRing::generate();
+        let token = ring.sign(&claims()).unwrap();
+        assert_eq!(verifier(&ring).verify(&token, NOW).unwrap(), claims());
+
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.alg, Algorithm::EdDSA);
+        assert_eq!(header.kid.as_deref(), Some(ring.current.kid()));
+        assert_eq!(header.typ.as_deref(), Some("JWT"));
+        assert_eq!(
+            Verifier::decode_header_kid(&token).unwrap(),
+            ring.current.kid()
+        );
+    }
+
+    #[test]
+    fn claims_without_mfa_verify() {
+        let ring = KeyRing::generate();
+        let mut c = claims();
+        c.mfa_at = None;
+        c.mfa_method = None;
+        let token = ring.sign(&c).unwrap();
+        assert_eq!(verifier(&ring).verify(&token, NOW).unwrap(), c);
+    }
+
+    #[test]
+    fn token_from_before_rotation_verifies_with_rotated_jwks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let old_ring = KeyRing::load_or_generate(tmp.path()).unwrap();
+        let old_token = old_ring.sign(&claims()).unwrap();
+
+        let rotated = KeyRing::rotate(tmp.path()).unwrap();
+        let v = verifier(&rotated);
+        assert_eq!(v.key_count(), 2);
+        assert_eq!(v.verify(&old_token, NOW).unwrap(), claims());
+        let new_token = rotated.sign(&claims()).unwrap();
+        assert_eq!(v.verify(&new_token, NOW).unwrap(), claims());
+
+        // After a second rotation the oldest key is gone from the set.
+        let twice = KeyRing::rotate(tmp.path()).unwrap();
+        assert_eq!(
+            verifier(&twice).verify(&old_token, NOW),
+            Err(TokenError::UnknownKid(old_ring.current.kid().to_owned()))
+        );
+    }
+
+    #[test]
+    fn token_from_a_key_outside_the_set_is_unknown_kid() {
+        let trusted = KeyRing::generate();
+        let stranger = KeyRing::generate();
+        let token = stranger.sign(&claims()).unwrap();
+        let err = verifier(&trusted).verify(&token, NOW).unwrap_err();
+        assert_eq!(
+            err,
+            TokenError::UnknownKid(stranger.current.kid().to_owned())
+        );
+        assert!(!err.to_string().contains(stranger.current.kid()));
+    }
+
+    #[test]
+    fn alg_none_is_refused() {
+        let ring = KeyRing::generate();
+        let kid = ring.current.kid();
+        for alg in ["none", "None", "NONE"] {
+            let header = json!({"alg": alg, "typ": "JWT", "kid": kid});
+            for sig in ["", "AAAA"] {
+                let token = format!("{}.{}.{sig}", b64(&header), b64(&payload()));
+                assert_eq!(
+                    verifier(&ring).verify(&token, NOW),
+                    Err(TokenError::Algorithm),
+                    "alg {alg} sig {sig:?}"
+                );
+            }
+        }
+        let no_alg = format!("{}.{}.AAAA", b64(&json!({"kid": kid})), b64(&payload()));
+        assert_eq!(
+            verifier(&ring).verify(&no_alg, NOW),
+            Err(TokenError::Algorithm)
+        );
+    }
+
+    #[test]
+    fn hs256_signed_with_the_public_key_is_refused() {
+        let ring = KeyRing::generate();
+        let jwk = ring.current.public_jwk();
+        let raw = URL_SAFE_NO_PAD.decode(&jwk.x).unwrap();
+        for secret in [raw.as_slice(), jwk.x.as_bytes()] {
+            let mut header = Header::new(Algorithm::HS256);
+            header.kid = Some(jwk.kid.clone());
+            let token = jsonwebtoken::encode(&header, &claims(), &EncodingKey::from_secret(secret))
+                .unwrap();
+            assert_eq!(
+                verifier(&ring).verify(&token, NOW),
+                Err(TokenError::Algorithm)
+            );
+        }
+    }
+
+    #[test]
+    fn other_algorithms_are_refused() {
+        let ring = KeyRing::generate();
+        let kid = ring.current.kid();
+        for alg in [
+            "RS256", "PS256", "ES256", "HS512", "Ed25519", "eddsa", "EdDSA ",
+        ] {
+            // Signed with the real key, so only the alg name is wrong.
+            let token = sign_raw(&ring.current, &json!({"alg": alg, "kid": kid}), &payload());
+            assert_eq!(
+                verifier(&ring).verify(&token, NOW),
+                Err(TokenError::Algorithm),
+                "alg {alg}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_or_empty_kid_is_refused() {
+        let ring = KeyRing::generate();
+        for header in [
+            json!({"alg": "EdDSA", "typ": "JWT"}),
+            json!({"alg": "EdDSA", "kid": ""}),
+        ] {
+            let token = sign_raw(&ring.current, &header, &payload());
+            assert_eq!(
+                verifier(&ring).verify(&token, NOW),
+                Err(TokenError::MissingKid)
+            );
+            assert_eq!(
+                Verifier::decode_header_kid(&token),
+                Err(TokenError::MissingKid)
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_issuer_is_refused() {
+        let ring = KeyRing::generate();
+        let mut c = claims();
+        c.iss = format!("{ISS}/");
+        let token = ring.sign(&c).unwrap();
+        assert_eq!(verifier(&ring).verify(&token, NOW), Err(TokenError::Issuer));
+    }
+
+    #[test]
+    fn wrong_audience_is_refused() {
+        let ring = KeyRing::generate();
+        let mut c = claims();
+        c.aud = "padlock-gateway".into();
+        let token = ring.sign(&c).unwrap();
+        assert_eq!(
+            verifier(&ring).verify(&token, NOW),
+            Err(TokenError::Audience)
+        );
+        // An audience array is not what padlock issues.
+        let mut p = payload();
+        p["aud"] = json!([AUD]);
+        let kid = ring.current.kid();
+        let token = sign_raw(&ring.current, &json!({"alg": "EdDSA", "kid": kid}), &p);
+        assert_eq!(
+            verifier(&ring).verify(&token, NOW),
+            Err(TokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn expiry_allows_exactly_the_leeway() {
+        let ring = KeyRing::generate();
+        let c = claims();
+        let token = ring.sign(&c).unwrap();
+        let v = verifier(&ring);
+        assert!(v.verify(&token, c.exp).is_ok());
+        assert!(v.verify(&token, c.exp + LEEWAY_SECS).is_ok());
+        assert_eq!(
+            v.verify(&token, c.exp + LEEWAY_SECS + 1),
+            Err(TokenError::Expired)
+        );
+    }
+
+    #[test]
+    fn issued_in_the_future_beyond_leeway_is_refused() {
+        let ring = KeyRing::generate();
+        let c = claims();
+        let token = ring.sign(&c).unwrap();
+        let v = verifier(&ring);
+        assert!(v.verify(&token, c.iat - LEEWAY_SECS).is_ok());
+        assert_eq!(
+            v.verify(&token, c.iat - LEEWAY_SECS - 1),
+            Err(TokenError::NotYetValid)
+        );
+    }
+
+    #[test]
+    fn mfa_at_in_the_future_is_refused() {
+        let ring = KeyRing::generate();
+        let v = verifier(&ring);
+        let mut c = claims();
+        c.mfa_at = Some(NOW + LEEWAY_SECS);
+        assert!(v.verify(&ring.sign(&c).unwrap(), NOW).is_ok());
+        c.mfa_at = Some(NOW + LEEWAY_SECS + 1);
+        assert_eq!(
+            v.verify(&ring.sign(&c).unwrap(), NOW),
+            Err(TokenError::MfaInFuture)
+        );
+    }
+
+    #[test]
+    fn extreme_times_do_not_overflow() {
+        let ring = KeyRing::generate();
+        let v = verifier(&ring);
+        let mut c = claims();
+        c.exp = i64::MAX;
+        assert!(v.verify(&ring.sign(&c).unwrap(), NOW).is_ok());
+        c.mfa_at = Some(i64::MAX);
+        assert_eq!(
+            v.verify(&ring.sign(&c).unwrap(), NOW),
+            Err(TokenError::MfaInFuture)
+        );
+        assert_eq!(
+            v.verify(&ring.sign(&claims()).unwrap(), i64::MAX),
+            Err(TokenError::Expired)
+        );
+        let mut c = claims();
+        c.iat = i64::MAX;
+        assert_eq!(
+            v.verify(&ring.sign(&c).unwrap(), NOW),
+            Err(TokenError::NotYetValid)
+        );
+    }
+
+    #[test]
+    fn payload_swapped_after_signing_is_refused() {
+        let ring = KeyRing::generate();
+        let genuine = ring.sign(&claims()).unwrap();
+        let mut elevated = claims();
+        elevated.roles.push("support".into());
+        let elevated_payload = b64(&serde_json::to_value(&elevated).unwrap());
+
+        let parts: Vec<&str> = genuine.split('.').collect();
+        let forged = format!("{}.{elevated_payload}.{}", parts[0], parts[2]);
+        assert_eq!(
+            verifier(&ring).verify(&forged, NOW),
+            Err(TokenError::Signature)
+        );
+        // A signature from another token of the same key does not transfer.
+        let other = ring.sign(&elevated).unwrap();
+        let other_sig = other.rsplit('.').next().unwrap();
+        let spliced = format!("{}.{}.{other_sig}", parts[0], parts[1]);
+        assert_eq!(
+            verifier(&ring).verify(&spliced, NOW),
+            Err(TokenError::Signature)
+        );
+    }
+
+    #[test]
+    fn jku_and_jwk_headers_are_ignored_in_favour_of_the_set() {
+        let ring = KeyRing::generate();
+        let attacker = SigningKey::generate();
+        let v = verifier(&ring);
+
+        // The attacker signs with their own key, names the trusted kid and
+        // offers their key inline and by URL: the set's key decides.
+        let header = json!({
+            "alg": "EdDSA",
+            "kid": ring.current.kid(),
+            "jwk": attacker.public_jwk(),
+            "jku": "https://evil.example/jwks.json",
+            "x5u": "https://evil.example/cert.pem",
+        });
+        let forged = sign_raw(&attacker, &header, &payload());
+        assert_eq!(v.verify(&forged, NOW), Err(TokenError::Signature));
+
+        // The attacker's own kid with their jwk inline is simply unknown.
+        let mut header = header;
+        header["kid"] = json!(attacker.kid());
+        let forged = sign_raw(&attacker, &header, &payload());
+        assert_eq!(
+            v.verify(&forged, NOW),
+            Err(TokenError::UnknownKid(attacker.kid().to_owned()))
+        );
+
+        // A genuine token that happens to carry such headers still verifies
+        // against the set.
+        let header = json!({
+            "alg": "EdDSA",
+            "kid": ring.current.kid(),
+            "jku": "https://evil.example/jwks.json",
+        });
+        let genuine = sign_raw(&ring.current, &header, &payload());
+        assert_eq!(v.verify(&genuine, NOW).unwrap(), claims());
+    }
+
+    #[test]
+    fn crit_header_is_refused() {
+        let ring = KeyRing::generate();
+        let header =
+            json!({"alg": "EdDSA", "kid": ring.current.kid(), "crit": ["b64"], "b64": false});
+        let token = sign_raw(&ring.current, &header, &payload());
+        assert_eq!(
+            verifier(&ring).verify(&token, NOW),
+            Err(TokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn oversized_token_is_refused_before_parsing() {
+        let ring = KeyRing::generate();
+        let token = "a".repeat(MAX_TOKEN_BYTES + 1);
+        assert_eq!(
+            verifier(&ring).verify(&token, NOW),
+            Err(TokenError::Oversized)
+        );
+        assert_eq!(
+            Verifier::decode_header_kid(&token),
+            Err(TokenError::Oversized)
+        );
+    }
+
+    #[test]
+    fn malformed_tokens_are_refused() {
+        let ring = KeyRing::generate();
+        let v = verifier(&ring);
+        let good = ring.sign(&claims()).unwrap();
+        let cases = [
+            String::new(),
+            "abc".into(),
+            "a.b".into(),
+            format!("{good}.extra"),
+            format!("!!.{}", good.split_once('.').unwrap().1),
+            format!("{}.{}.sig", b64(&json!("not an object")), b64(&payload())),
+        ];
+        for token in cases {
+            assert_eq!(v.verify(&token, NOW), Err(TokenError::Malformed), "{token}");
+        }
+        // Valid signature over a payload that is not our claims.
+        let kid = ring.current.kid();
+        let token = sign_raw(
+            &ring.current,
+            &json!({"alg": "EdDSA", "kid": kid}),
+            &json!({"sub": "x"}),
+        );
+        assert_eq!(v.verify(&token, NOW), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn unusable_jwks_entries_are_skipped_without_panicking() {
+        let ring = KeyRing::generate();
+        let good = ring.current.public_jwk();
+        let short = Jwk {
+            x: URL_SAFE_NO_PAD.encode([7u8; 16]),
+            kid: "short".into(),
+            ..good.clone()
+        };
+        let rsa = Jwk {
+            kty: "RSA".into(),
+            kid: "rsa".into(),
+            ..good.clone()
+        };
+        let enc = Jwk {
+            use_: "enc".into(),
+            kid: "enc".into(),
+            ..good.clone()
+        };
+        let v = Verifier::from_keys([&short, &rsa, &enc, &good], ISS, AUD);
+        assert_eq!(v.key_count(), 1);
+        assert!(v.has_kid(good.kid.as_str()));
+        for kid in ["short", "rsa", "enc"] {
+            let token = sign_raw(
+                &ring.current,
+                &json!({"alg": "EdDSA", "kid": kid}),
+                &payload(),
+            );
+            assert_eq!(
+                v.verify(&token, NOW),
+                Err(TokenError::UnknownKid(kid.into()))
+            );
+        }
+        // A JWKS with foreign members still parses.
+        let set: JwkSet = serde_json::from_value(json!({"keys": [
+            {"kty": "RSA", "kid": "r", "n": "AQAB", "e": "AQAB"},
+            good,
+        ]}))
+        .unwrap();
+        assert_eq!(Verifier::new(&set, ISS, AUD).key_count(), 1);
+    }
+
+    #[test]
+    fn error_messages_do_not_echo_the_token() {
+        let ring = KeyRing::generate();
+        let token = ring.sign(&claims()).unwrap();
+        let err = verifier(&ring)
+            .verify(&token, claims().exp + 3600)
+            .unwrap_err();
+        let msg = err.to_string();
+        for part in token.split('.') {
+            assert!(!msg.contains(part));
+        }
+    }
+}
