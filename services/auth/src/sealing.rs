@@ -1,1 +1,606 @@
-//! Secrets at rest.
+//! Secrets at rest: AES-256-GCM under data keys from configuration. Each
+//! ciphertext is stored with the id of the key that sealed it, so keys can
+//! rotate: new data is sealed with the current key, old data still opens with
+//! the key it names. Key bytes never appear in `Debug` output or errors.
+
+use std::fmt;
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use aes_gcm::aead::{Aead, Payload};
+use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use rand::RngCore;
+use rand::rngs::OsRng;
+
+/// AES-256 key length.
+pub const KEY_BYTES: usize = 32;
+/// GCM nonce length; 96 bits is the size NIST SP 800-38D §8.2 recommends,
+/// and random 96-bit nonces are safe for far more messages than we seal.
+pub const NONCE_BYTES: usize = 12;
+/// GCM authentication tag length (the full 128 bits).
+pub const TAG_BYTES: usize = 16;
+/// Longest key id; ids are `[A-Za-z0-9_-]{1,32}`.
+pub const MAX_KEY_ID_LEN: usize = 32;
+/// Id of the key `load_or_generate` creates.
+pub const FIRST_KEY_ID: &str = "k1";
+
+/// A data key spec that cannot be used, or a key file that cannot be read or
+/// written. Entries are named by position or id, never by their key bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    #[error("data key spec is empty")]
+    Empty,
+    #[error("data key entry {entry} is not `id:base64key`")]
+    MissingSeparator { entry: usize },
+    #[error("data key entry {entry} has an invalid id (want 1 to 32 of A-Z a-z 0-9 _ -)")]
+    InvalidKeyId { entry: usize },
+    #[error("data key {id:?} is not valid base64")]
+    InvalidBase64 { id: String },
+    #[error("data key {id:?} is {len} bytes, want 32")]
+    WrongKeyLength { id: String, len: usize },
+    #[error("data key id {id:?} appears more than once")]
+    DuplicateKeyId { id: String },
+    #[error("could not read or write data key file {path}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("data key file {path} is invalid")]
+    File {
+        path: PathBuf,
+        source: Box<KeysError>,
+    },
+}
+
+/// Why a sealed secret did not open. No message carries data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    #[error("sealed with an unknown data key")]
+    UnknownKeyId,
+    #[error("sealed blob is too short")]
+    TooShort,
+    #[error("sealed blob failed authentication")]
+    Authentication,
+}
+
+/// A sealed secret: the id of the key that sealed it, and
+/// `nonce (12 bytes) || ciphertext || tag (16 bytes)`. Store both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    pub key_id: String,
+    pub blob: Vec<u8>,
+}
+
+/// The data keys: the current one seals, any of them opens. `Debug` shows ids
+/// only.
+#[derive(Clone)]
+pub struct DataKeys {
+    current: NamedKey,
+    /// Older keys, kept to open what they sealed, in spec order.
+    older: Vec<NamedKey>,
+}
+
+#[derive(Clone)]
+struct NamedKey {
+    id: String,
+    key: [u8; KEY_BYTES],
+}
+
+impl NamedKey {
+    fn cipher(&self) -> Aes256Gcm {
+        Aes256Gcm::new(&self.key.into())
+    }
+}
+
+impl DataKeys {
+    /// Parses `id:base64key[,id:base64key...]`; the first key is current.
+    /// Keys are standard base64 of 32 bytes (`openssl rand -base64 32`);
+    /// whitespace around entries is ignored.
+    pub fn parse(spec: &str) -> Result<DataKeys, KeysError> {
+        let spec = spec.trim();
+        if spec.is_empty() {
+            return Err(KeysError::Empty);
+        }
+        let mut keys: Vec<NamedKey> = Vec::new();
+        for (index, entry) in spec.split(',').enumerate() {
+            let entry_number = index + 1;
+            let entry = entry.trim();
+            let (id, encoded) = entry.split_once(':').ok_or(KeysError::MissingSeparator {
+                entry: entry_number,
+            })?;
+            if !is_valid_key_id(id) {
+                return Err(KeysError::InvalidKeyId {
+                    entry: entry_number,
+                });
+            }
+            let bytes = BASE64
+                .decode(encoded.trim())
+                .map_err(|_| KeysError::InvalidBase64 { id: id.to_owned() })?;
+            let key: [u8; KEY_BYTES] =
+                bytes
+                    .try_into()
+                    .map_err(|bytes: Vec<u8>| KeysError::WrongKeyLength {
+                        id: id.to_owned(),
+                        len: bytes.len(),
+                    })?;
+            if keys.iter().any(|k| k.id == id) {
+                return Err(KeysError::DuplicateKeyId { id: id.to_owned() });
+            }
+            keys.push(NamedKey {
+                id: id.to_owned(),
+                key,
+            });
+        }
+        let mut keys = keys.into_iter();
+        let current = keys.next().ok_or(KeysError::Empty)?;
+        Ok(DataKeys {
+            current,
+            older: keys.collect(),
+        })
+    }
+
+    /// A single fresh random key named `id`.
+    pub fn generate(id: &str) -> Result<DataKeys, KeysError> {
+        if !is_valid_key_id(id) {
+            return Err(KeysError::InvalidKeyId { entry: 1 });
+        }
+        let mut key = [0; KEY_BYTES];
+        OsRng.fill_bytes(&mut key);
+        Ok(DataKeys {
+            current: NamedKey {
+                id: id.to_owned(),
+                key,
+            },
+            older: Vec::new(),
+        })
+    }
+
+    /// The spec [`parse`](Self::parse) reads back: current key first.
+    pub fn to_spec(&self) -> String {
+        self.all()
+            .map(|k| format!("{}:{}", k.id, BASE64.encode(k.key)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Reads the spec from `path`, or, if there is no such file, generates a
+    /// key `k1` and writes it there: parent directories created 0700, the file
+    /// 0600, published atomically so a reader never sees half a file. If
+    /// another process publishes first, its key is used, so two replicas
+    /// starting together never seal under different keys.
+    pub fn load_or_generate(path: &Path) -> Result<DataKeys, KeysError> {
+        match Self::load(path) {
+            Err(KeysError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+            loaded => return loaded,
+        }
+        let keys = Self::generate(FIRST_KEY_ID)?;
+        match publish_new_file(path, format!("{}\n", keys.to_spec()).as_bytes()) {
+            Ok(()) => Ok(keys),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Self::load(path),
+            Err(source) => Err(KeysError::Io {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    fn load(path: &Path) -> Result<DataKeys, KeysError> {
+        let spec = fs::read_to_string(path).map_err(|source| KeysError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&spec).map_err(|e| KeysError::File {
+            path: path.to_owned(),
+            source: Box::new(e),
+        })
+    }
+
+    /// Id of the key [`seal`](Self::seal) uses.
+    pub fn current_key_id(&self) -> &str {
+        &self.current.id
+    }
+
+    /// Encrypts `plaintext` under the current key, bound to `aad` (the
+    /// owner's id, so the ciphertext opens only for that owner).
+    ///
+    /// # Panics
+    ///
+    /// If `plaintext` exceeds AES-GCM's limit of about 64 GiB.
+    pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Sealed {
+        let mut nonce = [0; NONCE_BYTES];
+        OsRng.fill_bytes(&mut nonce);
+        let ciphertext = self
+            .current
+            .cipher()
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
+            .expect("AES-GCM refuses only plaintexts over 2^36 - 32 bytes");
+        let mut blob = Vec::with_capacity(NONCE_BYTES + ciphertext.len());
+        blob.extend_from_slice(&nonce);
+        blob.extend_from_slice(&ciphertext);
+        Sealed {
+            key_id: self.current.id.clone(),
+            blob,
+        }
+    }
+
+    /// Decrypts a blob [`seal`](Self::seal) produced under `key_id`, checking
+    /// that it was sealed with the same `aad`.
+    pub fn open(&self, key_id: &str, blob: &[u8], aad: &[u8]) -> Result<Vec<u8>, SealError> {
+        let key = self
+            .all()
+            .find(|k| k.id == key_id)
+            .ok_or(SealError::UnknownKeyId)?;
+        let (nonce, ciphertext) = blob
+            .split_first_chunk::<NONCE_BYTES>()
+            .filter(|(_, ciphertext)| ciphertext.len() >= TAG_BYTES)
+            .ok_or(SealError::TooShort)?;
+        key.cipher()
+            .decrypt(
+                &Nonce::from(*nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad,
+                },
+            )
+            .map_err(|_| SealError::Authentication)
+    }
+
+    fn all(&self) -> impl Iterator<Item = &NamedKey> {
+        std::iter::once(&self.current).chain(&self.older)
+    }
+}
+
+impl fmt::Debug for DataKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataKeys")
+            .field("current", &self.current.id)
+            .field(
+                "older",
+                &self.older.iter().map(|k| &k.id).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+fn is_valid_key_id(id: &str) -> bool {
+    (1..=MAX_KEY_ID_LEN).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Writes `contents` to a 0600 temporary file beside `path`, then links it to
+/// `path`. Linking, unlike renaming, fails with `AlreadyExists` instead of
+/// replacing a file another process published meanwhile.
+fn publish_new_file(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "key path has no file name"))?;
+    let mut suffix = [0u8; 8];
+    OsRng.fill_bytes(&mut suffix);
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(file_name);
+    temp_name.push(format!(".{}.tmp", hex::encode(suffix)));
+    let temp = dir.join(temp_name);
+
+    let published = write_and_link(&temp, path, contents);
+    // The temporary name is never needed again, whether or not the link worked.
+    let removed = match fs::remove_file(&temp) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    };
+    published?;
+    removed?;
+    // Make the new directory entry durable too.
+    fs::File::open(dir)?.sync_all()
+}
+
+fn write_and_link(temp: &Path, path: &Path, contents: &[u8]) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(temp)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    fs::hard_link(temp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    const KEY_A: [u8; 32] = [0xA1; 32];
+    const KEY_B: [u8; 32] = [0xB2; 32];
+
+    fn spec(entries: &[(&str, &[u8])]) -> String {
+        entries
+            .iter()
+            .map(|(id, key)| format!("{id}:{}", BASE64.encode(key)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn keys(entries: &[(&str, &[u8])]) -> DataKeys {
+        DataKeys::parse(&spec(entries)).unwrap()
+    }
+
+    #[test]
+    fn seal_then_open_round_trips() {
+        let keys = keys(&[("k1", &KEY_A)]);
+        let sealed = keys.seal(b"totp secret", b"user-42");
+        assert_eq!(sealed.key_id, "k1");
+        assert_eq!(
+            sealed.blob.len(),
+            NONCE_BYTES + b"totp secret".len() + TAG_BYTES
+        );
+        assert!(!sealed.blob.windows(11).any(|w| w == b"totp secret"));
+        let opened = keys.open(&sealed.key_id, &sealed.blob, b"user-42").unwrap();
+        assert_eq!(opened, b"totp secret");
+    }
+
+    #[test]
+    fn sealing_twice_uses_fresh_nonces() {
+        let keys = keys(&[("k1", &KEY_A)]);
+        let a = keys.seal(b"same", b"user-42");
+        let b = keys.seal(b"same", b"user-42");
+        assert_ne!(a.blob[..NONCE_BYTES], b.blob[..NONCE_BYTES]);
+        assert_ne!(a.blob, b.blob);
+    }
+
+    #[test]
+    fn ciphertext_moved_to_another_owner_does_not_open() {
+        let keys = keys(&[("k1", &KEY_A)]);
+        let sealed = keys.seal(b"totp secret", b"user-42");
+        assert_eq!(
+            keys.open(&sealed.key_id, &sealed.blob, b"user-43"),
+            Err(SealError::Authentication)
+        );
+        assert_eq!(
+            keys.open(&sealed.key_id, &sealed.blob, b""),
+            Err(SealError::Authentication)
+        );
+    }
+
+    #[test]
+    fn tampering_with_any_byte_is_detected() {
+        let keys = keys(&[("k1", &KEY_A)]);
+        let sealed = keys.seal(b"totp secret", b"user-42");
+        // Nonce, ciphertext and tag bytes alike.
+        for i in 0..sealed.blob.len() {
+            let mut blob = sealed.blob.clone();
+            blob[i] ^= 0x01;
+            assert_eq!(
+                keys.open("k1", &blob, b"user-42"),
+                Err(SealError::Authentication),
+                "byte {i}"
+            );
+        }
+        let truncated = &sealed.blob[..sealed.blob.len() - 1];
+        assert_eq!(
+            keys.open("k1", truncated, b"user-42"),
+            Err(SealError::Authentication)
+        );
+    }
+
+    #[test]
+    fn short_blobs_and_unknown_keys_are_distinct_errors() {
+        let keys = keys(&[("k1", &KEY_A)]);
+        let sealed = keys.seal(b"", b"user-42");
+        assert_eq!(sealed.blob.len(), NONCE_BYTES + TAG_BYTES);
+        assert_eq!(keys.open("k1", &sealed.blob, b"user-42"), Ok(Vec::new()));
+        assert_eq!(
+            keys.open(
+                "k1",
+                &sealed.blob[..NONCE_BYTES + TAG_BYTES - 1],
+                b"user-42"
+            ),
+            Err(SealError::TooShort)
+        );
+        assert_eq!(keys.open("k1", &[], b"user-42"), Err(SealError::TooShort));
+        assert_eq!(
+            keys.open("k9", &sealed.blob, b"user-42"),
+            Err(SealError::UnknownKeyId)
+        );
+    }
+
+    #[test]
+    fn rotation_opens_old_data_and_seals_with_the_new_key() {
+        let old = keys(&[("k1", &KEY_A)]);
+        let sealed_by_k1 = old.seal(b"old secret", b"user-42");
+
+        let rotated = keys(&[("k2", &KEY_B), ("k1", &KEY_A)]);
+        assert_eq!(rotated.current_key_id(), "k2");
+        assert_eq!(
+            rotated.open("k1", &sealed_by_k1.blob, b"user-42").unwrap(),
+            b"old secret"
+        );
+        let sealed_by_k2 = rotated.seal(b"new secret", b"user-42");
+        assert_eq!(sealed_by_k2.key_id, "k2");
+        assert_eq!(
+            rotated.open("k2", &sealed_by_k2.blob, b"user-42").unwrap(),
+            b"new secret"
+        );
+        // The old configuration cannot read what the new key sealed, and a
+        // blob relabelled with the other key id does not open.
+        assert_eq!(
+            old.open("k2", &sealed_by_k2.blob, b"user-42"),
+            Err(SealError::UnknownKeyId)
+        );
+        assert_eq!(
+            rotated.open("k1", &sealed_by_k2.blob, b"user-42"),
+            Err(SealError::Authentication)
+        );
+    }
+
+    #[test]
+    fn spec_round_trips_in_order() {
+        let spec = spec(&[("k2", &KEY_B), ("k1", &KEY_A)]);
+        let keys = DataKeys::parse(&spec).unwrap();
+        assert_eq!(keys.to_spec(), spec);
+
+        let generated = DataKeys::generate("fresh_key-2").unwrap();
+        let reparsed = DataKeys::parse(&generated.to_spec()).unwrap();
+        assert_eq!(reparsed.current_key_id(), "fresh_key-2");
+        let sealed = generated.seal(b"x", b"aad");
+        assert_eq!(
+            reparsed.open(&sealed.key_id, &sealed.blob, b"aad").unwrap(),
+            b"x"
+        );
+    }
+
+    #[test]
+    fn parse_tolerates_surrounding_whitespace() {
+        let padded = format!(
+            " {} ,\n {}\n",
+            spec(&[("k2", &KEY_B)]),
+            spec(&[("k1", &KEY_A)])
+        );
+        let keys = DataKeys::parse(&padded).unwrap();
+        assert_eq!(keys.current_key_id(), "k2");
+        assert_eq!(keys.to_spec(), spec(&[("k2", &KEY_B), ("k1", &KEY_A)]));
+    }
+
+    #[test]
+    fn generated_keys_differ() {
+        let a = DataKeys::generate("k1").unwrap().to_spec();
+        let b = DataKeys::generate("k1").unwrap().to_spec();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn parse_errors_name_the_problem_without_key_bytes() {
+        let a = BASE64.encode(KEY_A);
+        let short = BASE64.encode([0xA1; 16]);
+        let cases: Vec<(String, &str)> = vec![
+            (String::new(), "data key spec is empty"),
+            ("  \n".to_string(), "data key spec is empty"),
+            (a.clone(), "data key entry 1 is not `id:base64key`"),
+            (format!("k1:{a},"), "data key entry 2 is not `id:base64key`"),
+            (format!(":{a}"), "data key entry 1 has an invalid id"),
+            (
+                format!("k1:{a},k/2:{a}"),
+                "data key entry 2 has an invalid id",
+            ),
+            (
+                format!("{}:{a}", "k".repeat(33)),
+                "data key entry 1 has an invalid id",
+            ),
+            (format!("k1:{a}!"), "data key \"k1\" is not valid base64"),
+            (
+                format!("k1:{short}"),
+                "data key \"k1\" is 16 bytes, want 32",
+            ),
+            (
+                format!("k1:{a},k1:{a}"),
+                "data key id \"k1\" appears more than once",
+            ),
+        ];
+        for (spec, expected) in cases {
+            let err = DataKeys::parse(&spec).unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{spec:?}: {err}");
+            assert!(!err.contains(&a) && !err.contains(&short), "{err}");
+        }
+        assert!(DataKeys::parse(&format!("{}:{a}", "k".repeat(32))).is_ok());
+        assert!(DataKeys::generate("bad id").is_err());
+        assert!(DataKeys::generate("").is_err());
+    }
+
+    #[test]
+    fn debug_shows_key_ids_only() {
+        let keys = keys(&[("k2", &KEY_B), ("k1", &KEY_A)]);
+        let printed = format!("{keys:?}");
+        assert_eq!(printed, r#"DataKeys { current: "k2", older: ["k1"] }"#);
+    }
+
+    #[test]
+    fn load_or_generate_creates_a_private_file_and_reloads_it() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("data").join("keys");
+        let path = dir.join("data-keys");
+
+        let created = DataKeys::load_or_generate(&path).unwrap();
+        assert_eq!(created.current_key_id(), FIRST_KEY_ID);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&root.path().join("data")), 0o700);
+        // Only the key file is left behind, holding the spec.
+        let entries: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(entries, vec![std::ffi::OsString::from("data-keys")]);
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            format!("{}\n", created.to_spec())
+        );
+
+        let sealed = created.seal(b"secret", b"user-1");
+        let reloaded = DataKeys::load_or_generate(&path).unwrap();
+        assert_eq!(reloaded.to_spec(), created.to_spec());
+        assert_eq!(
+            reloaded
+                .open(&sealed.key_id, &sealed.blob, b"user-1")
+                .unwrap(),
+            b"secret"
+        );
+    }
+
+    #[test]
+    fn load_or_generate_reads_an_operator_written_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data-keys");
+        let spec = spec(&[("k2", &KEY_B), ("k1", &KEY_A)]);
+        fs::write(&path, format!("{spec}\n")).unwrap();
+        let keys = DataKeys::load_or_generate(&path).unwrap();
+        assert_eq!(keys.to_spec(), spec);
+    }
+
+    #[test]
+    fn load_or_generate_refuses_a_broken_file_without_replacing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data-keys");
+        fs::write(&path, "k1:not-a-key").unwrap();
+        let err = DataKeys::load_or_generate(&path).unwrap_err();
+        let KeysError::File { source, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert!(
+            matches!(**source, KeysError::InvalidBase64 { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("data-keys"), "{err}");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "k1:not-a-key");
+    }
+
+    #[test]
+    fn publishing_never_replaces_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data-keys");
+        fs::write(&path, "first").unwrap();
+        let err = publish_new_file(&path, b"second").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read_to_string(&path).unwrap(), "first");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "temporary file left behind"
+        );
+    }
+}
