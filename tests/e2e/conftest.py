@@ -221,7 +221,10 @@ class RpcError:
     @property
     def violated_fields(self) -> list[str]:
         bad = self.detail("google.rpc.BadRequest") or {}
-        return [v.get("field", "") for v in bad.get("fieldViolations", [])]
+        # grpcurl names nested fields lowerCamelCase or as in the .proto,
+        # depending on how it resolved the type.
+        violations = bad.get("fieldViolations", bad.get("field_violations", []))
+        return [v.get("field", "") for v in violations]
 
     def __str__(self) -> str:
         return redact(f"{self.code} {self.message!r} details={self.details}")
@@ -359,7 +362,8 @@ class AuthServer:
             self.stdout_lines.append(line)
 
     def stderr_tail(self, lines: int = 40) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         try:
             text = self.log_path.read_text(errors="replace")
         except OSError:

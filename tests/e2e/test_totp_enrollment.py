@@ -411,5 +411,5 @@ def test_sigterm_stops_the_server_gracefully(tmp_path):
     finally:
         srv.stop()
     assert code is not None, "padlock-auth did not stop within 10 s of SIGTERM"
-    assert code == 0, f"padlock-auth exited {code} on SIGTERM"
+    assert code == 0, f"padlock-auth exited {code} on SIGTERM; stderr tail:\n{srv.stderr_tail()}"
     assert len(srv.stdout_lines) == 1, f"stdout should be the ready line only: {srv.stdout_lines!r}"
