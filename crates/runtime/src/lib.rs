@@ -1,1 +1,14 @@
-//! x
+//! What every padlock service process needs and nothing service-specific:
+//! the clock, redacted secrets, the common command-line flags, rich gRPC
+//! statuses, tracing set-up, and the server bootstrap (health, reflection,
+//! graceful shutdown). Depends only on the generated contracts.
+
+pub mod cli;
+pub mod clock;
+pub mod secret;
+pub mod server;
+pub mod status;
+pub mod telemetry;
+
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
+pub use secret::Secret;

@@ -1,7 +1,121 @@
 //! padlock's auth service: users and primary sign-in, sessions, second-factor
 //! enrollment and verification, signing keys and JWKS, support, and the auth
-//! audit trail. `main.rs` is a thin shell around [`run`] so tests can start
-//! the whole service in-process.
+//! audit trail. `main.rs` is a thin shell around [`open`] and [`serve`], so
+//! tests can start the whole service in-process.
 
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod password;
 pub mod sealing;
+pub mod store;
 pub mod totp;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+
+use padlock_proto::auth::v1::{
+    key_service_server::KeyServiceServer, session_service_server::SessionServiceServer,
+    support_service_server::SupportServiceServer,
+    two_factor_service_server::TwoFactorServiceServer,
+};
+use padlock_runtime::{SharedClock, server};
+use tokio::net::TcpListener;
+
+pub use app::{App, KeySource};
+pub use config::Settings;
+
+/// Everything needed to open the service's state.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub data_dir: PathBuf,
+    /// Default: SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    pub settings: Settings,
+    /// Default: `data_dir/keys`.
+    pub signing_keys: Option<KeySource>,
+    /// `id:base64key,...`; default: `data_dir/data-keys`.
+    pub data_keys: Option<String>,
+}
+
+impl Options {
+    /// Defaults for everything, state in `data_dir`.
+    pub fn in_dir(data_dir: impl Into<PathBuf>) -> Self {
+        Options {
+            data_dir: data_dir.into(),
+            database_url: None,
+            settings: Settings::default(),
+            signing_keys: None,
+            data_keys: None,
+        }
+    }
+}
+
+/// Creates the data directory (0700), opens the database (running
+/// migrations) and loads or generates the keys.
+pub async fn open(options: Options, clock: SharedClock) -> anyhow::Result<App> {
+    ensure_private_dir(&options.data_dir)?;
+    let url = options
+        .database_url
+        .clone()
+        .unwrap_or_else(|| app::default_database_url(&options.data_dir));
+    let store = store::Store::connect(&url)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))?;
+    let keys = options
+        .signing_keys
+        .clone()
+        .unwrap_or_else(|| KeySource::Dir(options.data_dir.join("keys")));
+    let data_keys = match &options.data_keys {
+        Some(spec) => sealing::DataKeys::parse(spec)?,
+        None => sealing::DataKeys::load_or_generate(&options.data_dir.join("data-keys"))?,
+    };
+    App::new(store, clock, options.settings, keys, data_keys).await
+}
+
+/// Serves every auth gRPC service, plus health and reflection, on
+/// `listener` until `shutdown` resolves.
+pub async fn serve(
+    app: App,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let (health, routes) = server::base_routes()?;
+    let routes = routes
+        .add_service(SessionServiceServer::new(grpc::session::Sessions(
+            app.clone(),
+        )))
+        .add_service(TwoFactorServiceServer::new(grpc::two_factor::TwoFactor(
+            app.clone(),
+        )))
+        .add_service(KeyServiceServer::new(grpc::keys::Keys(app.clone())))
+        .add_service(SupportServiceServer::new(grpc::support::Support(
+            app.clone(),
+        )));
+    health
+        .set_serving::<SessionServiceServer<grpc::session::Sessions>>()
+        .await;
+    health
+        .set_serving::<TwoFactorServiceServer<grpc::two_factor::TwoFactor>>()
+        .await;
+    health
+        .set_serving::<KeyServiceServer<grpc::keys::Keys>>()
+        .await;
+    health
+        .set_serving::<SupportServiceServer<grpc::support::Support>>()
+        .await;
+    server::serve(listener, routes, shutdown).await?;
+    Ok(())
+}
+
+fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}

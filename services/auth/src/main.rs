@@ -1,1 +1,125 @@
-fn main() {}
+//! `padlock-auth`: serve gRPC, or run an operator command.
+
+use std::io::BufRead;
+use std::sync::Arc;
+
+use clap::Parser;
+use padlock_auth::config::{Cli, Command, KeysCommand, Settings, UsersCommand};
+use padlock_auth::{KeySource, Options};
+use padlock_runtime::{SystemClock, server, telemetry};
+
+const SERVICE: &str = "padlock-auth";
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.common.log_format);
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{SERVICE}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::from_args(&cli.auth).map_err(anyhow::Error::msg)?;
+    let signing_keys = cli
+        .auth
+        .signing_key_file
+        .clone()
+        .map(|current| KeySource::Files {
+            current,
+            previous: cli.auth.previous_signing_key_file.clone(),
+        });
+    let options = Options {
+        data_dir: cli.common.data_dir.clone(),
+        database_url: cli.common.database_url.as_ref().map(|u| u.expose().clone()),
+        settings,
+        signing_keys,
+        data_keys: cli.auth.data_keys.as_ref().map(|k| k.expose().clone()),
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(cli.common.listen_or(default_listen()), options).await,
+        Command::Users(UsersCommand::Add { username, roles }) => {
+            add_user(options, username, roles).await
+        }
+        Command::Keys(KeysCommand::Rotate) => rotate_keys(&options),
+    }
+}
+
+fn default_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 50051))
+}
+
+async fn serve(listen: std::net::SocketAddr, options: Options) -> anyhow::Result<()> {
+    let app = padlock_auth::open(options, Arc::new(SystemClock)).await?;
+    let listener = server::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    spawn_key_reloader(app.clone());
+    server::announce(SERVICE, addr);
+    padlock_auth::serve(app, listener, server::shutdown_signal()).await
+}
+
+/// SIGHUP re-reads the signing keys, so a rotation needs no restart.
+fn spawn_key_reloader(app: padlock_auth::App) {
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            if let Err(e) = app.reload_keys() {
+                tracing::error!(error = %e, "reloading signing keys failed; keeping the old ones");
+            }
+        }
+    });
+}
+
+#[allow(clippy::print_stdout)]
+async fn add_user(options: Options, username: String, roles: Vec<String>) -> anyhow::Result<()> {
+    let mut password = String::new();
+    std::io::stdin().lock().read_line(&mut password)?;
+    let password = password.trim_end_matches(['\r', '\n']).to_owned();
+    let app = padlock_auth::open(options, Arc::new(SystemClock)).await?;
+    let user = padlock_auth::grpc::support::create_user(
+        app.store(),
+        app.now(),
+        None,
+        &username,
+        password,
+        roles,
+    )
+    .await
+    .map_err(|e| match e {
+        padlock_auth::error::AuthError::Invalid(fields) => anyhow::anyhow!(
+            "invalid: {}",
+            fields
+                .iter()
+                .map(|(f, d)| format!("{f}: {d}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        other => anyhow::anyhow!("{other}"),
+    })?;
+    println!(
+        "created user {} (id {}, roles: {})",
+        user.username,
+        user.id,
+        user.roles.join(",")
+    );
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+fn rotate_keys(options: &Options) -> anyhow::Result<()> {
+    let dir = options.data_dir.join("keys");
+    let ring = padlock_token::KeyRing::rotate(&dir)?;
+    println!(
+        "new signing key {} in {}; send SIGHUP to running padlock-auth processes to load it",
+        ring.current.kid(),
+        dir.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,248 @@
+//! The application state, built once (in `main` or a test) and shared by
+//! every handler: storage, clock, signing keys, data keys and settings. Also
+//! the two things every handler needs: who is calling, and a fresh token.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use padlock_runtime::SharedClock;
+use padlock_token::{Claims, KeyRing, Verifier};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use tonic::metadata::MetadataMap;
+
+use crate::config::Settings;
+use crate::error::{AuthError, Result};
+use crate::sealing::DataKeys;
+use crate::store::{Method, Session, Store, User};
+
+/// Where the signing keys come from, so a reload reads the same place.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// `current.pem` (generated if missing) and `previous.pem` in a directory.
+    Dir(PathBuf),
+    /// Files named by configuration.
+    Files {
+        current: PathBuf,
+        previous: Option<PathBuf>,
+    },
+}
+
+impl KeySource {
+    pub fn load(&self) -> std::result::Result<KeyRing, padlock_token::KeyError> {
+        match self {
+            KeySource::Dir(dir) => KeyRing::load_or_generate(dir),
+            KeySource::Files { current, previous } => {
+                KeyRing::from_files(current, previous.as_deref())
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Keys {
+    ring: KeyRing,
+    verifier: Verifier,
+}
+
+/// Shared, cheap to clone.
+#[derive(Debug, Clone)]
+pub struct App(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    clock: SharedClock,
+    settings: Settings,
+    key_source: KeySource,
+    keys: RwLock<Arc<Keys>>,
+    data_keys: DataKeys,
+    dummy_password_hash: String,
+}
+
+/// The authenticated caller of an RPC.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub claims: Claims,
+    pub session: Session,
+}
+
+/// A freshly signed access token.
+#[derive(Debug)]
+pub struct IssuedToken {
+    pub token: String,
+    pub expires_at: i64,
+}
+
+impl App {
+    pub async fn new(
+        store: Store,
+        clock: SharedClock,
+        settings: Settings,
+        key_source: KeySource,
+        data_keys: DataKeys,
+    ) -> anyhow::Result<Self> {
+        let keys = load_keys(&key_source, &settings)?;
+        let dummy_password_hash = crate::password::hash("padlock-dummy-password".into()).await?;
+        Ok(App(Arc::new(Inner {
+            store,
+            clock,
+            settings,
+            key_source,
+            keys: RwLock::new(Arc::new(keys)),
+            data_keys,
+            dummy_password_hash,
+        })))
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.0.store
+    }
+
+    pub fn now(&self) -> i64 {
+        self.0.clock.unix()
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.0.settings
+    }
+
+    pub fn data_keys(&self) -> &DataKeys {
+        &self.0.data_keys
+    }
+
+    pub fn dummy_password_hash(&self) -> String {
+        self.0.dummy_password_hash.clone()
+    }
+
+    fn keys(&self) -> Arc<Keys> {
+        match self.0.keys.read() {
+            Ok(keys) => keys.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The public keys, current first.
+    pub fn jwks(&self) -> padlock_token::JwkSet {
+        self.keys().ring.jwks()
+    }
+
+    /// Re-reads the signing keys (after `padlock-auth keys rotate`).
+    pub fn reload_keys(&self) -> anyhow::Result<()> {
+        let keys = load_keys(&self.0.key_source, &self.0.settings)?;
+        let kid = keys.ring.jwks().keys.first().map(|k| k.kid.clone());
+        match self.0.keys.write() {
+            Ok(mut slot) => *slot = Arc::new(keys),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(keys),
+        }
+        tracing::info!(current_kid = ?kid, "signing keys reloaded");
+        Ok(())
+    }
+
+    /// Signs an access token for `user` in `session`. `mfa_at` is the
+    /// session's, never newer: refreshing does not extend it.
+    pub fn issue_token(&self, user: &User, session: &Session) -> Result<IssuedToken> {
+        let now = self.now();
+        let settings = &self.0.settings;
+        let expires_at = (now + settings.access_token_ttl).min(session.expires_at);
+        let mut amr = vec!["pwd".to_owned()];
+        let mut acr = "aal1";
+        if let Some(method) = session.mfa_method.filter(|_| session.mfa_at.is_some()) {
+            // RFC 8176 §2: "otp" for an authenticator app, "sms" for a texted code.
+            amr.push(match method {
+                Method::Totp => "otp".to_owned(),
+                Method::Sms => "sms".to_owned(),
+            });
+            amr.push("mfa".to_owned());
+            acr = "aal2";
+        }
+        let claims = Claims {
+            iss: settings.issuer.clone(),
+            aud: settings.audience.clone(),
+            sub: user.id.clone(),
+            preferred_username: user.username.clone(),
+            roles: user.roles.clone(),
+            sid: session.id.clone(),
+            iat: now,
+            exp: expires_at,
+            jti: uuid::Uuid::new_v4().to_string(),
+            auth_time: session.auth_time,
+            amr,
+            acr: acr.to_owned(),
+            mfa_at: session.mfa_at.filter(|_| session.mfa_method.is_some()),
+            mfa_method: session
+                .mfa_method
+                .filter(|_| session.mfa_at.is_some())
+                .map(|m| m.as_str().to_owned()),
+        };
+        let token = self.keys().ring.sign(&claims).map_err(|e| {
+            tracing::error!(error = %e, "signing failed");
+            AuthError::Internal
+        })?;
+        Ok(IssuedToken { token, expires_at })
+    }
+
+    /// The caller named by `authorization: Bearer <access token>`: a token
+    /// we signed, for a session that is still live.
+    pub async fn caller(&self, metadata: &MetadataMap) -> Result<Caller> {
+        let token = bearer(metadata).ok_or(AuthError::TokenInvalid)?;
+        let now = self.now();
+        let claims = self
+            .keys()
+            .verifier
+            .verify(token, now)
+            .map_err(|_| AuthError::TokenInvalid)?;
+        let session = self
+            .0
+            .store
+            .session(&claims.sid)
+            .await?
+            .filter(|s| s.user_id == claims.sub && s.is_live(now))
+            .ok_or(AuthError::SessionInvalid)?;
+        Ok(Caller { claims, session })
+    }
+
+    /// The caller's user record (current roles, not the token's).
+    pub async fn caller_user(&self, caller: &Caller) -> Result<User> {
+        self.0
+            .store
+            .user_by_id(&caller.claims.sub)
+            .await?
+            .ok_or(AuthError::TokenInvalid)
+    }
+}
+
+fn load_keys(source: &KeySource, settings: &Settings) -> anyhow::Result<Keys> {
+    let ring = source.load()?;
+    let verifier = Verifier::new(
+        &ring.jwks(),
+        settings.issuer.clone(),
+        settings.audience.clone(),
+    );
+    Ok(Keys { ring, verifier })
+}
+
+fn bearer(metadata: &MetadataMap) -> Option<&str> {
+    let value = metadata.get("authorization")?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// A new opaque session token: 256 random bits, base64url.
+pub fn new_session_token() -> String {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// How a session token is stored: SHA-256, hex. The token has 256 bits of
+/// entropy, so a fast hash is enough.
+pub fn hash_session_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// The default database: SQLite in the data directory.
+pub fn default_database_url(data_dir: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", data_dir.join("auth.db").display())
+}

@@ -1,0 +1,164 @@
+//! Command line and settings. Every flag has a `PADLOCK_*` environment
+//! fallback; values are checked at start-up with a message that names the
+//! flag. Secrets are [`Secret`]s, so they never print.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use padlock_runtime::Secret;
+use padlock_runtime::cli::CommonArgs;
+
+use crate::store::LockoutPolicy;
+
+/// auth's gRPC port (DESIGN.md "Ports and command lines").
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// DESIGN.md: the step-up window is eight hours.
+pub const DEFAULT_MFA_MAX_AGE_SECS: u64 = 8 * 60 * 60;
+/// DESIGN.md: access tokens live minutes (default 10).
+pub const DEFAULT_ACCESS_TOKEN_TTL_SECS: u64 = 10 * 60;
+/// A session outlives its step-up window by a working day.
+pub const DEFAULT_SESSION_TTL_SECS: u64 = 12 * 60 * 60;
+/// A TOTP enrollment must be confirmed within ten minutes.
+pub const ENROLLMENT_TTL_SECS: i64 = 10 * 60;
+/// DESIGN.md "Lockout": 5 consecutive wrong codes lock the factor for 15
+/// minutes, doubling on each further lock up to 24 hours.
+pub const LOCKOUT: LockoutPolicy = LockoutPolicy {
+    max_failures: 5,
+    first_lock: Duration::from_secs(15 * 60),
+    max_lock: Duration::from_secs(24 * 60 * 60),
+};
+
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "padlock-auth",
+    version,
+    about = "padlock's auth service: sign-in, second factors, signing keys"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuthArgs {
+    /// The `iss` of every access token.
+    #[arg(
+        long,
+        env = "PADLOCK_ISSUER",
+        default_value = "padlock-auth",
+        global = true
+    )]
+    pub issuer: String,
+    /// The `aud` of every access token: the deploy service.
+    #[arg(
+        long,
+        env = "PADLOCK_AUDIENCE",
+        default_value = "padlock-deploy",
+        global = true
+    )]
+    pub audience: String,
+    /// Access-token lifetime in seconds.
+    #[arg(long, env = "PADLOCK_ACCESS_TOKEN_TTL", default_value_t = DEFAULT_ACCESS_TOKEN_TTL_SECS, global = true)]
+    pub access_token_ttl: u64,
+    /// Session lifetime in seconds.
+    #[arg(long, env = "PADLOCK_SESSION_TTL", default_value_t = DEFAULT_SESSION_TTL_SECS, global = true)]
+    pub session_ttl: u64,
+    /// How long a verified second factor counts, in seconds (reported to clients).
+    #[arg(long, env = "PADLOCK_MFA_MAX_AGE", default_value_t = DEFAULT_MFA_MAX_AGE_SECS, global = true)]
+    pub mfa_max_age: u64,
+    /// PKCS#8 PEM Ed25519 signing key; default: `<data-dir>/keys/current.pem`, generated on first start.
+    #[arg(long, env = "PADLOCK_SIGNING_KEY_FILE", global = true)]
+    pub signing_key_file: Option<PathBuf>,
+    /// The previous signing key, still published in the JWKS after a rotation.
+    #[arg(long, env = "PADLOCK_PREVIOUS_SIGNING_KEY_FILE", global = true)]
+    pub previous_signing_key_file: Option<PathBuf>,
+    /// Data-encryption keys for secrets at rest, `id:base64key[,id:base64key]`, the first
+    /// one current; default: `<data-dir>/data-keys`, generated on first start.
+    #[arg(long, env = "PADLOCK_DATA_KEYS", hide_env_values = true, global = true)]
+    pub data_keys: Option<Secret<String>>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Serve gRPC (the default).
+    Serve,
+    /// Provision users (there is no self sign-up).
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum UsersCommand {
+    /// Adds a user; the password is read from the first line of standard input.
+    Add {
+        #[arg(long)]
+        username: String,
+        /// A role such as `support` or `operator`; repeat for several.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum KeysCommand {
+    /// Makes a new current signing key in `<data-dir>/keys`, keeping the old
+    /// one as previous; send SIGHUP to running services to load it.
+    Rotate,
+}
+
+/// Token and factor settings, checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub issuer: String,
+    pub audience: String,
+    pub access_token_ttl: i64,
+    pub session_ttl: i64,
+    pub mfa_max_age: i64,
+}
+
+impl Settings {
+    pub fn from_args(args: &AuthArgs) -> Result<Self, String> {
+        let secs = |v: u64, flag: &str| {
+            i64::try_from(v)
+                .ok()
+                .filter(|v| *v > 0)
+                .ok_or_else(|| format!("--{flag} must be a positive number of seconds"))
+        };
+        let settings = Settings {
+            issuer: args.issuer.trim().to_owned(),
+            audience: args.audience.trim().to_owned(),
+            access_token_ttl: secs(args.access_token_ttl, "access-token-ttl")?,
+            session_ttl: secs(args.session_ttl, "session-ttl")?,
+            mfa_max_age: secs(args.mfa_max_age, "mfa-max-age")?,
+        };
+        if settings.issuer.is_empty() {
+            return Err("--issuer must not be empty".into());
+        }
+        if settings.audience.is_empty() {
+            return Err("--audience must not be empty".into());
+        }
+        if settings.access_token_ttl > settings.session_ttl {
+            return Err("--access-token-ttl must not exceed --session-ttl".into());
+        }
+        Ok(settings)
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            issuer: "padlock-auth".into(),
+            audience: "padlock-deploy".into(),
+            access_token_ttl: DEFAULT_ACCESS_TOKEN_TTL_SECS as i64,
+            session_ttl: DEFAULT_SESSION_TTL_SECS as i64,
+            mfa_max_age: DEFAULT_MFA_MAX_AGE_SECS as i64,
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The auth service's closed set of errors and the one place they become
+//! gRPC statuses. Messages are for people; clients branch on the reason.
+//! Nothing secret (codes, tokens, passwords, SQL) is ever part of one.
+
+use std::time::Duration;
+
+use padlock_runtime::status::{self, Violations};
+use tonic::{Code, Status};
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("invalid request")]
+    Invalid(Vec<(&'static str, String)>),
+    #[error("missing, malformed or expired access token")]
+    TokenInvalid,
+    #[error("wrong username or password")]
+    CredentialsInvalid,
+    #[error("the session has ended or is unknown; sign in again")]
+    SessionInvalid,
+    #[error("the code is not valid")]
+    CodeInvalid { attempts_left: u32 },
+    #[error("this code was used already; wait for the next one")]
+    CodeReused,
+    #[error("too many wrong codes; try again later")]
+    LockedOut { retry_after: Duration },
+    #[error("a second factor is already active; ask support to reset it")]
+    FactorLocked,
+    #[error("no second factor is enrolled; enroll one first")]
+    NotEnrolled,
+    #[error("unknown enrollment")]
+    EnrollmentNotFound,
+    #[error("the enrollment expired; start it again")]
+    EnrollmentExpired,
+    #[error("this needs the {0} role")]
+    RoleRequired(&'static str),
+    #[error("that username is taken")]
+    UsernameTaken,
+    #[error("{0} is not available yet")]
+    Unimplemented(&'static str),
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("internal error")]
+    Internal,
+}
+
+impl AuthError {
+    /// One invalid field.
+    pub fn invalid(field: &'static str, description: impl Into<String>) -> Self {
+        AuthError::Invalid(vec![(field, description.into())])
+    }
+}
+
+impl From<AuthError> for Status {
+    fn from(err: AuthError) -> Status {
+        use AuthError::*;
+        let message = err.to_string();
+        let refusal = |code, reason| status::refusal(code, reason, message.clone(), []);
+        match err {
+            Invalid(fields) => {
+                let mut v = Violations::new();
+                for (field, description) in fields {
+                    v.add(field, description);
+                }
+                v.into_result().err().unwrap_or_else(status::internal)
+            }
+            TokenInvalid => refusal(Code::Unauthenticated, "TOKEN_INVALID"),
+            CredentialsInvalid => refusal(Code::Unauthenticated, "CREDENTIALS_INVALID"),
+            SessionInvalid => refusal(Code::Unauthenticated, "SESSION_INVALID"),
+            CodeInvalid { attempts_left } => status::refusal(
+                Code::Unauthenticated,
+                "CODE_INVALID",
+                message,
+                [("attempts_left", attempts_left.to_string())],
+            ),
+            CodeReused => refusal(Code::Unauthenticated, "CODE_REUSED"),
+            LockedOut { retry_after } => status::retry_later(
+                Code::ResourceExhausted,
+                "TOO_MANY_ATTEMPTS",
+                message,
+                retry_after,
+            ),
+            FactorLocked => refusal(Code::FailedPrecondition, "FACTOR_LOCKED"),
+            NotEnrolled => refusal(Code::FailedPrecondition, "FACTOR_NOT_ENROLLED"),
+            EnrollmentNotFound => refusal(Code::NotFound, "ENROLLMENT_NOT_FOUND"),
+            EnrollmentExpired => refusal(Code::FailedPrecondition, "ENROLLMENT_EXPIRED"),
+            RoleRequired(_) => refusal(Code::PermissionDenied, "ROLE_REQUIRED"),
+            UsernameTaken => refusal(Code::AlreadyExists, "USERNAME_TAKEN"),
+            Unimplemented(_) => refusal(Code::Unimplemented, "UNIMPLEMENTED"),
+            Store(StoreError::Conflict) => refusal(Code::Aborted, "CONFLICT"),
+            Store(StoreError::Unavailable) => status::unavailable(),
+            Store(StoreError::Internal) | Internal => status::internal(),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, AuthError>;

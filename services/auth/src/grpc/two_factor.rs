@@ -1,0 +1,407 @@
+//! `TwoFactorService`: the caller's own second factor. Enrollment is
+//! pending until confirmed with a code; one method per user, which the user
+//! cannot change (only support resets it); every code is accepted at most
+//! once; wrong codes lock the factor (DESIGN.md "Second factors", "Lockout").
+
+use std::time::Duration;
+
+use padlock_proto::auth::v1::{
+    ConfirmEnrollmentRequest, Factor as FactorMessage, FactorMethod, FactorState as StateMessage,
+    GetFactorRequest, SendSmsCodeRequest, SendSmsCodeResponse, StartSmsEnrollmentRequest,
+    StartSmsEnrollmentResponse, StartTotpEnrollmentRequest, StartTotpEnrollmentResponse,
+    StepUpResponse, VerifyRequest, two_factor_service_server::TwoFactorService,
+};
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status};
+
+use super::timestamp;
+use crate::app::{App, Caller};
+use crate::config::{ENROLLMENT_TTL_SECS, LOCKOUT};
+use crate::error::{AuthError, Result};
+use crate::store::{AuditEvent, Factor, FactorState, FailureOutcome, Method, NewFactor, Outcome};
+use crate::totp::{self, TotpSecret};
+
+#[derive(Debug, Clone)]
+pub struct TwoFactor(pub App);
+
+/// Which pending or active factor a code is for.
+#[derive(Debug, Clone, Copy)]
+enum Purpose<'a> {
+    Confirm { enrollment_id: &'a str },
+    Verify,
+}
+
+impl TwoFactor {
+    fn app(&self) -> &App {
+        &self.0
+    }
+
+    async fn audit(
+        &self,
+        caller: &Caller,
+        kind: &'static str,
+        outcome: Outcome,
+        detail: String,
+    ) -> Result<()> {
+        self.app()
+            .store()
+            .audit(AuditEvent {
+                at: self.app().now(),
+                kind,
+                outcome,
+                actor: Some(caller.claims.sub.clone()),
+                subject: Some(caller.claims.sub.clone()),
+                session_id: Some(caller.session.id.clone()),
+                detail,
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn get_factor(&self, metadata: &MetadataMap) -> Result<FactorMessage> {
+        let caller = self.app().caller(metadata).await?;
+        let now = self.app().now();
+        let factor = self.app().store().factor(&caller.claims.sub).await?;
+        let mfa_at = caller
+            .session
+            .mfa_at
+            .filter(|_| caller.session.mfa_method.is_some());
+        let mut message = FactorMessage {
+            mfa_at: mfa_at.and_then(timestamp),
+            mfa_expires_at: mfa_at.and_then(|at| timestamp(at + self.app().settings().mfa_max_age)),
+            attempts_left: LOCKOUT.max_failures,
+            ..Default::default()
+        };
+        if let Some(f) = factor {
+            message.method = method_message(f.method) as i32;
+            message.state = match f.state {
+                FactorState::Pending => StateMessage::Pending,
+                FactorState::Active => StateMessage::Active,
+            } as i32;
+            message.enrolled_at = f.activated_at.and_then(timestamp);
+            let locked_until = f.locked_until(now);
+            message.locked = locked_until.is_some();
+            message.locked_until = locked_until.and_then(timestamp);
+            message.attempts_left = if message.locked || f.locked_until.is_some() {
+                if message.locked {
+                    0
+                } else {
+                    LOCKOUT.max_failures
+                }
+            } else {
+                LOCKOUT.max_failures.saturating_sub(f.failed_attempts)
+            };
+        }
+        Ok(message)
+    }
+
+    async fn start_totp(&self, metadata: &MetadataMap) -> Result<StartTotpEnrollmentResponse> {
+        let caller = self.app().caller(metadata).await?;
+        let user_id = caller.claims.sub.clone();
+        let existing = self.app().store().factor(&user_id).await?;
+        if existing.is_some_and(|f| f.state == FactorState::Active) {
+            self.audit(
+                &caller,
+                "enrollment_started",
+                Outcome::Refused,
+                "factor already active".into(),
+            )
+            .await?;
+            return Err(AuthError::FactorLocked);
+        }
+
+        let secret = TotpSecret::generate();
+        let uri = totp::otpauth_uri(&secret, &caller.claims.preferred_username)
+            .map_err(|_| AuthError::Internal)?;
+        let qr_png = totp::qr_png(&uri).map_err(|_| AuthError::Internal)?;
+        let qr_svg = totp::qr_svg(&uri).map_err(|_| AuthError::Internal)?;
+        // The user id is the associated data: a ciphertext copied to
+        // another user's row does not open.
+        let sealed = self
+            .app()
+            .data_keys()
+            .seal(secret.as_bytes(), user_id.as_bytes());
+        let now = self.app().now();
+        let enrollment_id = uuid::Uuid::new_v4().to_string();
+        let expires_at = now + ENROLLMENT_TTL_SECS;
+        let started = self
+            .app()
+            .store()
+            .begin_enrollment(&NewFactor {
+                user_id,
+                method: Method::Totp,
+                enrollment_id: enrollment_id.clone(),
+                secret_key_id: sealed.key_id,
+                secret_ciphertext: sealed.blob,
+                created_at: now,
+                enrollment_expires_at: expires_at,
+            })
+            .await?;
+        if !started {
+            // Another request activated a factor in the meantime.
+            return Err(AuthError::FactorLocked);
+        }
+        self.audit(
+            &caller,
+            "enrollment_started",
+            Outcome::Ok,
+            "method=totp".into(),
+        )
+        .await?;
+        Ok(StartTotpEnrollmentResponse {
+            enrollment_id,
+            secret: secret.to_base32(),
+            otpauth_uri: uri,
+            qr_png,
+            qr_svg,
+            expires_at: timestamp(expires_at),
+        })
+    }
+
+    /// Checks `code` against the caller's factor for `purpose` and, when it
+    /// is right and unused, steps the session up.
+    async fn check_code(
+        &self,
+        metadata: &MetadataMap,
+        code: &str,
+        purpose: Purpose<'_>,
+    ) -> Result<StepUpResponse> {
+        let caller = self.app().caller(metadata).await?;
+        let mut errors = Vec::new();
+        if let Purpose::Confirm { enrollment_id } = purpose {
+            if enrollment_id.is_empty() {
+                errors.push(("enrollment_id", "required".to_owned()));
+            } else if uuid::Uuid::parse_str(enrollment_id).is_err() {
+                errors.push(("enrollment_id", "not an enrollment id".to_owned()));
+            }
+        }
+        if !totp::is_well_formed(code) {
+            errors.push(("code", format!("must be {} digits", totp::DIGITS)));
+        }
+        super::finish(errors)?;
+
+        let user_id = caller.claims.sub.as_str();
+        let now = self.app().now();
+        let factor = self.app().store().factor(user_id).await?;
+        let factor = match (purpose, factor) {
+            (Purpose::Confirm { enrollment_id }, Some(f)) if f.enrollment_id == enrollment_id => {
+                if f.state == FactorState::Active {
+                    return Err(AuthError::FactorLocked);
+                }
+                if f.enrollment_expires_at <= now {
+                    return Err(AuthError::EnrollmentExpired);
+                }
+                f
+            }
+            (Purpose::Confirm { .. }, _) => return Err(AuthError::EnrollmentNotFound),
+            (Purpose::Verify, Some(f)) if f.state == FactorState::Active => f,
+            (Purpose::Verify, _) => return Err(AuthError::NotEnrolled),
+        };
+        if let Some(until) = factor.locked_until(now) {
+            return Err(locked_out(until, now));
+        }
+
+        let step = match factor.method {
+            Method::Totp => self.totp_step(&factor, code, now)?,
+            Method::Sms => return Err(AuthError::Unimplemented("SMS verification")),
+        };
+        let Some(step) = step else {
+            return self.count_failure(&caller, now).await;
+        };
+        let store = self.app().store();
+        let accepted = match purpose {
+            Purpose::Confirm { enrollment_id } => {
+                store
+                    .activate_enrollment(user_id, enrollment_id, step, now)
+                    .await?
+            }
+            Purpose::Verify => store.accept_step(user_id, step, now).await?,
+        };
+        if !accepted {
+            return Err(self.explain_refusal(&caller, step, now).await?);
+        }
+        let kind = match purpose {
+            Purpose::Confirm { .. } => "enrollment_confirmed",
+            Purpose::Verify => "verify",
+        };
+        self.audit(
+            &caller,
+            kind,
+            Outcome::Ok,
+            format!("method={}", factor.method.as_str()),
+        )
+        .await?;
+        self.step_up(&caller, factor.method, now).await
+    }
+
+    fn totp_step(&self, factor: &Factor, code: &str, now: i64) -> Result<Option<i64>> {
+        let secret = self
+            .app()
+            .data_keys()
+            .open(
+                &factor.secret_key_id,
+                &factor.secret_ciphertext,
+                factor.user_id.as_bytes(),
+            )
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot open a TOTP secret");
+                AuthError::Internal
+            })?;
+        let now = u64::try_from(now).map_err(|_| AuthError::Internal)?;
+        let step = totp::matching_step(&TotpSecret::from_bytes(secret), code, now);
+        Ok(step.and_then(|s| i64::try_from(s).ok()))
+    }
+
+    async fn count_failure(&self, caller: &Caller, now: i64) -> Result<StepUpResponse> {
+        let outcome = self
+            .app()
+            .store()
+            .count_failure(&caller.claims.sub, now, LOCKOUT)
+            .await?;
+        match outcome {
+            FailureOutcome::AlreadyLocked { until } => Err(locked_out(until, now)),
+            FailureOutcome::Counted {
+                failed_attempts,
+                locked_until,
+            } => {
+                self.audit(
+                    caller,
+                    "verify",
+                    Outcome::Refused,
+                    format!("wrong code, failure {failed_attempts}"),
+                )
+                .await?;
+                if let Some(until) = locked_until {
+                    self.audit(
+                        caller,
+                        "lockout",
+                        Outcome::Ok,
+                        format!("locked for {} s", until - now),
+                    )
+                    .await?;
+                    return Err(locked_out(until, now));
+                }
+                Err(AuthError::CodeInvalid {
+                    attempts_left: LOCKOUT.max_failures.saturating_sub(failed_attempts),
+                })
+            }
+        }
+    }
+
+    /// Why a right code was not accepted: reused, locked meanwhile, or the
+    /// enrollment changed under us.
+    async fn explain_refusal(&self, caller: &Caller, step: i64, now: i64) -> Result<AuthError> {
+        let factor = self.app().store().factor(&caller.claims.sub).await?;
+        let Some(factor) = factor else {
+            return Ok(AuthError::EnrollmentNotFound);
+        };
+        if let Some(until) = factor.locked_until(now) {
+            return Ok(locked_out(until, now));
+        }
+        if factor.last_step.is_some_and(|last| last >= step) {
+            self.audit(caller, "verify", Outcome::Refused, "code reused".into())
+                .await?;
+            return Ok(AuthError::CodeReused);
+        }
+        if factor.state == FactorState::Active {
+            return Ok(AuthError::FactorLocked);
+        }
+        Ok(AuthError::EnrollmentExpired)
+    }
+
+    async fn step_up(&self, caller: &Caller, method: Method, now: i64) -> Result<StepUpResponse> {
+        let app = self.app();
+        if !app
+            .store()
+            .set_session_mfa(&caller.session.id, now, method)
+            .await?
+        {
+            return Err(AuthError::SessionInvalid);
+        }
+        let mut session = caller.session.clone();
+        session.mfa_at = Some(now);
+        session.mfa_method = Some(method);
+        let user = app.caller_user(caller).await?;
+        let issued = app.issue_token(&user, &session)?;
+        Ok(StepUpResponse {
+            access_token: issued.token,
+            expires_at: timestamp(issued.expires_at),
+            mfa_at: timestamp(now),
+            mfa_expires_at: timestamp(now + app.settings().mfa_max_age),
+            method: method_message(method) as i32,
+        })
+    }
+}
+
+fn method_message(method: Method) -> FactorMethod {
+    match method {
+        Method::Totp => FactorMethod::Totp,
+        Method::Sms => FactorMethod::Sms,
+    }
+}
+
+fn locked_out(until: i64, now: i64) -> AuthError {
+    let secs = u64::try_from(until.saturating_sub(now)).unwrap_or(0).max(1);
+    AuthError::LockedOut {
+        retry_after: Duration::from_secs(secs),
+    }
+}
+
+#[tonic::async_trait]
+impl TwoFactorService for TwoFactor {
+    async fn get_factor(
+        &self,
+        request: Request<GetFactorRequest>,
+    ) -> std::result::Result<Response<FactorMessage>, Status> {
+        Ok(Response::new(
+            TwoFactor::get_factor(self, request.metadata()).await?,
+        ))
+    }
+
+    async fn start_totp_enrollment(
+        &self,
+        request: Request<StartTotpEnrollmentRequest>,
+    ) -> std::result::Result<Response<StartTotpEnrollmentResponse>, Status> {
+        Ok(Response::new(self.start_totp(request.metadata()).await?))
+    }
+
+    async fn start_sms_enrollment(
+        &self,
+        request: Request<StartSmsEnrollmentRequest>,
+    ) -> std::result::Result<Response<StartSmsEnrollmentResponse>, Status> {
+        self.app().caller(request.metadata()).await?;
+        Err(AuthError::Unimplemented("SMS enrollment").into())
+    }
+
+    async fn confirm_enrollment(
+        &self,
+        request: Request<ConfirmEnrollmentRequest>,
+    ) -> std::result::Result<Response<StepUpResponse>, Status> {
+        let (metadata, _, req) = request.into_parts();
+        let purpose = Purpose::Confirm {
+            enrollment_id: &req.enrollment_id,
+        };
+        Ok(Response::new(
+            self.check_code(&metadata, &req.code, purpose).await?,
+        ))
+    }
+
+    async fn send_sms_code(
+        &self,
+        request: Request<SendSmsCodeRequest>,
+    ) -> std::result::Result<Response<SendSmsCodeResponse>, Status> {
+        self.app().caller(request.metadata()).await?;
+        Err(AuthError::Unimplemented("SMS codes").into())
+    }
+
+    async fn verify(
+        &self,
+        request: Request<VerifyRequest>,
+    ) -> std::result::Result<Response<StepUpResponse>, Status> {
+        let (metadata, _, req) = request.into_parts();
+        Ok(Response::new(
+            self.check_code(&metadata, &req.code, Purpose::Verify)
+                .await?,
+        ))
+    }
+}

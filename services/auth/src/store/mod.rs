@@ -1,0 +1,585 @@
+//! The auth service's storage: users, sessions, factors and the audit trail,
+//! behind plain functions over domain types. Every single-use and limit rule
+//! is one conditional UPDATE, so it holds under concurrency and across
+//! replicas sharing one database.
+
+mod entity;
+pub mod migration;
+
+use std::time::Duration;
+
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectOptions, Database, DatabaseConnection, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, RuntimeErr, SqlErr,
+};
+use sea_orm_migration::MigratorTrait;
+
+use entity::{audit_event, factor, session, user};
+
+/// A storage failure. Messages never carry SQL or values; the cause is
+/// logged where it happens.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("already exists")]
+    Conflict,
+    #[error("database unavailable")]
+    Unavailable,
+    #[error("database error")]
+    Internal,
+}
+
+impl From<DbErr> for StoreError {
+    fn from(err: DbErr) -> Self {
+        if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) {
+            return StoreError::Conflict;
+        }
+        let unavailable = matches!(
+            err,
+            DbErr::ConnectionAcquire(_) | DbErr::Conn(RuntimeErr::SqlxError(_))
+        );
+        tracing::error!(error = %err, "database error");
+        if unavailable {
+            StoreError::Unavailable
+        } else {
+            StoreError::Internal
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A second-factor method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Totp,
+    Sms,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Totp => "totp",
+            Method::Sms => "sms",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "totp" => Some(Method::Totp),
+            "sms" => Some(Method::Sms),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FactorState {
+    Pending,
+    Active,
+}
+
+impl FactorState {
+    fn as_str(self) -> &'static str {
+        match self {
+            FactorState::Pending => "pending",
+            FactorState::Active => "active",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    pub password_hash: String,
+    pub roles: Vec<String>,
+    pub created_at: i64,
+}
+
+impl User {
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: String,
+    pub user_id: String,
+    pub auth_time: i64,
+    pub mfa_at: Option<i64>,
+    pub mfa_method: Option<Method>,
+    pub expires_at: i64,
+    pub ended_at: Option<i64>,
+}
+
+impl Session {
+    pub fn is_live(&self, now: i64) -> bool {
+        self.ended_at.is_none() && now < self.expires_at
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Factor {
+    pub user_id: String,
+    pub method: Method,
+    pub state: FactorState,
+    pub enrollment_id: String,
+    pub secret_key_id: String,
+    pub secret_ciphertext: Vec<u8>,
+    pub enrollment_expires_at: i64,
+    pub activated_at: Option<i64>,
+    pub last_step: Option<i64>,
+    pub failed_attempts: u32,
+    pub locked_until: Option<i64>,
+}
+
+impl Factor {
+    /// When the lockout ends, if it is in force at `now`.
+    pub fn locked_until(&self, now: i64) -> Option<i64> {
+        self.locked_until.filter(|until| *until > now)
+    }
+}
+
+/// A new pending enrollment.
+#[derive(Debug, Clone)]
+pub struct NewFactor {
+    pub user_id: String,
+    pub method: Method,
+    pub enrollment_id: String,
+    pub secret_key_id: String,
+    pub secret_ciphertext: Vec<u8>,
+    pub created_at: i64,
+    pub enrollment_expires_at: i64,
+}
+
+/// What counting a wrong code did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureOutcome {
+    /// The factor was locked already; nothing was counted.
+    AlreadyLocked { until: i64 },
+    /// Counted; `locked_until` is set when this failure started a lockout.
+    Counted {
+        failed_attempts: u32,
+        locked_until: Option<i64>,
+    },
+}
+
+/// The lockout rule the store applies atomically.
+#[derive(Debug, Clone, Copy)]
+pub struct LockoutPolicy {
+    pub max_failures: u32,
+    pub first_lock: Duration,
+    pub max_lock: Duration,
+}
+
+/// Outcome of an audited event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Refused,
+}
+
+/// One audit record. `detail` must hold no secret.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    pub at: i64,
+    pub kind: &'static str,
+    pub outcome: Outcome,
+    pub actor: Option<String>,
+    pub subject: Option<String>,
+    pub session_id: Option<String>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub at: i64,
+    pub kind: String,
+    pub outcome: String,
+    pub actor: Option<String>,
+    pub subject: Option<String>,
+    pub detail: String,
+}
+
+/// The auth database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+impl Store {
+    /// Connects and runs pending migrations. SQLite runs in WAL mode with
+    /// `synchronous=FULL`, so a commit is durable when it returns.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let mut options = ConnectOptions::new(url.to_owned());
+        options
+            .sqlx_logging(false)
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(5))
+            .map_sqlx_sqlite_opts(|o: SqliteConnectOptions| {
+                o.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true)
+                    .create_if_missing(true)
+            });
+        let db = Database::connect(options).await?;
+        migration::Migrator::up(&db, None).await?;
+        Ok(Self { db })
+    }
+
+    /// True when the database answers.
+    pub async fn ping(&self) -> bool {
+        self.db.ping().await.is_ok()
+    }
+
+    pub async fn create_user(&self, u: &User) -> Result<()> {
+        user::Entity::insert(user::ActiveModel {
+            id: Set(u.id.clone()),
+            username: Set(u.username.clone()),
+            password_hash: Set(u.password_hash.clone()),
+            roles: Set(u.roles.join(" ")),
+            created_at: Set(u.created_at),
+        })
+        .exec_without_returning(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn user_by_username(&self, username: &str) -> Result<Option<User>> {
+        let row = user::Entity::find()
+            .filter(user::Column::Username.eq(username))
+            .one(&self.db)
+            .await?;
+        Ok(row.map(user_from_row))
+    }
+
+    pub async fn user_by_id(&self, id: &str) -> Result<Option<User>> {
+        Ok(user::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+            .map(user_from_row))
+    }
+
+    pub async fn create_session(&self, s: &Session, token_hash: &str, now: i64) -> Result<()> {
+        session::Entity::insert(session::ActiveModel {
+            id: Set(s.id.clone()),
+            user_id: Set(s.user_id.clone()),
+            token_hash: Set(token_hash.to_owned()),
+            auth_time: Set(s.auth_time),
+            mfa_at: Set(s.mfa_at),
+            mfa_method: Set(s.mfa_method.map(|m| m.as_str().to_owned())),
+            created_at: Set(now),
+            expires_at: Set(s.expires_at),
+            ended_at: Set(None),
+        })
+        .exec_without_returning(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn session(&self, id: &str) -> Result<Option<Session>> {
+        Ok(session::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+            .map(session_from_row))
+    }
+
+    pub async fn session_by_token_hash(&self, token_hash: &str) -> Result<Option<Session>> {
+        Ok(session::Entity::find()
+            .filter(session::Column::TokenHash.eq(token_hash))
+            .one(&self.db)
+            .await?
+            .map(session_from_row))
+    }
+
+    /// Ends a live session; false if it was not live.
+    pub async fn end_session(&self, id: &str, now: i64) -> Result<bool> {
+        let result = session::Entity::update_many()
+            .col_expr(session::Column::EndedAt, Expr::value(now))
+            .filter(session::Column::Id.eq(id))
+            .filter(session::Column::EndedAt.is_null())
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
+    /// Records a verified second factor on a live session.
+    pub async fn set_session_mfa(&self, id: &str, at: i64, method: Method) -> Result<bool> {
+        let result = session::Entity::update_many()
+            .col_expr(session::Column::MfaAt, Expr::value(at))
+            .col_expr(session::Column::MfaMethod, Expr::value(method.as_str()))
+            .filter(session::Column::Id.eq(id))
+            .filter(session::Column::EndedAt.is_null())
+            .filter(session::Column::ExpiresAt.gt(at))
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
+    pub async fn factor(&self, user_id: &str) -> Result<Option<Factor>> {
+        let row = factor::Entity::find_by_id(user_id.to_owned())
+            .one(&self.db)
+            .await?;
+        Ok(row.and_then(factor_from_row))
+    }
+
+    /// Starts (or restarts) a pending enrollment. Returns false, writing
+    /// nothing, when the user already has an active factor. A restart keeps
+    /// the lockout counters, so restarting does not reset a lockout.
+    pub async fn begin_enrollment(&self, f: &NewFactor) -> Result<bool> {
+        let row = factor::ActiveModel {
+            user_id: Set(f.user_id.clone()),
+            method: Set(f.method.as_str().to_owned()),
+            state: Set(FactorState::Pending.as_str().to_owned()),
+            enrollment_id: Set(f.enrollment_id.clone()),
+            secret_key_id: Set(f.secret_key_id.clone()),
+            secret_ciphertext: Set(f.secret_ciphertext.clone()),
+            created_at: Set(f.created_at),
+            enrollment_expires_at: Set(f.enrollment_expires_at),
+            activated_at: Set(None),
+            last_step: Set(None),
+            failed_attempts: Set(0),
+            locked_until: Set(None),
+            lockouts: Set(0),
+        };
+        let on_conflict = OnConflict::column(factor::Column::UserId)
+            .update_columns([
+                factor::Column::Method,
+                factor::Column::EnrollmentId,
+                factor::Column::SecretKeyId,
+                factor::Column::SecretCiphertext,
+                factor::Column::CreatedAt,
+                factor::Column::EnrollmentExpiresAt,
+                factor::Column::LastStep,
+            ])
+            .action_and_where(
+                Expr::col((factor::Entity, factor::Column::State))
+                    .eq(FactorState::Pending.as_str()),
+            )
+            .to_owned();
+        let rows = factor::Entity::insert(row)
+            .on_conflict(on_conflict)
+            .exec_without_returning(&self.db)
+            .await?;
+        Ok(rows == 1)
+    }
+
+    /// Activates the pending enrollment `enrollment_id` with a code of time
+    /// step `step`. False when it is not pending, expired, locked, or the
+    /// step was used.
+    pub async fn activate_enrollment(
+        &self,
+        user_id: &str,
+        enrollment_id: &str,
+        step: i64,
+        now: i64,
+    ) -> Result<bool> {
+        let result = factor::Entity::update_many()
+            .col_expr(
+                factor::Column::State,
+                Expr::value(FactorState::Active.as_str()),
+            )
+            .col_expr(factor::Column::ActivatedAt, Expr::value(now))
+            .col_expr(factor::Column::LastStep, Expr::value(step))
+            .col_expr(factor::Column::FailedAttempts, Expr::value(0))
+            .col_expr(
+                factor::Column::LockedUntil,
+                Expr::value(Option::<i64>::None),
+            )
+            .col_expr(factor::Column::Lockouts, Expr::value(0))
+            .filter(factor::Column::UserId.eq(user_id))
+            .filter(factor::Column::EnrollmentId.eq(enrollment_id))
+            .filter(factor::Column::State.eq(FactorState::Pending.as_str()))
+            .filter(factor::Column::EnrollmentExpiresAt.gt(now))
+            .filter(step_is_new(step))
+            .filter(not_locked(now))
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
+    /// Accepts a code of time step `step` on the active factor: at most once
+    /// per step, and only above the last accepted one (RFC 6238 §5.2). A
+    /// success clears the failure count and the lockout history.
+    pub async fn accept_step(&self, user_id: &str, step: i64, now: i64) -> Result<bool> {
+        let result = factor::Entity::update_many()
+            .col_expr(factor::Column::LastStep, Expr::value(step))
+            .col_expr(factor::Column::FailedAttempts, Expr::value(0))
+            .col_expr(
+                factor::Column::LockedUntil,
+                Expr::value(Option::<i64>::None),
+            )
+            .col_expr(factor::Column::Lockouts, Expr::value(0))
+            .filter(factor::Column::UserId.eq(user_id))
+            .filter(factor::Column::State.eq(FactorState::Active.as_str()))
+            .filter(step_is_new(step))
+            .filter(not_locked(now))
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
+    /// Counts a wrong code, locking the factor on the `max_failures`-th in a
+    /// row for `first_lock`, doubling with each further lockout up to
+    /// `max_lock`. One UPDATE that only matches an unlocked factor, so
+    /// parallel guesses cannot get past `max_failures` evaluations.
+    pub async fn count_failure(
+        &self,
+        user_id: &str,
+        now: i64,
+        policy: LockoutPolicy,
+    ) -> Result<FailureOutcome> {
+        // An expired lock leaves `locked_until` set: the count starts again.
+        let new_count = "(CASE WHEN locked_until IS NOT NULL THEN 1 ELSE failed_attempts + 1 END)";
+        let mut lock_secs = String::from("CASE");
+        let mut secs = policy.first_lock.as_secs();
+        let mut n = 0;
+        while secs < policy.max_lock.as_secs() {
+            lock_secs.push_str(&format!(" WHEN lockouts = {n} THEN {secs}"));
+            secs *= 2;
+            n += 1;
+        }
+        lock_secs.push_str(&format!(" ELSE {} END", policy.max_lock.as_secs()));
+        let max = policy.max_failures;
+        let result = factor::Entity::update_many()
+            .col_expr(factor::Column::FailedAttempts, Expr::cust(new_count))
+            .col_expr(
+                factor::Column::LockedUntil,
+                Expr::cust_with_values(
+                    format!("CASE WHEN {new_count} >= {max} THEN ? + ({lock_secs}) ELSE NULL END"),
+                    [now],
+                ),
+            )
+            .col_expr(
+                factor::Column::Lockouts,
+                Expr::cust(format!(
+                    "CASE WHEN {new_count} >= {max} THEN lockouts + 1 ELSE lockouts END"
+                )),
+            )
+            .filter(factor::Column::UserId.eq(user_id))
+            .filter(not_locked(now))
+            .exec(&self.db)
+            .await?;
+        let row = self.factor(user_id).await?;
+        let Some(row) = row else {
+            return Err(StoreError::Internal);
+        };
+        if result.rows_affected == 0 {
+            return Ok(FailureOutcome::AlreadyLocked {
+                until: row.locked_until.unwrap_or(now),
+            });
+        }
+        Ok(FailureOutcome::Counted {
+            failed_attempts: row.failed_attempts,
+            locked_until: row.locked_until(now),
+        })
+    }
+
+    pub async fn audit(&self, e: AuditEvent) -> Result<()> {
+        audit_event::Entity::insert(audit_event::ActiveModel {
+            at: Set(e.at),
+            kind: Set(e.kind.to_owned()),
+            outcome: Set(match e.outcome {
+                Outcome::Ok => "ok".to_owned(),
+                Outcome::Refused => "refused".to_owned(),
+            }),
+            actor: Set(e.actor),
+            subject: Set(e.subject),
+            session_id: Set(e.session_id),
+            detail: Set(e.detail),
+            ..Default::default()
+        })
+        .exec_without_returning(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    /// The newest `limit` audit records about `subject` (all when `None`).
+    pub async fn audit_events(
+        &self,
+        subject: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<AuditRecord>> {
+        let mut query = audit_event::Entity::find();
+        if let Some(subject) = subject {
+            query = query.filter(audit_event::Column::Subject.eq(subject));
+        }
+        let rows = query
+            .order_by_desc(audit_event::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AuditRecord {
+                id: r.id,
+                at: r.at,
+                kind: r.kind,
+                outcome: r.outcome,
+                actor: r.actor,
+                subject: r.subject,
+                detail: r.detail,
+            })
+            .collect())
+    }
+}
+
+fn step_is_new(step: i64) -> Condition {
+    Condition::any()
+        .add(factor::Column::LastStep.is_null())
+        .add(factor::Column::LastStep.lt(step))
+}
+
+fn not_locked(now: i64) -> Condition {
+    Condition::any()
+        .add(factor::Column::LockedUntil.is_null())
+        .add(factor::Column::LockedUntil.lte(now))
+}
+
+fn user_from_row(r: user::Model) -> User {
+    User {
+        id: r.id,
+        username: r.username,
+        password_hash: r.password_hash,
+        roles: r.roles.split_whitespace().map(str::to_owned).collect(),
+        created_at: r.created_at,
+    }
+}
+
+fn session_from_row(r: session::Model) -> Session {
+    Session {
+        id: r.id,
+        user_id: r.user_id,
+        auth_time: r.auth_time,
+        mfa_at: r.mfa_at,
+        mfa_method: r.mfa_method.as_deref().and_then(Method::parse),
+        expires_at: r.expires_at,
+        ended_at: r.ended_at,
+    }
+}
+
+fn factor_from_row(r: factor::Model) -> Option<Factor> {
+    let state = match r.state.as_str() {
+        "pending" => FactorState::Pending,
+        "active" => FactorState::Active,
+        _ => return None,
+    };
+    Some(Factor {
+        user_id: r.user_id,
+        method: Method::parse(&r.method)?,
+        state,
+        enrollment_id: r.enrollment_id,
+        secret_key_id: r.secret_key_id,
+        secret_ciphertext: r.secret_ciphertext,
+        enrollment_expires_at: r.enrollment_expires_at,
+        activated_at: r.activated_at,
+        last_step: r.last_step,
+        failed_attempts: u32::try_from(r.failed_attempts).unwrap_or(0),
+        locked_until: r.locked_until,
+    })
+}
