@@ -450,10 +450,12 @@ impl Store {
             .col_expr(factor::Column::FailedAttempts, Expr::cust(new_count))
             .col_expr(
                 factor::Column::LockedUntil,
-                Expr::cust_with_values(
-                    format!("CASE WHEN {new_count} >= {max} THEN ? + ({lock_secs}) ELSE NULL END"),
-                    [now],
-                ),
+                Expr::case(
+                    Expr::cust(format!("{new_count} >= {max}")),
+                    Expr::val(now).add(Expr::cust(format!("({lock_secs})"))),
+                )
+                .finally(Expr::val(Option::<i64>::None))
+                .into(),
             )
             .col_expr(
                 factor::Column::Lockouts,
