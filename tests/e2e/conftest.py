@@ -352,10 +352,12 @@ class AuthServer:
             elif self.proc.poll() is not None:
                 break
         sel.close()
+        exited = self.proc.poll()
         self.stop()
-        pytest.fail(f"padlock-auth did not print 'listening on ADDR' within {READY_TIMEOUT_S}s "
-                    f"(exit {self.proc.returncode}); stdout {self.stdout_lines!r}; "
-                    f"stderr tail:\n{self.stderr_tail()}")
+        why = (f"exited with {exited} before printing" if exited is not None
+               else f"did not print within {READY_TIMEOUT_S}s")
+        pytest.fail(f"padlock-auth {why} 'listening on ADDR'; stdout {self.stdout_lines!r}; "
+                    f"stderr tail:\n{self.stderr_tail()}", pytrace=False)
 
     def _drain_stdout(self):
         for line in self.proc.stdout:

@@ -2,7 +2,7 @@
 //! on a fresh database of each backend, and speaks to it with the generated
 //! gRPC clients, exactly as other services do.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::sync::Arc;
 
