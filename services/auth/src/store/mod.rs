@@ -446,7 +446,7 @@ impl Store {
         }
         lock_secs.push_str(&format!(" ELSE {} END", policy.max_lock.as_secs()));
         let max = policy.max_failures;
-        let result = factor::Entity::update_many()
+        let updated = factor::Entity::update_many()
             .col_expr(factor::Column::FailedAttempts, Expr::cust(new_count))
             .col_expr(
                 factor::Column::LockedUntil,
@@ -465,21 +465,21 @@ impl Store {
             )
             .filter(factor::Column::UserId.eq(user_id))
             .filter(not_locked(now))
-            .exec(&self.db)
+            .exec_with_returning(&self.db)
             .await?;
-        let row = self.factor(user_id).await?;
-        let Some(row) = row else {
-            return Err(StoreError::Internal);
-        };
-        if result.rows_affected == 0 {
-            return Ok(FailureOutcome::AlreadyLocked {
-                until: row.locked_until.unwrap_or(now),
+        // RETURNING gives this request's own result, not a later one's.
+        if let Some(row) = updated.into_iter().next().and_then(factor_from_row) {
+            return Ok(FailureOutcome::Counted {
+                failed_attempts: row.failed_attempts,
+                locked_until: row.locked_until(now),
             });
         }
-        Ok(FailureOutcome::Counted {
-            failed_attempts: row.failed_attempts,
-            locked_until: row.locked_until(now),
-        })
+        let until = self
+            .factor(user_id)
+            .await?
+            .and_then(|f| f.locked_until)
+            .unwrap_or(now);
+        Ok(FailureOutcome::AlreadyLocked { until })
     }
 
     pub async fn audit(&self, e: AuditEvent) -> Result<()> {

@@ -1,0 +1,283 @@
+//! The storage conformance suite: the same assertions on SQLite and on a
+//! real PostgreSQL, straight against the repository functions.
+
+use std::time::Duration;
+
+use padlock_auth::store::{
+    AuditEvent, FactorState, FailureOutcome, LockoutPolicy, Method, NewFactor, Outcome, Session,
+    Store, StoreError, User,
+};
+
+const NOW: i64 = 1_800_000_000;
+const POLICY: LockoutPolicy = LockoutPolicy {
+    max_failures: 5,
+    first_lock: Duration::from_secs(900),
+    max_lock: Duration::from_secs(86_400),
+};
+
+fn user(id: &str, username: &str) -> User {
+    User {
+        id: id.into(),
+        username: username.into(),
+        password_hash: "$argon2id$stub".into(),
+        roles: vec!["operator".into(), "support".into()],
+        created_at: NOW,
+    }
+}
+
+fn pending(user_id: &str, enrollment_id: &str) -> NewFactor {
+    NewFactor {
+        user_id: user_id.into(),
+        method: Method::Totp,
+        enrollment_id: enrollment_id.into(),
+        secret_key_id: "k1".into(),
+        secret_ciphertext: vec![1, 2, 3],
+        created_at: NOW,
+        enrollment_expires_at: NOW + 600,
+    }
+}
+
+async fn stores() -> Vec<(padlock_test_support::TestDatabase, Store)> {
+    let mut all = Vec::new();
+    for db in padlock_test_support::databases().await {
+        let store = Store::connect(&db.url).await.expect("connect and migrate");
+        all.push((db, store));
+    }
+    all
+}
+
+#[tokio::test]
+async fn users_are_unique_by_username_and_keep_their_roles() {
+    for (db, store) in stores().await {
+        store.create_user(&user("u1", "alice")).await.unwrap();
+        let err = store.create_user(&user("u2", "alice")).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::Conflict),
+            "{}: {err:?}",
+            db.backend
+        );
+        let alice = store.user_by_username("alice").await.unwrap().unwrap();
+        assert_eq!(alice.id, "u1");
+        assert_eq!(alice.roles, ["operator", "support"]);
+        assert!(store.user_by_username("bob").await.unwrap().is_none());
+        assert!(store.user_by_id("u1").await.unwrap().is_some());
+    }
+}
+
+#[tokio::test]
+async fn migrations_run_twice_without_harm() {
+    for (db, store) in stores().await {
+        store.create_user(&user("u1", "alice")).await.unwrap();
+        let again = Store::connect(&db.url).await.expect("second start");
+        assert!(
+            again.user_by_username("alice").await.unwrap().is_some(),
+            "{}",
+            db.backend
+        );
+    }
+}
+
+#[tokio::test]
+async fn sessions_end_and_ended_sessions_take_no_step_up() {
+    for (db, store) in stores().await {
+        store.create_user(&user("u1", "alice")).await.unwrap();
+        let session = Session {
+            id: "s1".into(),
+            user_id: "u1".into(),
+            auth_time: NOW,
+            mfa_at: None,
+            mfa_method: None,
+            expires_at: NOW + 3600,
+            ended_at: None,
+        };
+        store.create_session(&session, "hash1", NOW).await.unwrap();
+        assert!(
+            store
+                .set_session_mfa("s1", NOW + 5, Method::Totp)
+                .await
+                .unwrap()
+        );
+        let found = store.session_by_token_hash("hash1").await.unwrap().unwrap();
+        assert_eq!(
+            (found.mfa_at, found.mfa_method),
+            (Some(NOW + 5), Some(Method::Totp)),
+            "{}",
+            db.backend
+        );
+        assert!(store.end_session("s1", NOW + 10).await.unwrap());
+        assert!(
+            !store.end_session("s1", NOW + 11).await.unwrap(),
+            "ending twice"
+        );
+        assert!(
+            !store
+                .set_session_mfa("s1", NOW + 12, Method::Totp)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .session("s1")
+                .await
+                .unwrap()
+                .unwrap()
+                .is_live(NOW + 12)
+        );
+    }
+}
+
+#[tokio::test]
+async fn one_factor_per_user_and_pending_enrollments_restart() {
+    for (db, store) in stores().await {
+        store.create_user(&user("u1", "alice")).await.unwrap();
+        assert!(store.begin_enrollment(&pending("u1", "e1")).await.unwrap());
+        assert!(
+            store.begin_enrollment(&pending("u1", "e2")).await.unwrap(),
+            "restart while pending"
+        );
+        assert!(
+            !store
+                .activate_enrollment("u1", "e1", 100, NOW)
+                .await
+                .unwrap(),
+            "replaced id"
+        );
+        assert!(
+            !store
+                .activate_enrollment("u1", "e2", 100, NOW + 600)
+                .await
+                .unwrap(),
+            "expired"
+        );
+        assert!(
+            store
+                .activate_enrollment("u1", "e2", 100, NOW)
+                .await
+                .unwrap()
+        );
+        let factor = store.factor("u1").await.unwrap().unwrap();
+        assert_eq!(
+            (factor.state, factor.last_step),
+            (FactorState::Active, Some(100)),
+            "{}",
+            db.backend
+        );
+        assert!(
+            !store.begin_enrollment(&pending("u1", "e3")).await.unwrap(),
+            "active factor stays"
+        );
+        assert_eq!(
+            store.factor("u1").await.unwrap().unwrap().enrollment_id,
+            "e2"
+        );
+    }
+}
+
+#[tokio::test]
+async fn steps_are_accepted_once_and_in_order() {
+    for (db, store) in stores().await {
+        store.create_user(&user("u1", "alice")).await.unwrap();
+        store.begin_enrollment(&pending("u1", "e1")).await.unwrap();
+        store
+            .activate_enrollment("u1", "e1", 100, NOW)
+            .await
+            .unwrap();
+        assert!(
+            !store.accept_step("u1", 100, NOW).await.unwrap(),
+            "{}: same step",
+            db.backend
+        );
+        assert!(
+            !store.accept_step("u1", 99, NOW).await.unwrap(),
+            "earlier step"
+        );
+        assert!(store.accept_step("u1", 101, NOW).await.unwrap());
+        assert!(!store.accept_step("u1", 101, NOW).await.unwrap());
+    }
+}
+
+#[tokio::test]
+async fn lockouts_double_up_to_a_day_and_restart_the_count_when_they_end() {
+    for (db, store) in stores().await {
+        store.create_user(&user("u1", "alice")).await.unwrap();
+        store.begin_enrollment(&pending("u1", "e1")).await.unwrap();
+        store
+            .activate_enrollment("u1", "e1", 100, NOW)
+            .await
+            .unwrap();
+        let mut now = NOW;
+        for expected in [
+            900, 1800, 3600, 7200, 14_400, 28_800, 57_600, 86_400, 86_400,
+        ] {
+            for n in 1..=4 {
+                let outcome = store.count_failure("u1", now, POLICY).await.unwrap();
+                assert_eq!(
+                    outcome,
+                    FailureOutcome::Counted {
+                        failed_attempts: n,
+                        locked_until: None
+                    },
+                    "{}",
+                    db.backend
+                );
+            }
+            let outcome = store.count_failure("u1", now, POLICY).await.unwrap();
+            assert_eq!(
+                outcome,
+                FailureOutcome::Counted {
+                    failed_attempts: 5,
+                    locked_until: Some(now + expected)
+                }
+            );
+            let locked = store.count_failure("u1", now + 1, POLICY).await.unwrap();
+            assert_eq!(
+                locked,
+                FailureOutcome::AlreadyLocked {
+                    until: now + expected
+                }
+            );
+            assert!(
+                !store.accept_step("u1", 200, now + 1).await.unwrap(),
+                "locked refuses right codes"
+            );
+            now += expected;
+        }
+        // A success clears both the count and the doubling.
+        assert!(store.accept_step("u1", 200, now).await.unwrap());
+        for _ in 1..=4 {
+            store.count_failure("u1", now, POLICY).await.unwrap();
+        }
+        let outcome = store.count_failure("u1", now, POLICY).await.unwrap();
+        assert_eq!(
+            outcome,
+            FailureOutcome::Counted {
+                failed_attempts: 5,
+                locked_until: Some(now + 900)
+            }
+        );
+    }
+}
+
+#[tokio::test]
+async fn audit_events_are_kept_newest_first_by_subject() {
+    for (db, store) in stores().await {
+        for (i, subject) in ["u1", "u2", "u1"].iter().enumerate() {
+            store
+                .audit(AuditEvent {
+                    at: NOW + i as i64,
+                    kind: "verify",
+                    outcome: Outcome::Refused,
+                    actor: Some((*subject).into()),
+                    subject: Some((*subject).into()),
+                    session_id: None,
+                    detail: format!("event {i}"),
+                })
+                .await
+                .unwrap();
+        }
+        let events = store.audit_events(Some("u1"), 10).await.unwrap();
+        let details: Vec<_> = events.iter().map(|e| e.detail.as_str()).collect();
+        assert_eq!(details, ["event 2", "event 0"], "{}", db.backend);
+        assert_eq!(store.audit_events(None, 2).await.unwrap().len(), 2);
+    }
+}
