@@ -57,24 +57,24 @@ async fn serve(listen: std::net::SocketAddr, options: Options) -> anyhow::Result
     let app = padlock_auth::open(options, Arc::new(SystemClock)).await?;
     let listener = server::bind(listen).await?;
     let addr = listener.local_addr()?;
-    spawn_key_reloader(app.clone());
+    spawn_key_reloader(app.clone())?;
+    let shutdown = server::shutdown_signal();
     server::announce(SERVICE, addr);
-    padlock_auth::serve(app, listener, server::shutdown_signal()).await
+    padlock_auth::serve(app, listener, shutdown).await
 }
 
-/// SIGHUP re-reads the signing keys, so a rotation needs no restart.
-fn spawn_key_reloader(app: padlock_auth::App) {
+/// SIGHUP re-reads the signing keys, so a rotation needs no restart. The
+/// handler is installed before the service says it is ready.
+fn spawn_key_reloader(app: padlock_auth::App) -> anyhow::Result<()> {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            return;
-        };
         while hup.recv().await.is_some() {
             if let Err(e) = app.reload_keys() {
                 tracing::error!(error = %e, "reloading signing keys failed; keeping the old ones");
             }
         }
     });
+    Ok(())
 }
 
 #[allow(clippy::print_stdout)]
