@@ -379,49 +379,25 @@ impl Store {
         step: i64,
         now: i64,
     ) -> Result<bool> {
-        let result = factor::Entity::update_many()
+        let update = accept_step_update(user_id, step, now)
             .col_expr(
                 factor::Column::State,
                 Expr::value(FactorState::Active.as_str()),
             )
             .col_expr(factor::Column::ActivatedAt, Expr::value(now))
-            .col_expr(factor::Column::LastStep, Expr::value(step))
-            .col_expr(factor::Column::FailedAttempts, Expr::value(0))
-            .col_expr(
-                factor::Column::LockedUntil,
-                Expr::value(Option::<i64>::None),
-            )
-            .col_expr(factor::Column::Lockouts, Expr::value(0))
-            .filter(factor::Column::UserId.eq(user_id))
             .filter(factor::Column::EnrollmentId.eq(enrollment_id))
             .filter(factor::Column::State.eq(FactorState::Pending.as_str()))
-            .filter(factor::Column::EnrollmentExpiresAt.gt(now))
-            .filter(step_is_new(step))
-            .filter(not_locked(now))
-            .exec(&self.db)
-            .await?;
-        Ok(result.rows_affected == 1)
+            .filter(factor::Column::EnrollmentExpiresAt.gt(now));
+        Ok(update.exec(&self.db).await?.rows_affected == 1)
     }
 
     /// Accepts a code of time step `step` on the active factor: at most once
     /// per step, and only above the last accepted one (RFC 6238 §5.2). A
     /// success clears the failure count and the lockout history.
     pub async fn accept_step(&self, user_id: &str, step: i64, now: i64) -> Result<bool> {
-        let result = factor::Entity::update_many()
-            .col_expr(factor::Column::LastStep, Expr::value(step))
-            .col_expr(factor::Column::FailedAttempts, Expr::value(0))
-            .col_expr(
-                factor::Column::LockedUntil,
-                Expr::value(Option::<i64>::None),
-            )
-            .col_expr(factor::Column::Lockouts, Expr::value(0))
-            .filter(factor::Column::UserId.eq(user_id))
-            .filter(factor::Column::State.eq(FactorState::Active.as_str()))
-            .filter(step_is_new(step))
-            .filter(not_locked(now))
-            .exec(&self.db)
-            .await?;
-        Ok(result.rows_affected == 1)
+        let update = accept_step_update(user_id, step, now)
+            .filter(factor::Column::State.eq(FactorState::Active.as_str()));
+        Ok(update.exec(&self.db).await?.rows_affected == 1)
     }
 
     /// Counts a wrong code, locking the factor on the `max_failures`-th in a
@@ -529,6 +505,23 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// The UPDATE shared by every accepted code: record the step, clear the
+/// failures and the lockout history; only for a new step on an unlocked
+/// factor of `user_id`.
+fn accept_step_update(user_id: &str, step: i64, now: i64) -> sea_orm::UpdateMany<factor::Entity> {
+    factor::Entity::update_many()
+        .col_expr(factor::Column::LastStep, Expr::value(step))
+        .col_expr(factor::Column::FailedAttempts, Expr::value(0))
+        .col_expr(
+            factor::Column::LockedUntil,
+            Expr::value(Option::<i64>::None),
+        )
+        .col_expr(factor::Column::Lockouts, Expr::value(0))
+        .filter(factor::Column::UserId.eq(user_id))
+        .filter(step_is_new(step))
+        .filter(not_locked(now))
 }
 
 fn step_is_new(step: i64) -> Condition {
