@@ -20,7 +20,7 @@ use padlock_proto::auth::v1::{
     support_service_server::SupportServiceServer,
     two_factor_service_server::TwoFactorServiceServer,
 };
-use padlock_runtime::{SharedClock, server};
+use padlock_runtime::{Secret, SharedClock, server};
 use tokio::net::TcpListener;
 
 pub use app::{App, KeySource};
@@ -30,13 +30,13 @@ pub use config::Settings;
 #[derive(Debug, Clone)]
 pub struct Options {
     pub data_dir: PathBuf,
-    /// Default: SQLite in `data_dir`.
-    pub database_url: Option<String>,
+    /// Default: SQLite in `data_dir`. May hold a password.
+    pub database_url: Option<Secret<String>>,
     pub settings: Settings,
     /// Default: `data_dir/keys`.
     pub signing_keys: Option<KeySource>,
     /// `id:base64key,...`; default: `data_dir/data-keys`.
-    pub data_keys: Option<String>,
+    pub data_keys: Option<Secret<String>>,
 }
 
 impl Options {
@@ -58,7 +58,8 @@ pub async fn open(options: Options, clock: SharedClock) -> anyhow::Result<App> {
     ensure_private_dir(&options.data_dir)?;
     let url = options
         .database_url
-        .clone()
+        .as_ref()
+        .map(|u| u.expose().clone())
         .unwrap_or_else(|| app::default_database_url(&options.data_dir));
     let store = store::Store::connect(&url)
         .await
@@ -68,7 +69,7 @@ pub async fn open(options: Options, clock: SharedClock) -> anyhow::Result<App> {
         .clone()
         .unwrap_or_else(|| KeySource::Dir(options.data_dir.join("keys")));
     let data_keys = match &options.data_keys {
-        Some(spec) => sealing::DataKeys::parse(spec)?,
+        Some(spec) => sealing::DataKeys::parse(spec.expose())?,
         None => sealing::DataKeys::load_or_generate(&options.data_dir.join("data-keys"))?,
     };
     App::new(store, clock, options.settings, keys, data_keys).await

@@ -35,10 +35,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         });
     let options = Options {
         data_dir: cli.common.data_dir.clone(),
-        database_url: cli.common.database_url.as_ref().map(|u| u.expose().clone()),
+        database_url: cli.common.database_url.clone(),
         settings,
         signing_keys,
-        data_keys: cli.auth.data_keys.as_ref().map(|k| k.expose().clone()),
+        data_keys: cli.auth.data_keys.clone(),
     };
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cli.common.listen_or(default_listen()), options).await,

@@ -40,7 +40,7 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::at_unix(START);
         let mut options = Options::in_dir(dir.path().join("data"));
-        options.database_url = Some(db.url.clone());
+        options.database_url = Some(padlock_runtime::Secret::new(db.url.clone()));
         let app = padlock_auth::open(options, Arc::new(clock.clone()))
             .await
             .unwrap();
