@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
     let protos = [
         root.join("padlock/auth/v1/auth.proto"),
+        root.join("padlock/deploy/v1/deploy.proto"),
         root.join("google/rpc/error_details.proto"),
     ];
     let out = PathBuf::from(std::env::var("OUT_DIR")?);

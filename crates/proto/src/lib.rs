@@ -11,5 +11,13 @@ pub mod auth {
     }
 }
 
+/// `padlock.deploy.v1`: apps, packages, transports, nodes, node
+/// permissions and the padlock policy.
+pub mod deploy {
+    pub mod v1 {
+        tonic::include_proto!("padlock.deploy.v1");
+    }
+}
+
 /// Every padlock contract as one encoded `FileDescriptorSet`, for reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("padlock_descriptor");
