@@ -31,6 +31,25 @@ impl Clock for SystemClock {
     }
 }
 
+/// The real time shifted by a fixed number of seconds: for drills and
+/// end-to-end tests of time windows against real binaries.
+#[derive(Debug, Clone, Copy)]
+pub struct OffsetClock {
+    offset_secs: i64,
+}
+
+impl OffsetClock {
+    pub fn new(offset_secs: i64) -> Self {
+        Self { offset_secs }
+    }
+}
+
+impl Clock for OffsetClock {
+    fn now(&self) -> DateTime<Utc> {
+        SystemClock.now() + chrono::Duration::seconds(self.offset_secs)
+    }
+}
+
 /// A clock that only moves when told to; cheap to clone and share.
 #[derive(Debug, Clone)]
 pub struct ManualClock {

@@ -4,11 +4,13 @@
 //! graceful shutdown). Depends only on the generated contracts.
 
 pub mod cli;
+pub mod db;
+pub mod metadata;
 pub mod clock;
 pub mod secret;
 pub mod server;
 pub mod status;
 pub mod telemetry;
 
-pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
+pub use clock::{Clock, ManualClock, OffsetClock, SharedClock, SystemClock};
 pub use secret::Secret;

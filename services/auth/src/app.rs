@@ -185,7 +185,7 @@ impl App {
     /// The caller named by `authorization: Bearer <access token>`: a token
     /// we signed, for a session that is still live.
     pub async fn caller(&self, metadata: &MetadataMap) -> Result<Caller> {
-        let token = bearer(metadata).ok_or(AuthError::TokenInvalid)?;
+        let token = padlock_runtime::metadata::bearer_token(metadata).ok_or(AuthError::TokenInvalid)?;
         let now = self.now();
         let claims = self
             .keys()
@@ -222,11 +222,6 @@ fn load_keys(source: &KeySource, settings: &Settings) -> anyhow::Result<Keys> {
     Ok(Keys { ring, verifier })
 }
 
-fn bearer(metadata: &MetadataMap) -> Option<&str> {
-    let value = metadata.get("authorization")?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
 
 /// A new opaque session token: 256 random bits, base64url.
 pub fn new_session_token() -> String {

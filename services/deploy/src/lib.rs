@@ -4,6 +4,96 @@
 //! JWKS; the service never holds a private key and never calls auth per
 //! request. `main.rs` is a thin shell, so tests can run it in-process.
 
+pub mod app;
 pub mod blobs;
+pub mod config;
+pub mod error;
+pub mod grpc;
 pub mod keys;
 pub mod policy;
+pub mod store;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use padlock_proto::deploy::v1::{
+    app_service_server::AppServiceServer, node_service_server::NodeServiceServer,
+    package_service_server::PackageServiceServer, permission_service_server::PermissionServiceServer,
+    policy_service_server::PolicyServiceServer,
+};
+use padlock_runtime::{Secret, SharedClock, server};
+use tokio::net::TcpListener;
+
+pub use app::App;
+
+/// Everything needed to open the service's state.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub data_dir: PathBuf,
+    /// Default: SQLite in `data_dir`. May hold a password.
+    pub database_url: Option<Secret<String>>,
+    pub issuer: String,
+    pub audience: String,
+    pub policy: policy::Policy,
+    pub max_package_bytes: u64,
+}
+
+impl Options {
+    /// Defaults for everything, state in `data_dir`.
+    pub fn in_dir(data_dir: impl Into<PathBuf>) -> Self {
+        Options {
+            data_dir: data_dir.into(),
+            database_url: None,
+            issuer: "padlock-auth".into(),
+            audience: "padlock-deploy".into(),
+            policy: policy::Policy::default(),
+            max_package_bytes: blobs::DEFAULT_MAX_PACKAGE_BYTES,
+        }
+    }
+}
+
+/// Opens the database (running migrations) and the package store; keys
+/// come from `jwks` (auth's `GetJwks` in production).
+pub async fn open(options: Options, clock: SharedClock, jwks: Arc<dyn keys::JwksSource>) -> anyhow::Result<App> {
+    ensure_private_dir(&options.data_dir)?;
+    let url = options
+        .database_url
+        .as_ref()
+        .map(|u| u.expose().clone())
+        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", options.data_dir.join("deploy.db").display()));
+    let store = store::Store::connect(&url)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))?;
+    let blobs = blobs::BlobStore::open(&options.data_dir.join("packages"), options.max_package_bytes)?;
+    let keys = keys::KeyCache::new(jwks, options.issuer, options.audience, clock.clone());
+    Ok(App::new(store, clock, keys, options.policy, blobs))
+}
+
+/// Serves every deploy gRPC service, plus health and reflection, on
+/// `listener` until `shutdown` resolves.
+pub async fn serve(app: App, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+    use grpc::{apps::Apps, nodes::Nodes, packages::Packages, permissions::Permissions, policy::Policies};
+    let (health, routes) = server::base_routes()?;
+    let routes = routes
+        .add_service(AppServiceServer::new(Apps(app.clone())))
+        .add_service(PackageServiceServer::new(Packages(app.clone())))
+        .add_service(NodeServiceServer::new(Nodes(app.clone())))
+        .add_service(PermissionServiceServer::new(Permissions(app.clone())))
+        .add_service(PolicyServiceServer::new(Policies(app.clone())));
+    health.set_serving::<AppServiceServer<Apps>>().await;
+    health.set_serving::<PackageServiceServer<Packages>>().await;
+    health.set_serving::<NodeServiceServer<Nodes>>().await;
+    health.set_serving::<PermissionServiceServer<Permissions>>().await;
+    health.set_serving::<PolicyServiceServer<Policies>>().await;
+    server::serve(listener, routes, shutdown).await?;
+    Ok(())
+}
+
+fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}

@@ -1,1 +1,59 @@
-fn main() {}
+//! `padlock-deploy`: serve gRPC.
+
+use std::sync::Arc;
+
+use clap::Parser;
+use padlock_deploy::config::Cli;
+use padlock_deploy::keys::GrpcJwksSource;
+use padlock_deploy::policy::{Policy, parse_max_age_override};
+use padlock_deploy::Options;
+use padlock_runtime::{OffsetClock, SharedClock, SystemClock, server, telemetry};
+
+const SERVICE: &str = "padlock-deploy";
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.common.log_format);
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{SERVICE}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut policy = Policy::default();
+    for spec in &cli.deploy.max_age {
+        let (action, secs) = parse_max_age_override(spec).map_err(|e| anyhow::anyhow!("--max-age {spec}: {e}"))?;
+        policy = policy.with_max_age(action, secs);
+    }
+    if cli.deploy.issuer.trim().is_empty() || cli.deploy.audience.trim().is_empty() {
+        anyhow::bail!("--issuer and --audience must not be empty");
+    }
+    let clock: SharedClock = match cli.deploy.clock_offset_secs {
+        0 => Arc::new(SystemClock),
+        offset => {
+            tracing::warn!(offset_secs = offset, "the clock is shifted (--clock-offset-secs); for drills and tests only");
+            Arc::new(OffsetClock::new(offset))
+        }
+    };
+    let options = Options {
+        data_dir: cli.common.data_dir.clone(),
+        database_url: cli.common.database_url.clone(),
+        issuer: cli.deploy.issuer.clone(),
+        audience: cli.deploy.audience.clone(),
+        policy,
+        max_package_bytes: cli.deploy.max_package_bytes,
+    };
+    let jwks = GrpcJwksSource::connect_lazy(cli.deploy.auth_url.clone())
+        .map_err(|e| anyhow::anyhow!("--auth-url: {e}"))?;
+    let app = padlock_deploy::open(options, clock, Arc::new(jwks)).await?;
+    let listener = server::bind(cli.common.listen_or(std::net::SocketAddr::from(([127, 0, 0, 1], 50052)))).await?;
+    let addr = listener.local_addr()?;
+    let shutdown = server::shutdown_signal();
+    server::announce(SERVICE, addr);
+    padlock_deploy::serve(app, listener, shutdown).await
+}

@@ -9,10 +9,10 @@ pub mod migration;
 use std::time::Duration;
 
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
-use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use padlock_runtime::db::{self, DbFailure};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectOptions, Database, DatabaseConnection, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect, RuntimeErr, SqlErr,
+    ActiveValue::Set, ColumnTrait, Condition, Database, DatabaseConnection, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use sea_orm_migration::MigratorTrait;
 
@@ -32,18 +32,10 @@ pub enum StoreError {
 
 impl From<DbErr> for StoreError {
     fn from(err: DbErr) -> Self {
-        if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) {
-            return StoreError::Conflict;
-        }
-        let unavailable = matches!(
-            err,
-            DbErr::ConnectionAcquire(_) | DbErr::Conn(RuntimeErr::SqlxError(_))
-        );
-        tracing::error!(error = %err, "database error");
-        if unavailable {
-            StoreError::Unavailable
-        } else {
-            StoreError::Internal
+        match db::classify(&err) {
+            DbFailure::Conflict => StoreError::Conflict,
+            DbFailure::Unavailable => StoreError::Unavailable,
+            DbFailure::Internal => StoreError::Internal,
         }
     }
 }
@@ -215,19 +207,7 @@ impl Store {
     /// Connects and runs pending migrations. SQLite runs in WAL mode with
     /// `synchronous=FULL`, so a commit is durable when it returns.
     pub async fn connect(url: &str) -> Result<Self> {
-        let mut options = ConnectOptions::new(url.to_owned());
-        options
-            .sqlx_logging(false)
-            .max_connections(16)
-            .acquire_timeout(Duration::from_secs(5))
-            .map_sqlx_sqlite_opts(|o: SqliteConnectOptions| {
-                o.journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Full)
-                    .busy_timeout(Duration::from_secs(10))
-                    .foreign_keys(true)
-                    .create_if_missing(true)
-            });
-        let db = Database::connect(options).await?;
+        let db = Database::connect(db::connect_options(url)).await?;
         migration::Migrator::up(&db, None).await?;
         Ok(Self { db })
     }

@@ -1,0 +1,194 @@
+//! The application state, built once and shared by every handler, and the
+//! two questions every handler asks: who is calling, and may they do this
+//! padlocked action now (asked before anything changes).
+
+use std::sync::Arc;
+
+use padlock_runtime::SharedClock;
+use padlock_token::Claims;
+use tonic::metadata::MetadataMap;
+
+use crate::blobs::BlobStore;
+use crate::error::{DeployError, Result};
+use crate::keys::{KeyCache, VerifyError};
+use crate::policy::{self, Action, Env, Grant, Holdings, Policy};
+use crate::store::{AuditEvent, Member, Outcome, Role, Store};
+
+/// Roles (from auth's token) that may create apps.
+pub const APP_CREATOR_ROLES: [&str; 2] = ["operator", "support"];
+
+#[derive(Debug, Clone)]
+pub struct App(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    clock: SharedClock,
+    keys: KeyCache,
+    policy: Policy,
+    blobs: BlobStore,
+    /// Serialises "store the blob, write its row, or undo the blob", so an
+    /// undo never removes content a concurrent upload of the same bytes is
+    /// about to reference.
+    package_commit: tokio::sync::Mutex<()>,
+}
+
+/// A caller the policy let through, with the second factor relied on.
+#[derive(Debug, Clone)]
+pub struct Authorized {
+    pub claims: Claims,
+}
+
+impl Authorized {
+    pub fn username(&self) -> &str {
+        &self.claims.preferred_username
+    }
+}
+
+impl App {
+    pub fn new(store: Store, clock: SharedClock, keys: KeyCache, policy: Policy, blobs: BlobStore) -> Self {
+        App(Arc::new(Inner {
+            store,
+            clock,
+            keys,
+            policy,
+            blobs,
+            package_commit: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// Held from finishing an upload's blob until its row is written.
+    pub async fn package_commit(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.0.package_commit.lock().await
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.0.store
+    }
+
+    pub fn blobs(&self) -> &BlobStore {
+        &self.0.blobs
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.0.policy
+    }
+
+    pub fn keys(&self) -> &KeyCache {
+        &self.0.keys
+    }
+
+    pub fn now(&self) -> i64 {
+        self.0.clock.unix()
+    }
+
+    /// The caller's verified claims, for actions without a padlock rule.
+    pub async fn caller(&self, metadata: &MetadataMap) -> Result<Claims> {
+        let token = padlock_runtime::metadata::bearer_token(metadata).ok_or(DeployError::TokenInvalid)?;
+        match self.0.keys.verify(token).await {
+            Ok(claims) => Ok(claims),
+            Err(VerifyError::KeysUnavailable) => Err(DeployError::KeysUnavailable),
+            Err(VerifyError::Token(_)) => Err(DeployError::TokenInvalid),
+        }
+    }
+
+    /// The caller's team membership of `app_id`, required.
+    pub async fn member_of(&self, claims: &Claims, app_id: &str) -> Result<Member> {
+        self.0
+            .store
+            .member(app_id, &claims.preferred_username)
+            .await?
+            .ok_or(DeployError::NotAMember)
+    }
+
+    /// What the caller holds on `app_id`: Technical Contact or not, and
+    /// their node permissions there.
+    pub async fn holdings(&self, username: &str, app_id: &str) -> Result<Holdings> {
+        let member = self.0.store.member(app_id, username).await?;
+        let technical_contact_of = match member {
+            Some(m) if m.role == Role::TechnicalContact => vec![app_id.to_owned()],
+            _ => Vec::new(),
+        };
+        let grants = self
+            .0
+            .store
+            .grants(app_id, Some(username))
+            .await?
+            .into_iter()
+            .map(|g| Grant {
+                app_id: g.app_id,
+                env: g.env,
+                permission: g.permission,
+            })
+            .collect();
+        Ok(Holdings {
+            technical_contact_of,
+            grants,
+        })
+    }
+
+    /// DESIGN.md's step-up rule for `action` on `app_id`'s `env`, checked
+    /// before any state changes. Refusals of a known caller are audited.
+    pub async fn authorize(&self, metadata: &MetadataMap, action: Action, app_id: &str, env: Env) -> Result<Authorized> {
+        let token = padlock_runtime::metadata::bearer_token(metadata).unwrap_or_default();
+        let verified = match self.0.keys.verify(token).await {
+            Err(VerifyError::KeysUnavailable) => return Err(DeployError::KeysUnavailable),
+            Err(VerifyError::Token(e)) => Err(e),
+            Ok(claims) => Ok(claims),
+        };
+        let holdings = match &verified {
+            Ok(claims) => self.holdings(&claims.preferred_username, app_id).await?,
+            Err(_) => Holdings::default(),
+        };
+        let now = self.now();
+        let decision = policy::decide(verified.as_ref(), &self.0.policy, action, app_id, env, &holdings, now);
+        match decision.outcome {
+            Ok(()) => match verified {
+                Ok(claims) => Ok(Authorized { claims }),
+                Err(_) => Err(DeployError::TokenInvalid),
+            },
+            Err(refusal) => {
+                if let Ok(claims) = &verified {
+                    self.0
+                        .store
+                        .audit(AuditEvent {
+                            at: now,
+                            actor: claims.preferred_username.clone(),
+                            action: action.as_str(),
+                            app_id: Some(app_id.to_owned()),
+                            env: Some(env),
+                            outcome: Outcome::Refused,
+                            reason: Some(refusal.reason()),
+                            mfa_at: claims.mfa_at,
+                            mfa_method: claims.mfa_method.clone(),
+                            detail: String::new(),
+                        })
+                        .await?;
+                }
+                tracing::info!(action = action.as_str(), environment = env.as_str(), reason = refusal.reason(), "padlocked action refused");
+                Err(DeployError::Refused(Box::new(policy::refusal_status(refusal, action, env, &decision.rule))))
+            }
+        }
+    }
+
+    /// Audits a padlocked action that went through.
+    pub async fn audit_ok(&self, who: &Authorized, action: &'static str, app_id: &str, env: Option<Env>, detail: String) -> Result<()> {
+        self.0
+            .store
+            .audit(AuditEvent {
+                at: self.now(),
+                actor: who.username().to_owned(),
+                action,
+                app_id: Some(app_id.to_owned()),
+                env,
+                outcome: Outcome::Ok,
+                reason: None,
+                mfa_at: who.claims.mfa_at,
+                mfa_method: who.claims.mfa_method.clone(),
+                detail,
+            })
+            .await?;
+        Ok(())
+    }
+}
+

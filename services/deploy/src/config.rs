@@ -1,0 +1,39 @@
+//! Command line and settings for `padlock-deploy`; every flag has a
+//! `PADLOCK_*` environment fallback and is checked at start-up.
+
+use padlock_runtime::cli::CommonArgs;
+
+use crate::blobs::DEFAULT_MAX_PACKAGE_BYTES;
+
+#[derive(Debug, clap::Parser)]
+#[command(name = "padlock-deploy", version, about = "padlock's deploy service: apps, packages, transports, node permissions")]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub deploy: DeployArgs,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeployArgs {
+    /// Where padlock-auth serves gRPC (for its JWKS).
+    #[arg(long, env = "PADLOCK_AUTH_URL", default_value = "http://127.0.0.1:50051")]
+    pub auth_url: String,
+    /// The `iss` tokens must carry.
+    #[arg(long, env = "PADLOCK_ISSUER", default_value = "padlock-auth")]
+    pub issuer: String,
+    /// The `aud` tokens must carry: this service.
+    #[arg(long, env = "PADLOCK_AUDIENCE", default_value = "padlock-deploy")]
+    pub audience: String,
+    /// Per-action step-up window, e.g. `transport_package=3600`; repeat or
+    /// separate with commas. Default 28800 s (8 h) for every action.
+    #[arg(long = "max-age", env = "PADLOCK_MAX_AGE", value_delimiter = ',')]
+    pub max_age: Vec<String>,
+    /// Largest package accepted, in bytes.
+    #[arg(long, env = "PADLOCK_MAX_PACKAGE_BYTES", default_value_t = DEFAULT_MAX_PACKAGE_BYTES)]
+    pub max_package_bytes: u64,
+    /// Shifts this service's clock by N seconds. For drills and end-to-end
+    /// tests of the step-up window only; logged loudly when set.
+    #[arg(long, env = "PADLOCK_CLOCK_OFFSET_SECS", default_value_t = 0, allow_negative_numbers = true)]
+    pub clock_offset_secs: i64,
+}

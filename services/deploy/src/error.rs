@@ -1,0 +1,98 @@
+//! The deploy service's closed set of errors and the one place they become
+//! gRPC statuses. Step-up refusals are built by `policy::refusal_status`.
+
+use padlock_runtime::status::{self, Violations};
+use tonic::{Code, Status};
+
+use crate::blobs::BlobError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("invalid request")]
+    Invalid(Vec<(&'static str, String)>),
+    #[error("missing, malformed or expired access token")]
+    TokenInvalid,
+    #[error("cannot verify tokens right now: padlock-auth's keys are unavailable")]
+    KeysUnavailable,
+    /// A refusal by the padlock policy, already a rich status.
+    #[error("refused by the padlock policy")]
+    Refused(Box<Status>),
+    #[error("this needs the {0} role")]
+    RoleRequired(&'static str),
+    #[error("you are not a member of this app's team")]
+    NotAMember,
+    #[error("only the app's Technical Contact may do this")]
+    TechnicalContactRequired,
+    #[error("only members with the Deploy role may do this")]
+    DeployRoleRequired,
+    #[error("node permissions are only for team members with the Deploy role")]
+    MemberCannotHoldPermissions,
+    #[error("an app needs a Technical Contact; add another one first")]
+    LastTechnicalContact,
+    #[error("unknown app")]
+    AppNotFound,
+    #[error("unknown package")]
+    PackageNotFound,
+    #[error("not a member of this app")]
+    MemberNotFound,
+    #[error("an app with that name exists")]
+    AppNameTaken,
+    #[error("this app already has a package with that version")]
+    PackageVersionExists,
+    #[error("the package is not deployed in the source environment")]
+    NotDeployedInSource,
+    #[error("upload: {0}")]
+    Upload(#[from] BlobError),
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("internal error")]
+    Internal,
+}
+
+impl DeployError {
+    pub fn invalid(field: &'static str, description: impl Into<String>) -> Self {
+        DeployError::Invalid(vec![(field, description.into())])
+    }
+}
+
+impl From<DeployError> for Status {
+    fn from(err: DeployError) -> Status {
+        use DeployError::*;
+        let message = err.to_string();
+        let refusal = |code, reason| status::refusal(code, reason, message.clone(), []);
+        match err {
+            Invalid(fields) => {
+                let mut v = Violations::new();
+                for (field, description) in fields {
+                    v.add(field, description);
+                }
+                v.into_result().err().unwrap_or_else(status::internal)
+            }
+            TokenInvalid => refusal(Code::Unauthenticated, "TOKEN_INVALID"),
+            KeysUnavailable => refusal(Code::Unavailable, "KEYS_UNAVAILABLE"),
+            Refused(status) => *status,
+            RoleRequired(_) => refusal(Code::PermissionDenied, "ROLE_REQUIRED"),
+            NotAMember => refusal(Code::PermissionDenied, "NOT_A_MEMBER"),
+            TechnicalContactRequired => refusal(Code::PermissionDenied, "TECHNICAL_CONTACT_REQUIRED"),
+            DeployRoleRequired => refusal(Code::PermissionDenied, "DEPLOY_ROLE_REQUIRED"),
+            MemberCannotHoldPermissions => refusal(Code::FailedPrecondition, "DEPLOY_ROLE_REQUIRED"),
+            LastTechnicalContact => refusal(Code::FailedPrecondition, "LAST_TECHNICAL_CONTACT"),
+            AppNotFound => refusal(Code::NotFound, "APP_NOT_FOUND"),
+            PackageNotFound => refusal(Code::NotFound, "PACKAGE_NOT_FOUND"),
+            MemberNotFound => refusal(Code::NotFound, "MEMBER_NOT_FOUND"),
+            AppNameTaken => refusal(Code::AlreadyExists, "APP_NAME_TAKEN"),
+            PackageVersionExists => refusal(Code::AlreadyExists, "PACKAGE_VERSION_EXISTS"),
+            NotDeployedInSource => refusal(Code::FailedPrecondition, "PACKAGE_NOT_DEPLOYED_IN_SOURCE"),
+            Upload(e) => match e.field() {
+                Some(field) => status::invalid_field(field, &e.to_string()),
+                None => status::internal(),
+            },
+            Store(StoreError::Conflict) => refusal(Code::Aborted, "CONFLICT"),
+            Store(StoreError::Unavailable) => status::unavailable(),
+            Store(StoreError::Internal) | Internal => status::internal(),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, DeployError>;

@@ -1,0 +1,534 @@
+//! The deploy service's storage: apps, team members, node permissions,
+//! packages, deployments and the audit trail, behind plain functions over
+//! domain types. Handlers never see sea-orm types.
+
+mod entity;
+pub mod migration;
+
+use padlock_runtime::db::{self, DbFailure};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Database, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+};
+use sea_orm_migration::MigratorTrait;
+
+use crate::policy::{Env, Permission};
+use entity::{app, audit_event, deployment, node_permission, package, team_member};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("already exists")]
+    Conflict,
+    #[error("database unavailable")]
+    Unavailable,
+    #[error("database error")]
+    Internal,
+}
+
+impl From<DbErr> for StoreError {
+    fn from(err: DbErr) -> Self {
+        match db::classify(&err) {
+            DbFailure::Conflict => StoreError::Conflict,
+            DbFailure::Unavailable => StoreError::Unavailable,
+            DbFailure::Internal => StoreError::Internal,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A team member's role in an app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    TechnicalContact,
+    Deploy,
+    Member,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::TechnicalContact => "technical_contact",
+            Role::Deploy => "deploy",
+            Role::Member => "member",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Role::TechnicalContact, Role::Deploy, Role::Member]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+
+    /// "Only members with DEPLOY may hold node permissions"; the Technical
+    /// Contact holds them all.
+    pub fn may_hold_permissions(self) -> bool {
+        matches!(self, Role::TechnicalContact | Role::Deploy)
+    }
+}
+
+fn env_of(s: &str) -> Option<Env> {
+    Env::ALL.into_iter().find(|e| e.as_str() == s)
+}
+
+fn permission_of(s: &str) -> Option<Permission> {
+    Permission::ALL.into_iter().find(|p| p.as_str() == s)
+}
+
+#[derive(Debug, Clone)]
+pub struct App {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+    /// Usernames of its Technical Contacts.
+    pub technical_contacts: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub app_id: String,
+    pub username: String,
+    pub role: Role,
+    pub added_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeGrant {
+    pub app_id: String,
+    pub env: Env,
+    pub username: String,
+    pub permission: Permission,
+}
+
+#[derive(Debug, Clone)]
+pub struct Package {
+    pub id: String,
+    pub app_id: String,
+    pub version: String,
+    pub file_name: String,
+    pub size: u64,
+    pub sha256: String,
+    pub uploaded_by: String,
+    pub uploaded_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    pub id: i64,
+    pub app_id: String,
+    pub package_id: String,
+    pub env: Env,
+    pub from_env: Option<Env>,
+    pub deployed_by: String,
+    pub deployed_at: i64,
+    pub mfa_at: Option<i64>,
+    pub mfa_method: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Refused,
+}
+
+/// One audit record: who did what where, relying on which second factor.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    pub at: i64,
+    pub actor: String,
+    pub action: &'static str,
+    pub app_id: Option<String>,
+    pub env: Option<Env>,
+    pub outcome: Outcome,
+    pub reason: Option<&'static str>,
+    pub mfa_at: Option<i64>,
+    pub mfa_method: Option<String>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub app_id: Option<String>,
+    pub environment: Option<String>,
+    pub outcome: String,
+    pub reason: Option<String>,
+    pub mfa_at: Option<i64>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+impl Store {
+    /// Connects and runs pending migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let db = Database::connect(db::connect_options(url)).await?;
+        migration::Migrator::up(&db, None).await?;
+        Ok(Self { db })
+    }
+
+    pub async fn ping(&self) -> bool {
+        self.db.ping().await.is_ok()
+    }
+
+    /// Creates an app with its Technical Contact, atomically.
+    pub async fn create_app(&self, id: &str, name: &str, technical_contact: &str, by: &str, now: i64) -> Result<()> {
+        let txn = self.db.begin().await?;
+        app::Entity::insert(app::ActiveModel {
+            id: Set(id.to_owned()),
+            name: Set(name.to_owned()),
+            created_at: Set(now),
+            created_by: Set(by.to_owned()),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+        team_member::Entity::insert(team_member::ActiveModel {
+            app_id: Set(id.to_owned()),
+            username: Set(technical_contact.to_owned()),
+            role: Set(Role::TechnicalContact.as_str().to_owned()),
+            added_at: Set(now),
+            added_by: Set(by.to_owned()),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    pub async fn app(&self, id: &str) -> Result<Option<App>> {
+        let Some(row) = app::Entity::find_by_id(id.to_owned()).one(&self.db).await? else {
+            return Ok(None);
+        };
+        let technical_contacts = team_member::Entity::find()
+            .filter(team_member::Column::AppId.eq(id))
+            .filter(team_member::Column::Role.eq(Role::TechnicalContact.as_str()))
+            .order_by_asc(team_member::Column::Username)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|m| m.username)
+            .collect();
+        Ok(Some(App {
+            id: row.id,
+            name: row.name,
+            created_at: row.created_at,
+            technical_contacts,
+        }))
+    }
+
+    /// The apps `username` is a team member of, by name.
+    pub async fn apps_of(&self, username: &str) -> Result<Vec<App>> {
+        let ids: Vec<String> = team_member::Entity::find()
+            .filter(team_member::Column::Username.eq(username))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|m| m.app_id)
+            .collect();
+        let mut apps = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(app) = self.app(&id).await? {
+                apps.push(app);
+            }
+        }
+        apps.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(apps)
+    }
+
+    pub async fn member(&self, app_id: &str, username: &str) -> Result<Option<Member>> {
+        let row = team_member::Entity::find_by_id((app_id.to_owned(), username.to_owned()))
+            .one(&self.db)
+            .await?;
+        Ok(row.and_then(member_from_row))
+    }
+
+    pub async fn members(&self, app_id: &str) -> Result<Vec<Member>> {
+        let rows = team_member::Entity::find()
+            .filter(team_member::Column::AppId.eq(app_id))
+            .order_by_asc(team_member::Column::Username)
+            .all(&self.db)
+            .await?;
+        Ok(rows.into_iter().filter_map(member_from_row).collect())
+    }
+
+    /// Adds a member or changes their role. A role that may not hold node
+    /// permissions drops the ones they had, in the same transaction.
+    pub async fn put_member(&self, app_id: &str, username: &str, role: Role, by: &str, now: i64) -> Result<Member> {
+        let txn = self.db.begin().await?;
+        team_member::Entity::insert(team_member::ActiveModel {
+            app_id: Set(app_id.to_owned()),
+            username: Set(username.to_owned()),
+            role: Set(role.as_str().to_owned()),
+            added_at: Set(now),
+            added_by: Set(by.to_owned()),
+        })
+        .on_conflict(
+            OnConflict::columns([team_member::Column::AppId, team_member::Column::Username])
+                .update_column(team_member::Column::Role)
+                .to_owned(),
+        )
+        .exec_without_returning(&txn)
+        .await?;
+        if !role.may_hold_permissions() {
+            node_permission::Entity::delete_many()
+                .filter(node_permission::Column::AppId.eq(app_id))
+                .filter(node_permission::Column::Username.eq(username))
+                .exec(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        self.member(app_id, username).await?.ok_or(StoreError::Internal)
+    }
+
+    /// Removes a member and their node permissions; false if not a member.
+    pub async fn remove_member(&self, app_id: &str, username: &str) -> Result<bool> {
+        let txn = self.db.begin().await?;
+        node_permission::Entity::delete_many()
+            .filter(node_permission::Column::AppId.eq(app_id))
+            .filter(node_permission::Column::Username.eq(username))
+            .exec(&txn)
+            .await?;
+        let removed = team_member::Entity::delete_many()
+            .filter(team_member::Column::AppId.eq(app_id))
+            .filter(team_member::Column::Username.eq(username))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        txn.commit().await?;
+        Ok(removed == 1)
+    }
+
+    /// Node permissions on `app_id`, for one user or everyone.
+    pub async fn grants(&self, app_id: &str, username: Option<&str>) -> Result<Vec<NodeGrant>> {
+        let mut query = node_permission::Entity::find().filter(node_permission::Column::AppId.eq(app_id));
+        if let Some(username) = username {
+            query = query.filter(node_permission::Column::Username.eq(username));
+        }
+        let rows = query
+            .order_by_asc(node_permission::Column::Username)
+            .order_by_asc(node_permission::Column::Environment)
+            .order_by_asc(node_permission::Column::Permission)
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                Some(NodeGrant {
+                    env: env_of(&r.environment)?,
+                    permission: permission_of(&r.permission)?,
+                    app_id: r.app_id,
+                    username: r.username,
+                })
+            })
+            .collect())
+    }
+
+    /// Grants permissions; already-held ones are left as they are.
+    pub async fn grant(&self, app_id: &str, env: Env, username: &str, permissions: &[Permission], by: &str, now: i64) -> Result<()> {
+        if permissions.is_empty() {
+            return Ok(());
+        }
+        let rows = permissions.iter().map(|p| node_permission::ActiveModel {
+            app_id: Set(app_id.to_owned()),
+            environment: Set(env.as_str().to_owned()),
+            username: Set(username.to_owned()),
+            permission: Set(p.as_str().to_owned()),
+            granted_at: Set(now),
+            granted_by: Set(by.to_owned()),
+        });
+        node_permission::Entity::insert_many(rows)
+            .on_conflict(
+                OnConflict::columns([
+                    node_permission::Column::AppId,
+                    node_permission::Column::Username,
+                    node_permission::Column::Environment,
+                    node_permission::Column::Permission,
+                ])
+                .do_nothing()
+                .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn revoke(&self, app_id: &str, env: Env, username: &str, permissions: &[Permission]) -> Result<()> {
+        let names: Vec<&str> = permissions.iter().map(|p| p.as_str()).collect();
+        node_permission::Entity::delete_many()
+            .filter(node_permission::Column::AppId.eq(app_id))
+            .filter(node_permission::Column::Environment.eq(env.as_str()))
+            .filter(node_permission::Column::Username.eq(username))
+            .filter(node_permission::Column::Permission.is_in(names))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn insert_package(&self, p: &Package) -> Result<()> {
+        package::Entity::insert(package::ActiveModel {
+            id: Set(p.id.clone()),
+            app_id: Set(p.app_id.clone()),
+            version: Set(p.version.clone()),
+            file_name: Set(p.file_name.clone()),
+            size: Set(i64::try_from(p.size).map_err(|_| StoreError::Internal)?),
+            sha256: Set(p.sha256.clone()),
+            uploaded_by: Set(p.uploaded_by.clone()),
+            uploaded_at: Set(p.uploaded_at),
+        })
+        .exec_without_returning(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn package(&self, id: &str) -> Result<Option<Package>> {
+        Ok(package::Entity::find_by_id(id.to_owned()).one(&self.db).await?.map(package_from_row))
+    }
+
+    /// Newest first.
+    pub async fn packages(&self, app_id: &str) -> Result<Vec<Package>> {
+        let rows = package::Entity::find()
+            .filter(package::Column::AppId.eq(app_id))
+            .order_by_desc(package::Column::UploadedAt)
+            .order_by_desc(package::Column::Version)
+            .all(&self.db)
+            .await?;
+        Ok(rows.into_iter().map(package_from_row).collect())
+    }
+
+    /// Whether any package row refers to this content.
+    pub async fn blob_in_use(&self, sha256: &str) -> Result<bool> {
+        let n = package::Entity::find()
+            .filter(package::Column::Sha256.eq(sha256))
+            .count(&self.db)
+            .await?;
+        Ok(n > 0)
+    }
+
+    pub async fn insert_deployment(&self, d: &Deployment) -> Result<i64> {
+        let result = deployment::Entity::insert(deployment::ActiveModel {
+            app_id: Set(d.app_id.clone()),
+            package_id: Set(d.package_id.clone()),
+            environment: Set(d.env.as_str().to_owned()),
+            from_environment: Set(d.from_env.map(|e| e.as_str().to_owned())),
+            deployed_by: Set(d.deployed_by.clone()),
+            deployed_at: Set(d.deployed_at),
+            mfa_at: Set(d.mfa_at),
+            mfa_method: Set(d.mfa_method.clone()),
+            ..Default::default()
+        })
+        .exec(&self.db)
+        .await?;
+        Ok(result.last_insert_id)
+    }
+
+    /// Newest first; one environment or all.
+    pub async fn deployments(&self, app_id: &str, env: Option<Env>, limit: u64) -> Result<Vec<Deployment>> {
+        let mut query = deployment::Entity::find().filter(deployment::Column::AppId.eq(app_id));
+        if let Some(env) = env {
+            query = query.filter(deployment::Column::Environment.eq(env.as_str()));
+        }
+        let rows = query
+            .order_by_desc(deployment::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        Ok(rows.into_iter().filter_map(deployment_from_row).collect())
+    }
+
+    /// What runs on an environment now: its newest deployment.
+    pub async fn current_deployment(&self, app_id: &str, env: Env) -> Result<Option<Deployment>> {
+        Ok(self.deployments(app_id, Some(env), 1).await?.into_iter().next())
+    }
+
+    pub async fn audit(&self, e: AuditEvent) -> Result<()> {
+        audit_event::Entity::insert(audit_event::ActiveModel {
+            at: Set(e.at),
+            actor: Set(e.actor),
+            action: Set(e.action.to_owned()),
+            app_id: Set(e.app_id),
+            environment: Set(e.env.map(|env| env.as_str().to_owned())),
+            outcome: Set(match e.outcome {
+                Outcome::Ok => "ok".to_owned(),
+                Outcome::Refused => "refused".to_owned(),
+            }),
+            reason: Set(e.reason.map(str::to_owned)),
+            mfa_at: Set(e.mfa_at),
+            mfa_method: Set(e.mfa_method),
+            detail: Set(e.detail),
+            ..Default::default()
+        })
+        .exec_without_returning(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    /// Newest first.
+    pub async fn audit_events(&self, app_id: Option<&str>, limit: u64) -> Result<Vec<AuditRecord>> {
+        let mut query = audit_event::Entity::find();
+        if let Some(app_id) = app_id {
+            query = query.filter(audit_event::Column::AppId.eq(app_id));
+        }
+        let rows = query.order_by_desc(audit_event::Column::Id).limit(limit).all(&self.db).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AuditRecord {
+                id: r.id,
+                at: r.at,
+                actor: r.actor,
+                action: r.action,
+                app_id: r.app_id,
+                environment: r.environment,
+                outcome: r.outcome,
+                reason: r.reason,
+                mfa_at: r.mfa_at,
+                detail: r.detail,
+            })
+            .collect())
+    }
+}
+
+fn member_from_row(r: team_member::Model) -> Option<Member> {
+    Some(Member {
+        role: Role::parse(&r.role)?,
+        app_id: r.app_id,
+        username: r.username,
+        added_at: r.added_at,
+    })
+}
+
+fn package_from_row(r: package::Model) -> Package {
+    Package {
+        id: r.id,
+        app_id: r.app_id,
+        version: r.version,
+        file_name: r.file_name,
+        size: u64::try_from(r.size).unwrap_or(0),
+        sha256: r.sha256,
+        uploaded_by: r.uploaded_by,
+        uploaded_at: r.uploaded_at,
+    }
+}
+
+fn deployment_from_row(r: deployment::Model) -> Option<Deployment> {
+    Some(Deployment {
+        id: r.id,
+        env: env_of(&r.environment)?,
+        from_env: match r.from_environment {
+            Some(e) => Some(env_of(&e)?),
+            None => None,
+        },
+        app_id: r.app_id,
+        package_id: r.package_id,
+        deployed_by: r.deployed_by,
+        deployed_at: r.deployed_at,
+        mfa_at: r.mfa_at,
+        mfa_method: r.mfa_method,
+    })
+}
