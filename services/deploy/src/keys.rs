@@ -1,1 +1,651 @@
-//! keys
+//! Access-token verification against auth's JWKS, fetched over gRPC and
+//! cached (DESIGN.md, "Identity, sessions and tokens"): keys are fetched on
+//! first use; a token with an unknown `kid` triggers at most one refresh per
+//! [`MIN_REFRESH_INTERVAL_SECS`], shared by every request waiting for it.
+//! Tokens and attacker-chosen header values are never logged.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use padlock_proto::auth::v1::GetJwksRequest;
+use padlock_proto::auth::v1::key_service_client::KeyServiceClient;
+use padlock_runtime::SharedClock;
+use padlock_token::{Claims, Jwk, JwkSet, TokenError, Verifier};
+use tonic::transport::{Channel, Endpoint};
+
+/// At most one unknown-`kid` refresh per 30 s: a rotation is picked up
+/// within one request, while tokens with made-up key ids cannot turn the
+/// deploy service into a load generator against auth.
+pub const MIN_REFRESH_INTERVAL_SECS: i64 = 30;
+
+/// How long one JWKS call to auth may take, connecting included.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the JWKS could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("JWKS call to auth failed: {code:?}: {message}", code = .0.code(), message = .0.message())]
+    Rpc(#[from] tonic::Status),
+    /// The set held no Ed25519 signing key this service can use; it is not
+    /// taken, so the cached keys (if any) stay in use.
+    #[error("JWKS holds no usable signing key")]
+    NoUsableKeys,
+}
+
+/// Where the public signing keys come from.
+#[async_trait]
+pub trait JwksSource: Send + Sync + fmt::Debug {
+    async fn fetch(&self) -> Result<JwkSet, FetchError>;
+}
+
+/// auth's `KeyService.GetJwks`.
+#[derive(Debug, Clone)]
+pub struct GrpcJwksSource {
+    client: KeyServiceClient<Channel>,
+}
+
+impl GrpcJwksSource {
+    /// A source for auth at `url` (e.g. `http://auth:50051`). Connects on
+    /// first use, not here, so the deploy service can start before auth.
+    /// Must be called inside a Tokio runtime.
+    pub fn connect_lazy(url: impl Into<String>) -> Result<Self, tonic::transport::Error> {
+        let channel = Endpoint::from_shared(url.into())?
+            .connect_timeout(FETCH_TIMEOUT)
+            .timeout(FETCH_TIMEOUT)
+            .connect_lazy();
+        Ok(Self::new(channel))
+    }
+
+    /// A source over an existing channel (tests, shared channels).
+    pub fn new(channel: Channel) -> Self {
+        Self {
+            client: KeyServiceClient::new(channel),
+        }
+    }
+}
+
+#[async_trait]
+impl JwksSource for GrpcJwksSource {
+    async fn fetch(&self) -> Result<JwkSet, FetchError> {
+        // The generated client needs `&mut self`; clones share the channel.
+        let mut client = self.client.clone();
+        let jwks = client.get_jwks(GetJwksRequest {}).await?.into_inner();
+        let keys = jwks
+            .keys
+            .into_iter()
+            .map(|k| Jwk {
+                kty: k.kty,
+                crv: k.crv,
+                x: k.x,
+                kid: k.kid,
+                use_: k.r#use,
+                alg: k.alg,
+            })
+            .collect();
+        Ok(JwkSet { keys })
+    }
+}
+
+/// Why a token was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// The token itself is bad (feed it to [`crate::policy::decide`]).
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// No keys were ever fetched and auth cannot be reached: the caller
+    /// should answer UNAVAILABLE, not blame the token.
+    #[error("signing keys are unavailable")]
+    KeysUnavailable,
+}
+
+/// The verifier built from the last good JWKS, with its key ids.
+#[derive(Debug)]
+struct Cached {
+    verifier: Verifier,
+    kids: Vec<String>,
+}
+
+/// Verifies access tokens with keys cached from a [`JwksSource`].
+#[derive(Debug)]
+pub struct KeyCache {
+    source: Arc<dyn JwksSource>,
+    issuer: String,
+    audience: String,
+    clock: SharedClock,
+    cached: RwLock<Option<Arc<Cached>>>,
+    /// Held while fetching, so concurrent callers wait for one fetch instead
+    /// of starting their own. Holds the time of the last unknown-`kid`
+    /// refresh, for the rate limit.
+    gate: tokio::sync::Mutex<Option<i64>>,
+    /// Fetch attempts finished; a caller that sees it move while waiting at
+    /// the gate takes that attempt's result instead of fetching again.
+    attempts: AtomicU64,
+}
+
+/// Why a fetch is wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// Nothing is cached yet.
+    Empty,
+    /// A token named a key id the cache does not hold; rate-limited.
+    UnknownKid,
+}
+
+impl KeyCache {
+    pub fn new(
+        source: Arc<dyn JwksSource>,
+        issuer: impl Into<String>,
+        audience: impl Into<String>,
+        clock: SharedClock,
+    ) -> Self {
+        Self {
+            source,
+            issuer: issuer.into(),
+            audience: audience.into(),
+            clock,
+            cached: RwLock::new(None),
+            gate: tokio::sync::Mutex::new(None),
+            attempts: AtomicU64::new(0),
+        }
+    }
+
+    /// Verifies `token` at the clock's current time. Fetches keys on first
+    /// use; an unknown `kid` triggers at most one (rate-limited, shared)
+    /// refresh and a second verification.
+    pub async fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
+        let cached = match self.current() {
+            Some(cached) => cached,
+            None => self
+                .fetch_shared(Trigger::Empty, None)
+                .await
+                .ok_or(VerifyError::KeysUnavailable)?,
+        };
+        match cached.verifier.verify(token, self.clock.unix()) {
+            Err(TokenError::UnknownKid(kid)) => {
+                let cached = self
+                    .fetch_shared(Trigger::UnknownKid, Some(&kid))
+                    .await
+                    .unwrap_or(cached);
+                Ok(cached.verifier.verify(token, self.clock.unix())?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Fetches the keys now, regardless of the rate limit (start-up, health
+    /// checks, tests). On failure the cached keys stay in use.
+    pub async fn refresh(&self) -> Result<(), FetchError> {
+        let _gate = self.gate.lock().await;
+        self.fetch_and_store().await.map(|_| ())
+    }
+
+    /// The key ids currently trusted, sorted.
+    pub fn cached_kids(&self) -> Vec<String> {
+        self.current()
+            .map(|cached| cached.kids.clone())
+            .unwrap_or_default()
+    }
+
+    fn current(&self) -> Option<Arc<Cached>> {
+        self.cached
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Single-flight fetch: returns the keys to verify with after waiting
+    /// for (or doing) at most one fetch, or `None` when nothing is cached.
+    async fn fetch_shared(&self, trigger: Trigger, kid: Option<&str>) -> Option<Arc<Cached>> {
+        let seen = self.attempts.load(Ordering::Acquire);
+        let mut last_refresh = self.gate.lock().await;
+        let current = self.current();
+        // Someone fetched while this caller waited at the gate: use that.
+        if self.attempts.load(Ordering::Acquire) != seen {
+            return current;
+        }
+        match trigger {
+            Trigger::Empty if current.is_some() => return current,
+            Trigger::Empty => {}
+            Trigger::UnknownKid => {
+                if let (Some(cached), Some(kid)) = (&current, kid)
+                    && cached.verifier.has_kid(kid)
+                {
+                    return current;
+                }
+                let now = self.clock.unix();
+                if last_refresh.is_some_and(|at| now.saturating_sub(at) < MIN_REFRESH_INTERVAL_SECS)
+                {
+                    tracing::debug!("unknown key id; JWKS refresh rate-limited");
+                    return current;
+                }
+                *last_refresh = Some(now);
+            }
+        }
+        match self.fetch_and_store().await {
+            Ok(fresh) => Some(fresh),
+            Err(_) => current,
+        }
+    }
+
+    /// Fetches and, if usable, replaces the cached keys. Call with the gate
+    /// held.
+    async fn fetch_and_store(&self) -> Result<Arc<Cached>, FetchError> {
+        let result = self.fetch_usable().await;
+        self.attempts.fetch_add(1, Ordering::AcqRel);
+        match result {
+            Ok(fresh) => {
+                let fresh = Arc::new(fresh);
+                tracing::info!(kids = ?fresh.kids, "JWKS fetched");
+                *self.cached.write().unwrap_or_else(PoisonError::into_inner) =
+                    Some(Arc::clone(&fresh));
+                Ok(fresh)
+            }
+            Err(error) => {
+                if self.current().is_some() {
+                    tracing::warn!(%error, "JWKS refresh failed; keeping the cached keys");
+                } else {
+                    tracing::warn!(%error, "JWKS fetch failed and no keys are cached");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn fetch_usable(&self) -> Result<Cached, FetchError> {
+        let jwks = self.source.fetch().await?;
+        let verifier = Verifier::new(&jwks, self.issuer.clone(), self.audience.clone());
+        let mut kids: Vec<String> = jwks
+            .keys
+            .iter()
+            .filter(|k| verifier.has_kid(&k.kid))
+            .map(|k| k.kid.clone())
+            .collect();
+        kids.sort_unstable();
+        kids.dedup();
+        if kids.is_empty() {
+            return Err(FetchError::NoUsableKeys);
+        }
+        Ok(Cached { verifier, kids })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+
+    use padlock_runtime::ManualClock;
+    use padlock_token::{KeyRing, SigningKey};
+
+    const ISS: &str = "https://auth.padlock.test";
+    const AUD: &str = "padlock-deploy";
+    const NOW: i64 = 1_700_000_000;
+
+    /// An in-memory JWKS that counts its fetches.
+    #[derive(Debug, Default)]
+    struct FakeSource {
+        jwks: Mutex<Option<JwkSet>>,
+        fetches: AtomicUsize,
+        /// Times `fetch` yields before answering, so concurrent callers
+        /// really overlap with it.
+        yields: usize,
+    }
+
+    impl FakeSource {
+        fn serving(jwks: JwkSet) -> Arc<Self> {
+            Arc::new(Self {
+                jwks: Mutex::new(Some(jwks)),
+                ..Self::default()
+            })
+        }
+
+        fn set(&self, jwks: Option<JwkSet>) {
+            *self.jwks.lock().unwrap() = jwks;
+        }
+
+        fn fetches(&self) -> usize {
+            self.fetches.load(Ordering::SeqCst)
+        }
+    }
+
+    #[async_trait]
+    impl JwksSource for FakeSource {
+        async fn fetch(&self) -> Result<JwkSet, FetchError> {
+            self.fetches.fetch_add(1, Ordering::SeqCst);
+            for _ in 0..self.yields {
+                tokio::task::yield_now().await;
+            }
+            self.jwks
+                .lock()
+                .unwrap()
+                .clone()
+                .ok_or_else(|| FetchError::Rpc(tonic::Status::unavailable("auth is down")))
+        }
+    }
+
+    fn claims() -> Claims {
+        Claims {
+            iss: ISS.into(),
+            aud: AUD.into(),
+            sub: "user-1".into(),
+            preferred_username: "alice".into(),
+            roles: vec![],
+            sid: "session-1".into(),
+            iat: NOW,
+            exp: NOW + 600,
+            jti: "jti-1".into(),
+            auth_time: NOW,
+            amr: vec!["pwd".into()],
+            acr: "1".into(),
+            mfa_at: None,
+            mfa_method: None,
+        }
+    }
+
+    fn cache(source: Arc<FakeSource>, clock: &ManualClock) -> KeyCache {
+        KeyCache::new(source, ISS, AUD, Arc::new(clock.clone()))
+    }
+
+    /// The ring after a rotation: a new current key, the old one previous.
+    fn rotate(ring: &KeyRing) -> KeyRing {
+        KeyRing::new(SigningKey::generate(), Some(ring.current.clone()))
+    }
+
+    #[tokio::test]
+    async fn first_use_fetches_once_and_then_uses_the_cache() {
+        let ring = KeyRing::generate();
+        let source = FakeSource::serving(ring.jwks());
+        let clock = ManualClock::at_unix(NOW);
+        let keys = cache(source.clone(), &clock);
+        assert!(keys.cached_kids().is_empty());
+        assert_eq!(source.fetches(), 0);
+
+        let token = ring.sign(&claims()).unwrap();
+        for _ in 0..3 {
+            assert_eq!(keys.verify(&token).await.unwrap(), claims());
+        }
+        assert_eq!(source.fetches(), 1);
+        assert_eq!(keys.cached_kids(), [ring.current.kid()]);
+    }
+
+    #[tokio::test]
+    async fn unknown_kid_refreshes_once_and_verifies_after_rotation() {
+        let ring = KeyRing::generate();
+        let source = FakeSource::serving(ring.jwks());
+        let clock = ManualClock::at_unix(NOW);
+        let keys = cache(source.clone(), &clock);
+        let old_token = ring.sign(&claims()).unwrap();
+        keys.verify(&old_token).await.unwrap();
+        assert_eq!(source.fetches(), 1);
+
+        let rotated = rotate(&ring);
+        source.set(Some(rotated.jwks()));
+        let new_token = rotated.sign(&claims()).unwrap();
+        assert_eq!(keys.verify(&new_token).await.unwrap(), claims());
+        assert_eq!(source.fetches(), 2);
+        // Tokens signed before the rotation still verify, with no fetch.
+        assert_eq!(keys.verify(&old_token).await.unwrap(), claims());
+        assert_eq!(keys.verify(&new_token).await.unwrap(), claims());
+        assert_eq!(source.fetches(), 2);
+        let mut want = vec![
+            rotated.current.kid().to_owned(),
+            ring.current.kid().to_owned(),
+        ];
+        want.sort();
+        assert_eq!(keys.cached_kids(), want);
+    }
+
+    #[tokio::test]
+    async fn unknown_kid_refreshes_at_most_once_per_interval() {
+        let ring = KeyRing::generate();
+        let source = FakeSource::serving(ring.jwks());
+        let clock = ManualClock::at_unix(NOW);
+        let keys = cache(source.clone(), &clock);
+        keys.verify(&ring.sign(&claims()).unwrap()).await.unwrap();
+        assert_eq!(source.fetches(), 1);
+
+        let stranger = KeyRing::generate().sign(&claims()).unwrap();
+        let other_stranger = KeyRing::generate().sign(&claims()).unwrap();
+        let unknown = |r: Result<Claims, VerifyError>| {
+            matches!(r, Err(VerifyError::Token(TokenError::UnknownKid(_))))
+        };
+        assert!(unknown(keys.verify(&stranger).await));
+        assert_eq!(source.fetches(), 2);
+        clock.advance(Duration::from_secs(29));
+        assert!(unknown(keys.verify(&other_stranger).await));
+        assert!(unknown(keys.verify(&stranger).await));
+        assert_eq!(source.fetches(), 2, "a second refresh within 30 s");
+
+        clock.advance(Duration::from_secs(2));
+        assert!(unknown(keys.verify(&stranger).await));
+        assert_eq!(source.fetches(), 3, "31 s later a refresh is allowed");
+        // The known key kept working throughout.
+        keys.verify(&ring.sign(&claims()).unwrap()).await.unwrap();
+        assert_eq!(source.fetches(), 3);
+    }
+
+    #[tokio::test]
+    async fn rotation_within_the_interval_is_picked_up_after_it() {
+        let ring = KeyRing::generate();
+        let source = FakeSource::serving(ring.jwks());
+        let clock = ManualClock::at_unix(NOW);
+        let keys = cache(source.clone(), &clock);
+        keys.verify(&ring.sign(&claims()).unwrap()).await.unwrap();
+        // A made-up kid spends the refresh...
+        let stranger = KeyRing::generate().sign(&claims()).unwrap();
+        assert!(keys.verify(&stranger).await.is_err());
+        // ...so a rotation right after waits for the next window.
+        let rotated = rotate(&ring);
+        source.set(Some(rotated.jwks()));
+        let mut later = claims();
+        later.iat = NOW + 31;
+        later.exp = NOW + 631;
+        let token = rotated.sign(&later).unwrap();
+        assert!(matches!(
+            keys.verify(&token).await,
+            Err(VerifyError::Token(TokenError::UnknownKid(_)))
+        ));
+        clock.advance(Duration::from_secs(31));
+        assert_eq!(keys.verify(&token).await.unwrap(), later);
+        assert_eq!(source.fetches(), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_unknown_kid_tokens_share_one_fetch() {
+        let ring = KeyRing::generate();
+        let source = Arc::new(FakeSource {
+            jwks: Mutex::new(Some(ring.jwks())),
+            yields: 50,
+            ..FakeSource::default()
+        });
+        let clock = ManualClock::at_unix(NOW);
+        let keys = Arc::new(cache(source.clone(), &clock));
+        keys.refresh().await.unwrap();
+        assert_eq!(source.fetches(), 1);
+
+        let rotated = rotate(&ring);
+        source.set(Some(rotated.jwks()));
+        let token = rotated.sign(&claims()).unwrap();
+        let start = Arc::new(tokio::sync::Barrier::new(32));
+        let tasks: Vec<_> = (0..32)
+            .map(|_| {
+                let (keys, token, start) = (keys.clone(), token.clone(), start.clone());
+                tokio::spawn(async move {
+                    start.wait().await;
+                    keys.verify(&token).await
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap().unwrap(), claims());
+        }
+        assert_eq!(source.fetches(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_first_use_shares_one_fetch() {
+        let ring = KeyRing::generate();
+        let source = Arc::new(FakeSource {
+            jwks: Mutex::new(Some(ring.jwks())),
+            yields: 50,
+            ..FakeSource::default()
+        });
+        let keys = Arc::new(cache(source.clone(), &ManualClock::at_unix(NOW)));
+        let token = ring.sign(&claims()).unwrap();
+        let start = Arc::new(tokio::sync::Barrier::new(32));
+        let tasks: Vec<_> = (0..32)
+            .map(|_| {
+                let (keys, token, start) = (keys.clone(), token.clone(), start.clone());
+                tokio::spawn(async move {
+                    start.wait().await;
+                    keys.verify(&token).await
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap().unwrap(), claims());
+        }
+        assert_eq!(source.fetches(), 1);
+    }
+
+    #[tokio::test]
+    async fn fetch_failure_with_nothing_cached_is_keys_unavailable() {
+        let ring = KeyRing::generate();
+        let source = Arc::new(FakeSource::default());
+        let clock = ManualClock::at_unix(NOW);
+        let keys = cache(source.clone(), &clock);
+        let token = ring.sign(&claims()).unwrap();
+        assert_eq!(keys.verify(&token).await, Err(VerifyError::KeysUnavailable));
+        assert_eq!(source.fetches(), 1);
+        assert!(keys.cached_kids().is_empty());
+        assert!(matches!(keys.refresh().await, Err(FetchError::Rpc(_))));
+
+        // Once auth answers, the next request fetches and succeeds.
+        source.set(Some(ring.jwks()));
+        assert_eq!(keys.verify(&token).await.unwrap(), claims());
+    }
+
+    #[tokio::test]
+    async fn fetch_failure_with_keys_cached_keeps_the_keys() {
+        let ring = KeyRing::generate();
+        let source = FakeSource::serving(ring.jwks());
+        let clock = ManualClock::at_unix(NOW);
+        let keys = cache(source.clone(), &clock);
+        let token = ring.sign(&claims()).unwrap();
+        keys.verify(&token).await.unwrap();
+
+        source.set(None);
+        assert!(keys.refresh().await.is_err());
+        let stranger = KeyRing::generate().sign(&claims()).unwrap();
+        assert!(matches!(
+            keys.verify(&stranger).await,
+            Err(VerifyError::Token(TokenError::UnknownKid(_)))
+        ));
+        assert_eq!(source.fetches(), 3);
+        assert_eq!(keys.verify(&token).await.unwrap(), claims());
+        assert_eq!(keys.cached_kids(), [ring.current.kid()]);
+    }
+
+    #[tokio::test]
+    async fn a_jwks_without_usable_keys_does_not_replace_the_cache() {
+        let ring = KeyRing::generate();
+        let source = FakeSource::serving(ring.jwks());
+        let keys = cache(source.clone(), &ManualClock::at_unix(NOW));
+        keys.refresh().await.unwrap();
+        let mut foreign = ring.current.public_jwk();
+        foreign.kty = "RSA".into();
+        source.set(Some(JwkSet {
+            keys: vec![foreign],
+        }));
+        assert!(matches!(
+            keys.refresh().await,
+            Err(FetchError::NoUsableKeys)
+        ));
+        assert_eq!(keys.cached_kids(), [ring.current.kid()]);
+        let token = ring.sign(&claims()).unwrap();
+        assert_eq!(keys.verify(&token).await.unwrap(), claims());
+    }
+
+    #[tokio::test]
+    async fn bad_tokens_are_refused_without_a_refresh() {
+        let ring = KeyRing::generate();
+        let source = FakeSource::serving(ring.jwks());
+        let clock = ManualClock::at_unix(NOW);
+        let keys = cache(source.clone(), &clock);
+        let token = ring.sign(&claims()).unwrap();
+        keys.verify(&token).await.unwrap();
+        clock.advance(Duration::from_secs(3_600));
+        assert_eq!(
+            keys.verify(&token).await,
+            Err(VerifyError::Token(TokenError::Expired))
+        );
+        assert_eq!(
+            keys.verify("not.a.token").await,
+            Err(VerifyError::Token(TokenError::Malformed))
+        );
+        assert_eq!(source.fetches(), 1);
+    }
+
+    #[tokio::test]
+    async fn grpc_source_reads_auths_jwks() {
+        use padlock_proto::auth::v1 as pb;
+        use padlock_proto::auth::v1::key_service_server::{KeyService, KeyServiceServer};
+
+        #[derive(Debug)]
+        struct Auth(JwkSet);
+
+        #[tonic::async_trait]
+        impl KeyService for Auth {
+            async fn get_jwks(
+                &self,
+                _: tonic::Request<pb::GetJwksRequest>,
+            ) -> Result<tonic::Response<pb::Jwks>, tonic::Status> {
+                let keys = self
+                    .0
+                    .keys
+                    .iter()
+                    .map(|k| pb::Jwk {
+                        kty: k.kty.clone(),
+                        crv: k.crv.clone(),
+                        x: k.x.clone(),
+                        kid: k.kid.clone(),
+                        r#use: k.use_.clone(),
+                        alg: k.alg.clone(),
+                    })
+                    .collect();
+                Ok(tonic::Response::new(pb::Jwks { keys }))
+            }
+        }
+
+        let ring = rotate(&KeyRing::generate());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(KeyServiceServer::new(Auth(ring.jwks())))
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    async {
+                        let _ = stopped.await;
+                    },
+                ),
+        );
+
+        let source = GrpcJwksSource::connect_lazy(format!("http://{addr}")).unwrap();
+        assert_eq!(source.fetch().await.unwrap(), ring.jwks());
+
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+        assert!(matches!(source.fetch().await, Err(FetchError::Rpc(_))));
+    }
+
+    #[test]
+    fn bad_url_is_refused() {
+        assert!(GrpcJwksSource::connect_lazy("not a url").is_err());
+    }
+}
