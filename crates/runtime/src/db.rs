@@ -43,7 +43,9 @@ pub fn classify(err: &DbErr) -> DbFailure {
     }
     tracing::error!(error = %err, "database error");
     match err {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(RuntimeErr::SqlxError(_)) => DbFailure::Unavailable,
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(RuntimeErr::SqlxError(_)) => {
+            DbFailure::Unavailable
+        }
         _ => DbFailure::Internal,
     }
 }

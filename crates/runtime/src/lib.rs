@@ -4,9 +4,9 @@
 //! graceful shutdown). Depends only on the generated contracts.
 
 pub mod cli;
+pub mod clock;
 pub mod db;
 pub mod metadata;
-pub mod clock;
 pub mod secret;
 pub mod server;
 pub mod status;

@@ -185,7 +185,8 @@ impl App {
     /// The caller named by `authorization: Bearer <access token>`: a token
     /// we signed, for a session that is still live.
     pub async fn caller(&self, metadata: &MetadataMap) -> Result<Caller> {
-        let token = padlock_runtime::metadata::bearer_token(metadata).ok_or(AuthError::TokenInvalid)?;
+        let token =
+            padlock_runtime::metadata::bearer_token(metadata).ok_or(AuthError::TokenInvalid)?;
         let now = self.now();
         let claims = self
             .keys()
@@ -221,7 +222,6 @@ fn load_keys(source: &KeySource, settings: &Settings) -> anyhow::Result<Keys> {
     );
     Ok(Keys { ring, verifier })
 }
-
 
 /// A new opaque session token: 256 random bits, base64url.
 pub fn new_session_token() -> String {

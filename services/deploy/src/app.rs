@@ -46,7 +46,13 @@ impl Authorized {
 }
 
 impl App {
-    pub fn new(store: Store, clock: SharedClock, keys: KeyCache, policy: Policy, blobs: BlobStore) -> Self {
+    pub fn new(
+        store: Store,
+        clock: SharedClock,
+        keys: KeyCache,
+        policy: Policy,
+        blobs: BlobStore,
+    ) -> Self {
         App(Arc::new(Inner {
             store,
             clock,
@@ -84,7 +90,8 @@ impl App {
 
     /// The caller's verified claims, for actions without a padlock rule.
     pub async fn caller(&self, metadata: &MetadataMap) -> Result<Claims> {
-        let token = padlock_runtime::metadata::bearer_token(metadata).ok_or(DeployError::TokenInvalid)?;
+        let token =
+            padlock_runtime::metadata::bearer_token(metadata).ok_or(DeployError::TokenInvalid)?;
         match self.0.keys.verify(token).await {
             Ok(claims) => Ok(claims),
             Err(VerifyError::KeysUnavailable) => Err(DeployError::KeysUnavailable),
@@ -129,7 +136,13 @@ impl App {
 
     /// DESIGN.md's step-up rule for `action` on `app_id`'s `env`, checked
     /// before any state changes. Refusals of a known caller are audited.
-    pub async fn authorize(&self, metadata: &MetadataMap, action: Action, app_id: &str, env: Env) -> Result<Authorized> {
+    pub async fn authorize(
+        &self,
+        metadata: &MetadataMap,
+        action: Action,
+        app_id: &str,
+        env: Env,
+    ) -> Result<Authorized> {
         let token = padlock_runtime::metadata::bearer_token(metadata).unwrap_or_default();
         let verified = match self.0.keys.verify(token).await {
             Err(VerifyError::KeysUnavailable) => return Err(DeployError::KeysUnavailable),
@@ -141,7 +154,15 @@ impl App {
             Err(_) => Holdings::default(),
         };
         let now = self.now();
-        let decision = policy::decide(verified.as_ref(), &self.0.policy, action, app_id, env, &holdings, now);
+        let decision = policy::decide(
+            verified.as_ref(),
+            &self.0.policy,
+            action,
+            app_id,
+            env,
+            &holdings,
+            now,
+        );
         match decision.outcome {
             Ok(()) => match verified {
                 Ok(claims) => Ok(Authorized { claims }),
@@ -165,14 +186,31 @@ impl App {
                         })
                         .await?;
                 }
-                tracing::info!(action = action.as_str(), environment = env.as_str(), reason = refusal.reason(), "padlocked action refused");
-                Err(DeployError::Refused(Box::new(policy::refusal_status(refusal, action, env, &decision.rule))))
+                tracing::info!(
+                    action = action.as_str(),
+                    environment = env.as_str(),
+                    reason = refusal.reason(),
+                    "padlocked action refused"
+                );
+                Err(DeployError::Refused(Box::new(policy::refusal_status(
+                    refusal,
+                    action,
+                    env,
+                    &decision.rule,
+                ))))
             }
         }
     }
 
     /// Audits a padlocked action that went through.
-    pub async fn audit_ok(&self, who: &Authorized, action: &'static str, app_id: &str, env: Option<Env>, detail: String) -> Result<()> {
+    pub async fn audit_ok(
+        &self,
+        who: &Authorized,
+        action: &'static str,
+        app_id: &str,
+        env: Option<Env>,
+        detail: String,
+    ) -> Result<()> {
         self.0
             .store
             .audit(AuditEvent {
@@ -191,4 +229,3 @@ impl App {
         Ok(())
     }
 }
-

@@ -6,7 +6,11 @@ use padlock_runtime::cli::CommonArgs;
 use crate::blobs::DEFAULT_MAX_PACKAGE_BYTES;
 
 #[derive(Debug, clap::Parser)]
-#[command(name = "padlock-deploy", version, about = "padlock's deploy service: apps, packages, transports, node permissions")]
+#[command(
+    name = "padlock-deploy",
+    version,
+    about = "padlock's deploy service: apps, packages, transports, node permissions"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub common: CommonArgs,
@@ -17,7 +21,11 @@ pub struct Cli {
 #[derive(Debug, Clone, clap::Args)]
 pub struct DeployArgs {
     /// Where padlock-auth serves gRPC (for its JWKS).
-    #[arg(long, env = "PADLOCK_AUTH_URL", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "PADLOCK_AUTH_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub auth_url: String,
     /// The `iss` tokens must carry.
     #[arg(long, env = "PADLOCK_ISSUER", default_value = "padlock-auth")]
@@ -34,6 +42,11 @@ pub struct DeployArgs {
     pub max_package_bytes: u64,
     /// Shifts this service's clock by N seconds. For drills and end-to-end
     /// tests of the step-up window only; logged loudly when set.
-    #[arg(long, env = "PADLOCK_CLOCK_OFFSET_SECS", default_value_t = 0, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        env = "PADLOCK_CLOCK_OFFSET_SECS",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
     pub clock_offset_secs: i64,
 }

@@ -74,16 +74,22 @@ impl From<DeployError> for Status {
             Refused(status) => *status,
             RoleRequired(_) => refusal(Code::PermissionDenied, "ROLE_REQUIRED"),
             NotAMember => refusal(Code::PermissionDenied, "NOT_A_MEMBER"),
-            TechnicalContactRequired => refusal(Code::PermissionDenied, "TECHNICAL_CONTACT_REQUIRED"),
+            TechnicalContactRequired => {
+                refusal(Code::PermissionDenied, "TECHNICAL_CONTACT_REQUIRED")
+            }
             DeployRoleRequired => refusal(Code::PermissionDenied, "DEPLOY_ROLE_REQUIRED"),
-            MemberCannotHoldPermissions => refusal(Code::FailedPrecondition, "DEPLOY_ROLE_REQUIRED"),
+            MemberCannotHoldPermissions => {
+                refusal(Code::FailedPrecondition, "DEPLOY_ROLE_REQUIRED")
+            }
             LastTechnicalContact => refusal(Code::FailedPrecondition, "LAST_TECHNICAL_CONTACT"),
             AppNotFound => refusal(Code::NotFound, "APP_NOT_FOUND"),
             PackageNotFound => refusal(Code::NotFound, "PACKAGE_NOT_FOUND"),
             MemberNotFound => refusal(Code::NotFound, "MEMBER_NOT_FOUND"),
             AppNameTaken => refusal(Code::AlreadyExists, "APP_NAME_TAKEN"),
             PackageVersionExists => refusal(Code::AlreadyExists, "PACKAGE_VERSION_EXISTS"),
-            NotDeployedInSource => refusal(Code::FailedPrecondition, "PACKAGE_NOT_DEPLOYED_IN_SOURCE"),
+            NotDeployedInSource => {
+                refusal(Code::FailedPrecondition, "PACKAGE_NOT_DEPLOYED_IN_SOURCE")
+            }
             Upload(e) => match e.field() {
                 Some(field) => status::invalid_field(field, &e.to_string()),
                 None => status::internal(),

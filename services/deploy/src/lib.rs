@@ -19,8 +19,8 @@ use std::sync::Arc;
 
 use padlock_proto::deploy::v1::{
     app_service_server::AppServiceServer, node_service_server::NodeServiceServer,
-    package_service_server::PackageServiceServer, permission_service_server::PermissionServiceServer,
-    policy_service_server::PolicyServiceServer,
+    package_service_server::PackageServiceServer,
+    permission_service_server::PermissionServiceServer, policy_service_server::PolicyServiceServer,
 };
 use padlock_runtime::{Secret, SharedClock, server};
 use tokio::net::TcpListener;
@@ -55,25 +55,43 @@ impl Options {
 
 /// Opens the database (running migrations) and the package store; keys
 /// come from `jwks` (auth's `GetJwks` in production).
-pub async fn open(options: Options, clock: SharedClock, jwks: Arc<dyn keys::JwksSource>) -> anyhow::Result<App> {
+pub async fn open(
+    options: Options,
+    clock: SharedClock,
+    jwks: Arc<dyn keys::JwksSource>,
+) -> anyhow::Result<App> {
     ensure_private_dir(&options.data_dir)?;
     let url = options
         .database_url
         .as_ref()
         .map(|u| u.expose().clone())
-        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", options.data_dir.join("deploy.db").display()));
+        .unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                options.data_dir.join("deploy.db").display()
+            )
+        });
     let store = store::Store::connect(&url)
         .await
         .map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))?;
-    let blobs = blobs::BlobStore::open(&options.data_dir.join("packages"), options.max_package_bytes)?;
+    let blobs = blobs::BlobStore::open(
+        &options.data_dir.join("packages"),
+        options.max_package_bytes,
+    )?;
     let keys = keys::KeyCache::new(jwks, options.issuer, options.audience, clock.clone());
     Ok(App::new(store, clock, keys, options.policy, blobs))
 }
 
 /// Serves every deploy gRPC service, plus health and reflection, on
 /// `listener` until `shutdown` resolves.
-pub async fn serve(app: App, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
-    use grpc::{apps::Apps, nodes::Nodes, packages::Packages, permissions::Permissions, policy::Policies};
+pub async fn serve(
+    app: App,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    use grpc::{
+        apps::Apps, nodes::Nodes, packages::Packages, permissions::Permissions, policy::Policies,
+    };
     let (health, routes) = server::base_routes()?;
     let routes = routes
         .add_service(AppServiceServer::new(Apps(app.clone())))
@@ -84,7 +102,9 @@ pub async fn serve(app: App, listener: TcpListener, shutdown: impl Future<Output
     health.set_serving::<AppServiceServer<Apps>>().await;
     health.set_serving::<PackageServiceServer<Packages>>().await;
     health.set_serving::<NodeServiceServer<Nodes>>().await;
-    health.set_serving::<PermissionServiceServer<Permissions>>().await;
+    health
+        .set_serving::<PermissionServiceServer<Permissions>>()
+        .await;
     health.set_serving::<PolicyServiceServer<Policies>>().await;
     server::serve(listener, routes, shutdown).await?;
     Ok(())
@@ -95,5 +115,8 @@ fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use clap::Parser;
+use padlock_deploy::Options;
 use padlock_deploy::config::Cli;
 use padlock_deploy::keys::GrpcJwksSource;
 use padlock_deploy::policy::{Policy, parse_max_age_override};
-use padlock_deploy::Options;
 use padlock_runtime::{OffsetClock, SharedClock, SystemClock, server, telemetry};
 
 const SERVICE: &str = "padlock-deploy";
@@ -27,7 +27,8 @@ async fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut policy = Policy::default();
     for spec in &cli.deploy.max_age {
-        let (action, secs) = parse_max_age_override(spec).map_err(|e| anyhow::anyhow!("--max-age {spec}: {e}"))?;
+        let (action, secs) =
+            parse_max_age_override(spec).map_err(|e| anyhow::anyhow!("--max-age {spec}: {e}"))?;
         policy = policy.with_max_age(action, secs);
     }
     if cli.deploy.issuer.trim().is_empty() || cli.deploy.audience.trim().is_empty() {
@@ -36,7 +37,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let clock: SharedClock = match cli.deploy.clock_offset_secs {
         0 => Arc::new(SystemClock),
         offset => {
-            tracing::warn!(offset_secs = offset, "the clock is shifted (--clock-offset-secs); for drills and tests only");
+            tracing::warn!(
+                offset_secs = offset,
+                "the clock is shifted (--clock-offset-secs); for drills and tests only"
+            );
             Arc::new(OffsetClock::new(offset))
         }
     };
@@ -51,7 +55,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let jwks = GrpcJwksSource::connect_lazy(cli.deploy.auth_url.clone())
         .map_err(|e| anyhow::anyhow!("--auth-url: {e}"))?;
     let app = padlock_deploy::open(options, clock, Arc::new(jwks)).await?;
-    let listener = server::bind(cli.common.listen_or(std::net::SocketAddr::from(([127, 0, 0, 1], 50052)))).await?;
+    let listener = server::bind(
+        cli.common
+            .listen_or(std::net::SocketAddr::from(([127, 0, 0, 1], 50052))),
+    )
+    .await?;
     let addr = listener.local_addr()?;
     let shutdown = server::shutdown_signal();
     server::announce(SERVICE, addr);

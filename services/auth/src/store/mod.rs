@@ -8,11 +8,11 @@ pub mod migration;
 
 use std::time::Duration;
 
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use padlock_runtime::db::{self, DbFailure};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, Database, DatabaseConnection, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, Condition, Database, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect,
 };
 use sea_orm_migration::MigratorTrait;
 

@@ -31,19 +31,29 @@ fn member_message(m: &Member) -> pb::TeamMember {
 
 impl Apps {
     async fn app(&self, app_id: &str) -> Result<store::App> {
-        self.0.store().app(app_id).await?.ok_or(DeployError::AppNotFound)
+        self.0
+            .store()
+            .app(app_id)
+            .await?
+            .ok_or(DeployError::AppNotFound)
     }
 
     /// The caller must be the app's Technical Contact.
     async fn technical_contact(&self, claims: &Claims, app_id: &str) -> Result<store::App> {
         let app = self.app(app_id).await?;
-        if !app.technical_contacts.iter().any(|tc| *tc == claims.preferred_username) {
+        if !app.technical_contacts.contains(&claims.preferred_username) {
             return Err(DeployError::TechnicalContactRequired);
         }
         Ok(app)
     }
 
-    async fn audit(&self, claims: &Claims, action: &'static str, app_id: &str, detail: String) -> Result<()> {
+    async fn audit(
+        &self,
+        claims: &Claims,
+        action: &'static str,
+        app_id: &str,
+        detail: String,
+    ) -> Result<()> {
         self.0
             .store()
             .audit(AuditEvent {
@@ -75,15 +85,26 @@ impl Apps {
         match self
             .0
             .store()
-            .create_app(&id, &req.name, &req.technical_contact, &claims.preferred_username, now)
+            .create_app(
+                &id,
+                &req.name,
+                &req.technical_contact,
+                &claims.preferred_username,
+                now,
+            )
             .await
         {
             Ok(()) => {}
             Err(StoreError::Conflict) => return Err(DeployError::AppNameTaken),
             Err(e) => return Err(e.into()),
         }
-        self.audit(&claims, "create_app", &id, format!("technical_contact={}", req.technical_contact))
-            .await?;
+        self.audit(
+            &claims,
+            "create_app",
+            &id,
+            format!("technical_contact={}", req.technical_contact),
+        )
+        .await?;
         Ok(app_message(&self.app(&id).await?))
     }
 
@@ -98,13 +119,19 @@ impl Apps {
         Ok(app_message(&app))
     }
 
-    async fn add_member(&self, claims: Claims, req: AddTeamMemberRequest) -> Result<pb::TeamMember> {
+    async fn add_member(
+        &self,
+        claims: Claims,
+        req: AddTeamMemberRequest,
+    ) -> Result<pb::TeamMember> {
         let mut check = Check::new();
         check.id("app_id", &req.app_id);
         check.username("username", &req.username);
         let role = check.role("role", req.role);
         check.done()?;
-        let Some(role) = role else { return Err(DeployError::Internal) };
+        let Some(role) = role else {
+            return Err(DeployError::Internal);
+        };
         let app = self.technical_contact(&claims, &req.app_id).await?;
         let demotes_last_tc = role != Role::TechnicalContact
             && app.technical_contacts.len() == 1
@@ -115,14 +142,29 @@ impl Apps {
         let member = self
             .0
             .store()
-            .put_member(&req.app_id, &req.username, role, &claims.preferred_username, self.0.now())
+            .put_member(
+                &req.app_id,
+                &req.username,
+                role,
+                &claims.preferred_username,
+                self.0.now(),
+            )
             .await?;
-        self.audit(&claims, "add_team_member", &req.app_id, format!("username={} role={}", req.username, role.as_str()))
-            .await?;
+        self.audit(
+            &claims,
+            "add_team_member",
+            &req.app_id,
+            format!("username={} role={}", req.username, role.as_str()),
+        )
+        .await?;
         Ok(member_message(&member))
     }
 
-    async fn remove_member(&self, claims: Claims, req: RemoveTeamMemberRequest) -> Result<RemoveTeamMemberResponse> {
+    async fn remove_member(
+        &self,
+        claims: Claims,
+        req: RemoveTeamMemberRequest,
+    ) -> Result<RemoveTeamMemberResponse> {
         let mut check = Check::new();
         check.id("app_id", &req.app_id);
         check.username("username", &req.username);
@@ -137,13 +179,25 @@ impl Apps {
         if member.role == Role::TechnicalContact && app.technical_contacts.len() == 1 {
             return Err(DeployError::LastTechnicalContact);
         }
-        self.0.store().remove_member(&req.app_id, &req.username).await?;
-        self.audit(&claims, "remove_team_member", &req.app_id, format!("username={}", req.username))
+        self.0
+            .store()
+            .remove_member(&req.app_id, &req.username)
             .await?;
+        self.audit(
+            &claims,
+            "remove_team_member",
+            &req.app_id,
+            format!("username={}", req.username),
+        )
+        .await?;
         Ok(RemoveTeamMemberResponse {})
     }
 
-    async fn list_members(&self, claims: Claims, req: ListTeamMembersRequest) -> Result<ListTeamMembersResponse> {
+    async fn list_members(
+        &self,
+        claims: Claims,
+        req: ListTeamMembersRequest,
+    ) -> Result<ListTeamMembersResponse> {
         let mut check = Check::new();
         check.id("app_id", &req.app_id);
         check.done()?;
@@ -155,7 +209,11 @@ impl Apps {
         })
     }
 
-    async fn list_environments(&self, claims: Claims, req: ListEnvironmentsRequest) -> Result<ListEnvironmentsResponse> {
+    async fn list_environments(
+        &self,
+        claims: Claims,
+        req: ListEnvironmentsRequest,
+    ) -> Result<ListEnvironmentsResponse> {
         let mut check = Check::new();
         check.id("app_id", &req.app_id);
         check.done()?;
@@ -190,39 +248,68 @@ impl Apps {
 impl AppService for Apps {
     async fn create_app(&self, request: Request<CreateAppRequest>) -> Reply<pb::App> {
         let claims = self.0.caller(request.metadata()).await?;
-        Ok(Response::new(Apps::create_app(self, claims, request.into_inner()).await?))
+        Ok(Response::new(
+            Apps::create_app(self, claims, request.into_inner()).await?,
+        ))
     }
 
     async fn get_app(&self, request: Request<GetAppRequest>) -> Reply<pb::App> {
         let claims = self.0.caller(request.metadata()).await?;
-        Ok(Response::new(Apps::get_app(self, claims, request.into_inner()).await?))
+        Ok(Response::new(
+            Apps::get_app(self, claims, request.into_inner()).await?,
+        ))
     }
 
     async fn list_apps(&self, request: Request<ListAppsRequest>) -> Reply<ListAppsResponse> {
         let claims = self.0.caller(request.metadata()).await?;
-        let apps = self.0.store().apps_of(&claims.preferred_username).await.map_err(DeployError::from)?;
+        let apps = self
+            .0
+            .store()
+            .apps_of(&claims.preferred_username)
+            .await
+            .map_err(DeployError::from)?;
         Ok(Response::new(ListAppsResponse {
             apps: apps.iter().map(app_message).collect(),
         }))
     }
 
-    async fn add_team_member(&self, request: Request<AddTeamMemberRequest>) -> Reply<pb::TeamMember> {
+    async fn add_team_member(
+        &self,
+        request: Request<AddTeamMemberRequest>,
+    ) -> Reply<pb::TeamMember> {
         let claims = self.0.caller(request.metadata()).await?;
-        Ok(Response::new(self.add_member(claims, request.into_inner()).await?))
+        Ok(Response::new(
+            self.add_member(claims, request.into_inner()).await?,
+        ))
     }
 
-    async fn remove_team_member(&self, request: Request<RemoveTeamMemberRequest>) -> Reply<RemoveTeamMemberResponse> {
+    async fn remove_team_member(
+        &self,
+        request: Request<RemoveTeamMemberRequest>,
+    ) -> Reply<RemoveTeamMemberResponse> {
         let claims = self.0.caller(request.metadata()).await?;
-        Ok(Response::new(self.remove_member(claims, request.into_inner()).await?))
+        Ok(Response::new(
+            self.remove_member(claims, request.into_inner()).await?,
+        ))
     }
 
-    async fn list_team_members(&self, request: Request<ListTeamMembersRequest>) -> Reply<ListTeamMembersResponse> {
+    async fn list_team_members(
+        &self,
+        request: Request<ListTeamMembersRequest>,
+    ) -> Reply<ListTeamMembersResponse> {
         let claims = self.0.caller(request.metadata()).await?;
-        Ok(Response::new(self.list_members(claims, request.into_inner()).await?))
+        Ok(Response::new(
+            self.list_members(claims, request.into_inner()).await?,
+        ))
     }
 
-    async fn list_environments(&self, request: Request<ListEnvironmentsRequest>) -> Reply<ListEnvironmentsResponse> {
+    async fn list_environments(
+        &self,
+        request: Request<ListEnvironmentsRequest>,
+    ) -> Reply<ListEnvironmentsResponse> {
         let claims = self.0.caller(request.metadata()).await?;
-        Ok(Response::new(Apps::list_environments(self, claims, request.into_inner()).await?))
+        Ok(Response::new(
+            Apps::list_environments(self, claims, request.into_inner()).await?,
+        ))
     }
 }

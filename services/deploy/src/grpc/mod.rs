@@ -20,7 +20,10 @@ use crate::store::{self, Role};
 pub const MAX_LISTED_DEPLOYMENTS: u64 = 200;
 
 pub fn timestamp(unix: i64) -> Option<Timestamp> {
-    Some(Timestamp { seconds: unix, nanos: 0 })
+    Some(Timestamp {
+        seconds: unix,
+        nanos: 0,
+    })
 }
 
 /// Collects field violations for one request.
@@ -70,7 +73,9 @@ impl Check {
         if value.is_empty() {
             self.bad(field, "required");
         } else if value.len() > 64
-            || !value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
+            || !value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
         {
             self.bad(field, "1 to 64 of letters, digits and . _ - @");
         }
@@ -80,7 +85,9 @@ impl Check {
         let ok = !value.trim().is_empty()
             && value.len() <= 64
             && value.trim() == value
-            && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.'));
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.'));
         if !ok {
             self.bad(field, "1 to 64 of letters, digits, spaces and - _ .");
         }
@@ -89,7 +96,9 @@ impl Check {
     pub fn version(&mut self, field: &'static str, value: &str) {
         let ok = !value.is_empty()
             && value.len() <= 64
-            && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+'));
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+'));
         if !ok {
             self.bad(field, "1 to 64 of letters, digits and . _ - +");
         }
@@ -100,9 +109,14 @@ impl Check {
         let plain = !value.is_empty()
             && value.len() <= 128
             && !value.starts_with('.')
-            && !value.chars().any(|c| c.is_control() || matches!(c, '/' | '\\'));
+            && !value
+                .chars()
+                .any(|c| c.is_control() || matches!(c, '/' | '\\'));
         if !plain {
-            self.bad(field, "a file name of 1 to 128 characters, without directories");
+            self.bad(
+                field,
+                "a file name of 1 to 128 characters, without directories",
+            );
         } else if !value.to_ascii_lowercase().ends_with(".mda") {
             self.bad(field, "must be an MDA archive (.mda)");
         }
@@ -142,7 +156,11 @@ impl Check {
 
     /// `Ok` when nothing was flagged.
     pub fn done(self) -> Result<()> {
-        if self.0.is_empty() { Ok(()) } else { Err(DeployError::Invalid(self.0)) }
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(DeployError::Invalid(self.0))
+        }
     }
 }
 
@@ -195,7 +213,13 @@ pub fn deployment_message(d: &store::Deployment, package_version: &str) -> pb::D
 pub fn node_name(app_name: &str, env: Env) -> String {
     let slug: String = app_name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
     format!("{}-{}", slug.trim_matches('-'), env.as_str())
 }

@@ -28,21 +28,41 @@ impl Nodes {
         let env = check.env("environment", env);
         check.done()?;
         let env = env.ok_or(DeployError::Internal)?;
-        let app = self.0.store().app(app_id).await?.ok_or(DeployError::AppNotFound)?;
+        let app = self
+            .0
+            .store()
+            .app(app_id)
+            .await?
+            .ok_or(DeployError::AppNotFound)?;
         Ok((app, env))
     }
 
     async fn details(&self, request: Request<GetNodeDetailsRequest>) -> Result<NodeDetails> {
         let (metadata, _, req) = request.into_parts();
         let (app, env) = self.target(&req.app_id, req.environment).await?;
-        let who = self.0.authorize(&metadata, Action::GetNodeDetails, &app.id, env).await?;
+        let who = self
+            .0
+            .authorize(&metadata, Action::GetNodeDetails, &app.id, env)
+            .await?;
         let current = self.0.store().current_deployment(&app.id, env).await?;
         let package_version = match current {
-            Some(d) => self.0.store().package(&d.package_id).await?.map(|p| p.version).unwrap_or_default(),
+            Some(d) => self
+                .0
+                .store()
+                .package(&d.package_id)
+                .await?
+                .map(|p| p.version)
+                .unwrap_or_default(),
             None => String::new(),
         };
         self.0
-            .audit_ok(&who, Action::GetNodeDetails.as_str(), &app.id, Some(env), String::new())
+            .audit_ok(
+                &who,
+                Action::GetNodeDetails.as_str(),
+                &app.id,
+                Some(env),
+                String::new(),
+            )
             .await?;
         let node = node_name(&app.name, env);
         Ok(NodeDetails {
@@ -50,7 +70,11 @@ impl Nodes {
             environment: env.to_proto(),
             url: format!("https://{node}.apps.padlock.example"),
             region: "eu-central-1".into(),
-            plan: if env == Env::Production { "production-m".into() } else { "standard-s".into() },
+            plan: if env == Env::Production {
+                "production-m".into()
+            } else {
+                "standard-s".into()
+            },
             license_id: format!("LIC-{}", &app.id[..8].to_ascii_uppercase()),
             node_name: node,
             package_version,
@@ -62,8 +86,15 @@ impl Nodes {
     async fn backup(&self, request: Request<DownloadBackupRequest>) -> Result<Vec<u8>> {
         let (metadata, _, req) = request.into_parts();
         let (app, env) = self.target(&req.app_id, req.environment).await?;
-        let who = self.0.authorize(&metadata, Action::DownloadBackup, &app.id, env).await?;
-        let deployments = self.0.store().deployments(&app.id, Some(env), super::MAX_LISTED_DEPLOYMENTS).await?;
+        let who = self
+            .0
+            .authorize(&metadata, Action::DownloadBackup, &app.id, env)
+            .await?;
+        let deployments = self
+            .0
+            .store()
+            .deployments(&app.id, Some(env), super::MAX_LISTED_DEPLOYMENTS)
+            .await?;
         let history: Vec<serde_json::Value> = deployments
             .iter()
             .map(|d| {
@@ -83,7 +114,13 @@ impl Nodes {
         });
         let bytes = serde_json::to_vec_pretty(&document).map_err(|_| DeployError::Internal)?;
         self.0
-            .audit_ok(&who, Action::DownloadBackup.as_str(), &app.id, Some(env), format!("bytes={}", bytes.len()))
+            .audit_ok(
+                &who,
+                Action::DownloadBackup.as_str(),
+                &app.id,
+                Some(env),
+                format!("bytes={}", bytes.len()),
+            )
             .await?;
         Ok(bytes)
     }
@@ -93,7 +130,10 @@ impl Nodes {
 impl NodeService for Nodes {
     type DownloadBackupStream = ReceiverStream<std::result::Result<BackupChunk, Status>>;
 
-    async fn get_node_details(&self, request: Request<GetNodeDetailsRequest>) -> std::result::Result<Response<NodeDetails>, Status> {
+    async fn get_node_details(
+        &self,
+        request: Request<GetNodeDetailsRequest>,
+    ) -> std::result::Result<Response<NodeDetails>, Status> {
         Ok(Response::new(self.details(request).await?))
     }
 
@@ -105,7 +145,13 @@ impl NodeService for Nodes {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             for chunk in bytes.chunks(BACKUP_CHUNK_BYTES) {
-                if tx.send(Ok(BackupChunk { data: chunk.to_vec() })).await.is_err() {
+                if tx
+                    .send(Ok(BackupChunk {
+                        data: chunk.to_vec(),
+                    }))
+                    .await
+                    .is_err()
+                {
                     break; // the client went away
                 }
             }

@@ -23,16 +23,38 @@ type Reply<T> = std::result::Result<Response<T>, Status>;
 
 impl Packages {
     async fn package(&self, id: &str) -> Result<store::Package> {
-        self.0.store().package(id).await?.ok_or(DeployError::PackageNotFound)
+        self.0
+            .store()
+            .package(id)
+            .await?
+            .ok_or(DeployError::PackageNotFound)
     }
 
-    async fn upload(&self, claims: Claims, mut stream: Streaming<UploadPackageRequest>) -> Result<pb::Package> {
-        let first = stream.message().await.map_err(|_| DeployError::invalid("metadata", "the upload ended early"))?;
-        let Some(UploadPackageRequest { part: Some(Part::Metadata(meta)) }) = first else {
-            return Err(DeployError::invalid("metadata", "the first message must hold the metadata"));
+    async fn upload(
+        &self,
+        claims: Claims,
+        mut stream: Streaming<UploadPackageRequest>,
+    ) -> Result<pb::Package> {
+        let first = stream
+            .message()
+            .await
+            .map_err(|_| DeployError::invalid("metadata", "the upload ended early"))?;
+        let Some(UploadPackageRequest {
+            part: Some(Part::Metadata(meta)),
+        }) = first
+        else {
+            return Err(DeployError::invalid(
+                "metadata",
+                "the first message must hold the metadata",
+            ));
         };
         check_metadata(&meta)?;
-        let app = self.0.store().app(&meta.app_id).await?.ok_or(DeployError::AppNotFound)?;
+        let app = self
+            .0
+            .store()
+            .app(&meta.app_id)
+            .await?
+            .ok_or(DeployError::AppNotFound)?;
         let member = self.0.member_of(&claims, &app.id).await?;
         if !matches!(member.role, Role::TechnicalContact | Role::Deploy) {
             return Err(DeployError::DeployRoleRequired);
@@ -42,8 +64,15 @@ impl Packages {
         let mut upload = self.0.blobs().begin(meta.size, &meta.sha256).await?;
         loop {
             match stream.message().await {
-                Ok(Some(UploadPackageRequest { part: Some(Part::Chunk(bytes)) })) => upload.write(&bytes).await?,
-                Ok(Some(_)) => return Err(DeployError::invalid("chunk", "after the metadata, only chunks")),
+                Ok(Some(UploadPackageRequest {
+                    part: Some(Part::Chunk(bytes)),
+                })) => upload.write(&bytes).await?,
+                Ok(Some(_)) => {
+                    return Err(DeployError::invalid(
+                        "chunk",
+                        "after the metadata, only chunks",
+                    ));
+                }
                 Ok(None) => break,
                 Err(status) => {
                     tracing::info!(code = ?status.code(), "upload cut off by the client");
@@ -66,7 +95,12 @@ impl Packages {
         };
         if let Err(e) = self.0.store().insert_package(&package).await {
             // No file without its row: drop the blob unless another row uses it.
-            let in_use = self.0.store().blob_in_use(&stored.sha256_hex).await.unwrap_or(true);
+            let in_use = self
+                .0
+                .store()
+                .blob_in_use(&stored.sha256_hex)
+                .await
+                .unwrap_or(true);
             if !in_use {
                 let _ = self.0.blobs().remove(&stored.sha256_hex).await;
             }
@@ -77,13 +111,26 @@ impl Packages {
         }
         let who = Authorized { claims };
         self.0
-            .audit_ok(&who, "upload_package", &app.id, None, format!("version={} sha256={}", package.version, package.sha256))
+            .audit_ok(
+                &who,
+                "upload_package",
+                &app.id,
+                None,
+                format!("version={} sha256={}", package.version, package.sha256),
+            )
             .await?;
         Ok(package_message(&package))
     }
 
     /// Records that `package` now runs on `env` (coming from `from`).
-    async fn record(&self, who: &Authorized, action: Action, package: &store::Package, env: Env, from: Option<Env>) -> Result<pb::Deployment> {
+    async fn record(
+        &self,
+        who: &Authorized,
+        action: Action,
+        package: &store::Package,
+        env: Env,
+        from: Option<Env>,
+    ) -> Result<pb::Deployment> {
         let mut deployment = store::Deployment {
             id: 0,
             app_id: package.app_id.clone(),
@@ -97,10 +144,17 @@ impl Packages {
         };
         deployment.id = self.0.store().insert_deployment(&deployment).await?;
         let detail = match from {
-            Some(from) => format!("package={} version={} from={}", package.id, package.version, from.as_str()),
+            Some(from) => format!(
+                "package={} version={} from={}",
+                package.id,
+                package.version,
+                from.as_str()
+            ),
             None => format!("package={} version={}", package.id, package.version),
         };
-        self.0.audit_ok(who, action.as_str(), &package.app_id, Some(env), detail).await?;
+        self.0
+            .audit_ok(who, action.as_str(), &package.app_id, Some(env), detail)
+            .await?;
         Ok(deployment_message(&deployment, &package.version))
     }
 
@@ -112,8 +166,12 @@ impl Packages {
         check.done()?;
         let env = env.ok_or(DeployError::Internal)?;
         let package = self.package(&req.package_id).await?;
-        let who = self.0.authorize(&metadata, Action::DeployPackage, &package.app_id, env).await?;
-        self.record(&who, Action::DeployPackage, &package, env, None).await
+        let who = self
+            .0
+            .authorize(&metadata, Action::DeployPackage, &package.app_id, env)
+            .await?;
+        self.record(&who, Action::DeployPackage, &package, env, None)
+            .await
     }
 
     async fn transport(&self, request: Request<TransportPackageRequest>) -> Result<pb::Deployment> {
@@ -133,12 +191,20 @@ impl Packages {
             ));
         }
         let package = self.package(&req.package_id).await?;
-        let who = self.0.authorize(&metadata, Action::TransportPackage, &package.app_id, to).await?;
-        let current = self.0.store().current_deployment(&package.app_id, from).await?;
+        let who = self
+            .0
+            .authorize(&metadata, Action::TransportPackage, &package.app_id, to)
+            .await?;
+        let current = self
+            .0
+            .store()
+            .current_deployment(&package.app_id, from)
+            .await?;
         if current.is_none_or(|d| d.package_id != package.id) {
             return Err(DeployError::NotDeployedInSource);
         }
-        self.record(&who, Action::TransportPackage, &package, to, Some(from)).await
+        self.record(&who, Action::TransportPackage, &package, to, Some(from))
+            .await
     }
 }
 
@@ -152,41 +218,73 @@ fn check_metadata(meta: &PackageMetadata) -> Result<()> {
 
 #[tonic::async_trait]
 impl PackageService for Packages {
-    async fn upload_package(&self, request: Request<Streaming<UploadPackageRequest>>) -> Reply<pb::Package> {
+    async fn upload_package(
+        &self,
+        request: Request<Streaming<UploadPackageRequest>>,
+    ) -> Reply<pb::Package> {
         let claims = self.0.caller(request.metadata()).await?;
-        Ok(Response::new(self.upload(claims, request.into_inner()).await?))
+        Ok(Response::new(
+            self.upload(claims, request.into_inner()).await?,
+        ))
     }
 
-    async fn list_packages(&self, request: Request<ListPackagesRequest>) -> Reply<ListPackagesResponse> {
+    async fn list_packages(
+        &self,
+        request: Request<ListPackagesRequest>,
+    ) -> Reply<ListPackagesResponse> {
         let claims = self.0.caller(request.metadata()).await?;
         let req = request.into_inner();
         let mut check = Check::new();
         check.id("app_id", &req.app_id);
         check.done()?;
-        self.0.store().app(&req.app_id).await.map_err(DeployError::from)?.ok_or(DeployError::AppNotFound)?;
+        self.0
+            .store()
+            .app(&req.app_id)
+            .await
+            .map_err(DeployError::from)?
+            .ok_or(DeployError::AppNotFound)?;
         self.0.member_of(&claims, &req.app_id).await?;
-        let packages = self.0.store().packages(&req.app_id).await.map_err(DeployError::from)?;
+        let packages = self
+            .0
+            .store()
+            .packages(&req.app_id)
+            .await
+            .map_err(DeployError::from)?;
         Ok(Response::new(ListPackagesResponse {
             packages: packages.iter().map(package_message).collect(),
         }))
     }
 
-    async fn deploy_package(&self, request: Request<DeployPackageRequest>) -> Reply<pb::Deployment> {
+    async fn deploy_package(
+        &self,
+        request: Request<DeployPackageRequest>,
+    ) -> Reply<pb::Deployment> {
         Ok(Response::new(self.deploy(request).await?))
     }
 
-    async fn transport_package(&self, request: Request<TransportPackageRequest>) -> Reply<pb::Deployment> {
+    async fn transport_package(
+        &self,
+        request: Request<TransportPackageRequest>,
+    ) -> Reply<pb::Deployment> {
         Ok(Response::new(self.transport(request).await?))
     }
 
-    async fn list_deployments(&self, request: Request<ListDeploymentsRequest>) -> Reply<ListDeploymentsResponse> {
+    async fn list_deployments(
+        &self,
+        request: Request<ListDeploymentsRequest>,
+    ) -> Reply<ListDeploymentsResponse> {
         let claims = self.0.caller(request.metadata()).await?;
         let req = request.into_inner();
         let mut check = Check::new();
         check.id("app_id", &req.app_id);
         let env = check.env_filter("environment", req.environment);
         check.done()?;
-        self.0.store().app(&req.app_id).await.map_err(DeployError::from)?.ok_or(DeployError::AppNotFound)?;
+        self.0
+            .store()
+            .app(&req.app_id)
+            .await
+            .map_err(DeployError::from)?
+            .ok_or(DeployError::AppNotFound)?;
         self.0.member_of(&claims, &req.app_id).await?;
         let rows = self
             .0
@@ -196,7 +294,11 @@ impl PackageService for Packages {
             .map_err(DeployError::from)?;
         let mut deployments = Vec::with_capacity(rows.len());
         for d in &rows {
-            let version = self.package(&d.package_id).await.map(|p| p.version).unwrap_or_default();
+            let version = self
+                .package(&d.package_id)
+                .await
+                .map(|p| p.version)
+                .unwrap_or_default();
             deployments.push(deployment_message(d, &version));
         }
         Ok(Response::new(ListDeploymentsResponse { deployments }))

@@ -43,8 +43,15 @@ impl Permissions {
         let permissions = check.permissions("permissions", permissions);
         check.done()?;
         let env = env.ok_or(DeployError::Internal)?;
-        self.0.store().app(app_id).await?.ok_or(DeployError::AppNotFound)?;
-        let who = self.0.authorize(metadata, Action::ChangeNodePermissions, app_id, env).await?;
+        self.0
+            .store()
+            .app(app_id)
+            .await?
+            .ok_or(DeployError::AppNotFound)?;
+        let who = self
+            .0
+            .authorize(metadata, Action::ChangeNodePermissions, app_id, env)
+            .await?;
         let member = self
             .0
             .store()
@@ -57,12 +64,25 @@ impl Permissions {
                 if !member.role.may_hold_permissions() {
                     return Err(DeployError::MemberCannotHoldPermissions);
                 }
-                store.grant(app_id, env, username, &permissions, who.username(), self.0.now()).await?;
+                store
+                    .grant(
+                        app_id,
+                        env,
+                        username,
+                        &permissions,
+                        who.username(),
+                        self.0.now(),
+                    )
+                    .await?;
             }
             Change::Revoke => store.revoke(app_id, env, username, &permissions).await?,
         }
         let names: Vec<&str> = permissions.iter().map(|p| p.as_str()).collect();
-        let verb = if change == Change::Grant { "grant" } else { "revoke" };
+        let verb = if change == Change::Grant {
+            "grant"
+        } else {
+            "revoke"
+        };
         self.0
             .audit_ok(
                 &who,
@@ -83,7 +103,12 @@ impl Permissions {
     }
 }
 
-fn permission_set(app_id: &str, env: Env, username: &str, permissions: &[Permission]) -> NodePermissionSet {
+fn permission_set(
+    app_id: &str,
+    env: Env,
+    username: &str,
+    permissions: &[Permission],
+) -> NodePermissionSet {
     NodePermissionSet {
         app_id: app_id.to_owned(),
         environment: env.to_proto(),
@@ -100,7 +125,14 @@ impl PermissionService for Permissions {
     ) -> std::result::Result<Response<NodePermissionSet>, Status> {
         let (metadata, _, r) = request.into_parts();
         let set = self
-            .change(&metadata, Change::Grant, &r.app_id, r.environment, &r.username, &r.permissions)
+            .change(
+                &metadata,
+                Change::Grant,
+                &r.app_id,
+                r.environment,
+                &r.username,
+                &r.permissions,
+            )
             .await?;
         Ok(Response::new(set))
     }
@@ -111,7 +143,14 @@ impl PermissionService for Permissions {
     ) -> std::result::Result<Response<NodePermissionSet>, Status> {
         let (metadata, _, r) = request.into_parts();
         let set = self
-            .change(&metadata, Change::Revoke, &r.app_id, r.environment, &r.username, &r.permissions)
+            .change(
+                &metadata,
+                Change::Revoke,
+                &r.app_id,
+                r.environment,
+                &r.username,
+                &r.permissions,
+            )
             .await?;
         Ok(Response::new(set))
     }
@@ -132,15 +171,28 @@ impl PermissionService for Permissions {
             .map_err(DeployError::from)?
             .ok_or(DeployError::AppNotFound)?;
         self.0.member_of(&claims, &req.app_id).await?;
-        let grants = self.0.store().grants(&req.app_id, None).await.map_err(DeployError::from)?;
+        let grants = self
+            .0
+            .store()
+            .grants(&req.app_id, None)
+            .await
+            .map_err(DeployError::from)?;
         let mut grouped: BTreeMap<(String, i32), Vec<Permission>> = BTreeMap::new();
         for g in grants {
-            grouped.entry((g.username, g.env.to_proto())).or_default().push(g.permission);
+            grouped
+                .entry((g.username, g.env.to_proto()))
+                .or_default()
+                .push(g.permission);
         }
         let entries = grouped
             .into_iter()
             .filter_map(|((username, env), perms)| {
-                Some(permission_set(&req.app_id, Env::from_proto(env)?, &username, &perms))
+                Some(permission_set(
+                    &req.app_id,
+                    Env::from_proto(env)?,
+                    &username,
+                    &perms,
+                ))
             })
             .collect();
         Ok(Response::new(ListNodePermissionsResponse { entries }))

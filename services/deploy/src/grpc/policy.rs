@@ -17,7 +17,10 @@ use crate::policy::{self, Action};
 pub struct Policies(pub App);
 
 impl Policies {
-    async fn check_access(&self, request: Request<CheckAccessRequest>) -> Result<CheckAccessResponse> {
+    async fn check_access(
+        &self,
+        request: Request<CheckAccessRequest>,
+    ) -> Result<CheckAccessResponse> {
         let claims = self.0.caller(request.metadata()).await?;
         let req = request.into_inner();
         let mut check = Check::new();
@@ -31,22 +34,47 @@ impl Policies {
         let (Some(action), Some(env)) = (action, env) else {
             return Err(DeployError::Internal);
         };
-        self.0.store().app(&req.app_id).await?.ok_or(DeployError::AppNotFound)?;
-        let holdings = self.0.holdings(&claims.preferred_username, &req.app_id).await?;
-        let decision = policy::decide(Ok(&claims), self.0.policy(), action, &req.app_id, env, &holdings, self.0.now());
+        self.0
+            .store()
+            .app(&req.app_id)
+            .await?
+            .ok_or(DeployError::AppNotFound)?;
+        let holdings = self
+            .0
+            .holdings(&claims.preferred_username, &req.app_id)
+            .await?;
+        let decision = policy::decide(
+            Ok(&claims),
+            self.0.policy(),
+            action,
+            &req.app_id,
+            env,
+            &holdings,
+            self.0.now(),
+        );
         Ok(CheckAccessResponse {
             allowed: decision.allowed(),
-            reason: decision.outcome.err().map(|r| r.reason().to_owned()).unwrap_or_default(),
+            reason: decision
+                .outcome
+                .err()
+                .map(|r| r.reason().to_owned())
+                .unwrap_or_default(),
             padlock: decision.rule.padlock,
             max_age_seconds: decision.rule.max_age_seconds(),
-            mfa_expires_at: decision.mfa_expires_at.filter(|_| decision.rule.padlock).and_then(timestamp),
+            mfa_expires_at: decision
+                .mfa_expires_at
+                .filter(|_| decision.rule.padlock)
+                .and_then(timestamp),
         })
     }
 }
 
 #[tonic::async_trait]
 impl PolicyService for Policies {
-    async fn list_actions(&self, request: Request<ListActionsRequest>) -> std::result::Result<Response<ListActionsResponse>, Status> {
+    async fn list_actions(
+        &self,
+        request: Request<ListActionsRequest>,
+    ) -> std::result::Result<Response<ListActionsResponse>, Status> {
         self.0.caller(request.metadata()).await?;
         let actions = self
             .0
@@ -63,7 +91,10 @@ impl PolicyService for Policies {
         Ok(Response::new(ListActionsResponse { actions }))
     }
 
-    async fn check_access(&self, request: Request<CheckAccessRequest>) -> std::result::Result<Response<CheckAccessResponse>, Status> {
+    async fn check_access(
+        &self,
+        request: Request<CheckAccessRequest>,
+    ) -> std::result::Result<Response<CheckAccessResponse>, Status> {
         Ok(Response::new(Policies::check_access(self, request).await?))
     }
 }

@@ -118,8 +118,16 @@ impl MigrationTrait for Init {
                 .col(string_len(TeamMembers::Role, 24))
                 .col(big_integer(TeamMembers::AddedAt))
                 .col(string_len(TeamMembers::AddedBy, 64))
-                .primary_key(Index::create().col(TeamMembers::AppId).col(TeamMembers::Username))
-                .foreign_key(ForeignKey::create().from(TeamMembers::Table, TeamMembers::AppId).to(Apps::Table, Apps::Id))
+                .primary_key(
+                    Index::create()
+                        .col(TeamMembers::AppId)
+                        .col(TeamMembers::Username),
+                )
+                .foreign_key(
+                    ForeignKey::create()
+                        .from(TeamMembers::Table, TeamMembers::AppId)
+                        .to(Apps::Table, Apps::Id),
+                )
                 .to_owned(),
         )
         .await?;
@@ -149,7 +157,11 @@ impl MigrationTrait for Init {
                         .col(NodePermissions::Environment)
                         .col(NodePermissions::Permission),
                 )
-                .foreign_key(ForeignKey::create().from(NodePermissions::Table, NodePermissions::AppId).to(Apps::Table, Apps::Id))
+                .foreign_key(
+                    ForeignKey::create()
+                        .from(NodePermissions::Table, NodePermissions::AppId)
+                        .to(Apps::Table, Apps::Id),
+                )
                 .to_owned(),
         )
         .await?;
@@ -165,7 +177,11 @@ impl MigrationTrait for Init {
                 .col(string_len(Packages::Sha256, 64))
                 .col(string_len(Packages::UploadedBy, 64))
                 .col(big_integer(Packages::UploadedAt))
-                .foreign_key(ForeignKey::create().from(Packages::Table, Packages::AppId).to(Apps::Table, Apps::Id))
+                .foreign_key(
+                    ForeignKey::create()
+                        .from(Packages::Table, Packages::AppId)
+                        .to(Apps::Table, Apps::Id),
+                )
                 .to_owned(),
         )
         .await?;
@@ -193,7 +209,11 @@ impl MigrationTrait for Init {
                 .col(big_integer(Deployments::DeployedAt))
                 .col(big_integer_null(Deployments::MfaAt))
                 .col(string_len_null(Deployments::MfaMethod, 8))
-                .foreign_key(ForeignKey::create().from(Deployments::Table, Deployments::PackageId).to(Packages::Table, Packages::Id))
+                .foreign_key(
+                    ForeignKey::create()
+                        .from(Deployments::Table, Deployments::PackageId)
+                        .to(Packages::Table, Packages::Id),
+                )
                 .to_owned(),
         )
         .await?;

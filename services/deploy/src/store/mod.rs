@@ -8,8 +8,8 @@ pub mod migration;
 use padlock_runtime::db::{self, DbFailure};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Database, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, Database, DatabaseConnection, DbErr, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 
@@ -179,7 +179,14 @@ impl Store {
     }
 
     /// Creates an app with its Technical Contact, atomically.
-    pub async fn create_app(&self, id: &str, name: &str, technical_contact: &str, by: &str, now: i64) -> Result<()> {
+    pub async fn create_app(
+        &self,
+        id: &str,
+        name: &str,
+        technical_contact: &str,
+        by: &str,
+        now: i64,
+    ) -> Result<()> {
         let txn = self.db.begin().await?;
         app::Entity::insert(app::ActiveModel {
             id: Set(id.to_owned()),
@@ -260,7 +267,14 @@ impl Store {
 
     /// Adds a member or changes their role. A role that may not hold node
     /// permissions drops the ones they had, in the same transaction.
-    pub async fn put_member(&self, app_id: &str, username: &str, role: Role, by: &str, now: i64) -> Result<Member> {
+    pub async fn put_member(
+        &self,
+        app_id: &str,
+        username: &str,
+        role: Role,
+        by: &str,
+        now: i64,
+    ) -> Result<Member> {
         let txn = self.db.begin().await?;
         team_member::Entity::insert(team_member::ActiveModel {
             app_id: Set(app_id.to_owned()),
@@ -284,7 +298,9 @@ impl Store {
                 .await?;
         }
         txn.commit().await?;
-        self.member(app_id, username).await?.ok_or(StoreError::Internal)
+        self.member(app_id, username)
+            .await?
+            .ok_or(StoreError::Internal)
     }
 
     /// Removes a member and their node permissions; false if not a member.
@@ -307,7 +323,8 @@ impl Store {
 
     /// Node permissions on `app_id`, for one user or everyone.
     pub async fn grants(&self, app_id: &str, username: Option<&str>) -> Result<Vec<NodeGrant>> {
-        let mut query = node_permission::Entity::find().filter(node_permission::Column::AppId.eq(app_id));
+        let mut query =
+            node_permission::Entity::find().filter(node_permission::Column::AppId.eq(app_id));
         if let Some(username) = username {
             query = query.filter(node_permission::Column::Username.eq(username));
         }
@@ -331,7 +348,15 @@ impl Store {
     }
 
     /// Grants permissions; already-held ones are left as they are.
-    pub async fn grant(&self, app_id: &str, env: Env, username: &str, permissions: &[Permission], by: &str, now: i64) -> Result<()> {
+    pub async fn grant(
+        &self,
+        app_id: &str,
+        env: Env,
+        username: &str,
+        permissions: &[Permission],
+        by: &str,
+        now: i64,
+    ) -> Result<()> {
         if permissions.is_empty() {
             return Ok(());
         }
@@ -359,7 +384,13 @@ impl Store {
         Ok(())
     }
 
-    pub async fn revoke(&self, app_id: &str, env: Env, username: &str, permissions: &[Permission]) -> Result<()> {
+    pub async fn revoke(
+        &self,
+        app_id: &str,
+        env: Env,
+        username: &str,
+        permissions: &[Permission],
+    ) -> Result<()> {
         let names: Vec<&str> = permissions.iter().map(|p| p.as_str()).collect();
         node_permission::Entity::delete_many()
             .filter(node_permission::Column::AppId.eq(app_id))
@@ -388,7 +419,10 @@ impl Store {
     }
 
     pub async fn package(&self, id: &str) -> Result<Option<Package>> {
-        Ok(package::Entity::find_by_id(id.to_owned()).one(&self.db).await?.map(package_from_row))
+        Ok(package::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+            .map(package_from_row))
     }
 
     /// Newest first.
@@ -429,7 +463,12 @@ impl Store {
     }
 
     /// Newest first; one environment or all.
-    pub async fn deployments(&self, app_id: &str, env: Option<Env>, limit: u64) -> Result<Vec<Deployment>> {
+    pub async fn deployments(
+        &self,
+        app_id: &str,
+        env: Option<Env>,
+        limit: u64,
+    ) -> Result<Vec<Deployment>> {
         let mut query = deployment::Entity::find().filter(deployment::Column::AppId.eq(app_id));
         if let Some(env) = env {
             query = query.filter(deployment::Column::Environment.eq(env.as_str()));
@@ -444,7 +483,11 @@ impl Store {
 
     /// What runs on an environment now: its newest deployment.
     pub async fn current_deployment(&self, app_id: &str, env: Env) -> Result<Option<Deployment>> {
-        Ok(self.deployments(app_id, Some(env), 1).await?.into_iter().next())
+        Ok(self
+            .deployments(app_id, Some(env), 1)
+            .await?
+            .into_iter()
+            .next())
     }
 
     pub async fn audit(&self, e: AuditEvent) -> Result<()> {
@@ -475,7 +518,11 @@ impl Store {
         if let Some(app_id) = app_id {
             query = query.filter(audit_event::Column::AppId.eq(app_id));
         }
-        let rows = query.order_by_desc(audit_event::Column::Id).limit(limit).all(&self.db).await?;
+        let rows = query
+            .order_by_desc(audit_event::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
         Ok(rows
             .into_iter()
             .map(|r| AuditRecord {
