@@ -113,7 +113,11 @@ fn permission_set(
         app_id: app_id.to_owned(),
         environment: env.to_proto(),
         username: username.to_owned(),
-        permissions: permissions.iter().map(|p| p.to_proto()).collect(),
+        permissions: {
+            let mut ordered: Vec<i32> = permissions.iter().map(|p| p.to_proto()).collect();
+            ordered.sort_unstable();
+            ordered
+        },
     }
 }
 
