@@ -9,6 +9,7 @@ pub mod error;
 pub mod grpc;
 pub mod password;
 pub mod sealing;
+pub mod sms;
 pub mod store;
 pub mod totp;
 

@@ -2,8 +2,9 @@
 //! with grpcurl. Users are provisioned here or with `padlock-auth users add`.
 
 use padlock_proto::auth::v1::{
-    CreateUserRequest, ResetFactorRequest, ResetFactorResponse, UnlockRequest, UnlockResponse,
-    User as UserMessage, support_service_server::SupportService,
+    CreateUserRequest, GetUserFactorRequest, ListAuditEventsRequest, ListAuditEventsResponse,
+    ResetFactorRequest, ResetFactorResponse, UnlockRequest, UnlockResponse, User as UserMessage,
+    UserFactor, support_service_server::SupportService,
 };
 use tonic::{Request, Response, Status};
 
@@ -132,5 +133,21 @@ impl SupportService for Support {
     ) -> std::result::Result<Response<UnlockResponse>, Status> {
         self.support_caller(request.metadata()).await?;
         Err(AuthError::Unimplemented("Unlock").into())
+    }
+
+    async fn get_user_factor(
+        &self,
+        request: Request<GetUserFactorRequest>,
+    ) -> std::result::Result<Response<UserFactor>, Status> {
+        self.support_caller(request.metadata()).await?;
+        Err(AuthError::Unimplemented("GetUserFactor").into())
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<ListAuditEventsRequest>,
+    ) -> std::result::Result<Response<ListAuditEventsResponse>, Status> {
+        self.support_caller(request.metadata()).await?;
+        Err(AuthError::Unimplemented("ListAuditEvents").into())
     }
 }
