@@ -14,6 +14,7 @@ use tonic::metadata::MetadataMap;
 use crate::config::Settings;
 use crate::error::{AuthError, Result};
 use crate::sealing::DataKeys;
+use crate::sms::SmsSender;
 use crate::store::{Method, Session, Store, User};
 
 /// Where the signing keys come from, so a reload reads the same place.
@@ -58,6 +59,7 @@ struct Inner {
     keys: RwLock<Arc<Keys>>,
     data_keys: DataKeys,
     dummy_password_hash: String,
+    sms: Arc<dyn SmsSender>,
 }
 
 /// The authenticated caller of an RPC.
@@ -81,6 +83,7 @@ impl App {
         settings: Settings,
         key_source: KeySource,
         data_keys: DataKeys,
+        sms: Arc<dyn SmsSender>,
     ) -> anyhow::Result<Self> {
         let keys = load_keys(&key_source, &settings)?;
         let dummy_password_hash = crate::password::hash("padlock-dummy-password".into()).await?;
@@ -92,6 +95,7 @@ impl App {
             keys: RwLock::new(Arc::new(keys)),
             data_keys,
             dummy_password_hash,
+            sms,
         })))
     }
 
@@ -109,6 +113,10 @@ impl App {
 
     pub fn data_keys(&self) -> &DataKeys {
         &self.0.data_keys
+    }
+
+    pub fn sms(&self) -> &dyn SmsSender {
+        self.0.sms.as_ref()
     }
 
     pub fn dummy_password_hash(&self) -> String {

@@ -28,6 +28,35 @@ pub const LOCKOUT: LockoutPolicy = LockoutPolicy {
     max_lock: Duration::from_secs(24 * 60 * 60),
 };
 
+/// DESIGN.md "SMS": a code is valid 5 minutes and allows 5 tries.
+pub const SMS_CODE_TTL_SECS: i64 = 5 * 60;
+pub const SMS_CODE_MAX_TRIES: u32 = 5;
+
+/// Sending limits against SMS pumping and cost (DESIGN.md "SMS": resend
+/// cooldown, hourly and daily caps per user and per number, a global cap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SmsLimits {
+    pub resend_cooldown_secs: i64,
+    pub per_user_hour: u32,
+    pub per_user_day: u32,
+    pub per_number_hour: u32,
+    pub per_number_day: u32,
+    pub global_per_minute: u32,
+}
+
+impl Default for SmsLimits {
+    fn default() -> Self {
+        SmsLimits {
+            resend_cooldown_secs: 30,
+            per_user_hour: 5,
+            per_user_day: 10,
+            per_number_hour: 5,
+            per_number_day: 10,
+            global_per_minute: 60,
+        }
+    }
+}
+
 #[derive(Debug, clap::Parser)]
 #[command(
     name = "padlock-auth",
@@ -80,6 +109,49 @@ pub struct AuthArgs {
     /// one current; default: `<data-dir>/data-keys`, generated on first start.
     #[arg(long, env = "PADLOCK_DATA_KEYS", hide_env_values = true, global = true)]
     pub data_keys: Option<Secret<String>>,
+    #[command(flatten)]
+    pub sms: SmsArgs,
+}
+
+/// How SMS codes are sent: Twilio, or (development only) the log.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SmsArgs {
+    /// Twilio account SID (AC...). With it, codes go out through Twilio.
+    #[arg(long, env = "PADLOCK_TWILIO_ACCOUNT_SID", global = true)]
+    pub twilio_account_sid: Option<String>,
+    /// Twilio auth token.
+    #[arg(
+        long,
+        env = "PADLOCK_TWILIO_AUTH_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub twilio_auth_token: Option<Secret<String>>,
+    /// The sending number (E.164) ...
+    #[arg(long, env = "PADLOCK_TWILIO_FROM", global = true)]
+    pub twilio_from: Option<String>,
+    /// ... or a messaging service SID (MG...).
+    #[arg(long, env = "PADLOCK_TWILIO_MESSAGING_SERVICE_SID", global = true)]
+    pub twilio_messaging_service_sid: Option<String>,
+    /// Twilio's API base URL (tests point it at a fake).
+    #[arg(
+        long,
+        env = "PADLOCK_TWILIO_BASE_URL",
+        default_value = "https://api.twilio.com",
+        global = true
+    )]
+    pub twilio_base_url: String,
+    /// Development only: write SMS codes to the log instead of sending them.
+    #[arg(long, env = "PADLOCK_SMS_DEV_LOG", global = true)]
+    pub sms_dev_log: bool,
+    /// Most SMS codes sent per minute by the whole service.
+    #[arg(
+        long,
+        env = "PADLOCK_SMS_GLOBAL_PER_MINUTE",
+        default_value_t = 60,
+        global = true
+    )]
+    pub sms_global_per_minute: u32,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -116,6 +188,7 @@ pub enum KeysCommand {
 /// Token and factor settings, checked.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    pub sms_limits: SmsLimits,
     pub issuer: String,
     pub audience: String,
     pub access_token_ttl: i64,
@@ -132,6 +205,10 @@ impl Settings {
                 .ok_or_else(|| format!("--{flag} must be a positive number of seconds"))
         };
         let settings = Settings {
+            sms_limits: SmsLimits {
+                global_per_minute: args.sms.sms_global_per_minute.max(1),
+                ..SmsLimits::default()
+            },
             issuer: args.issuer.trim().to_owned(),
             audience: args.audience.trim().to_owned(),
             access_token_ttl: secs(args.access_token_ttl, "access-token-ttl")?,
@@ -154,6 +231,7 @@ impl Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
+            sms_limits: SmsLimits::default(),
             issuer: "padlock-auth".into(),
             audience: "padlock-deploy".into(),
             access_token_ttl: DEFAULT_ACCESS_TOKEN_TTL_SECS as i64,

@@ -33,6 +33,22 @@ pub enum AuthError {
     EnrollmentNotFound,
     #[error("the enrollment expired; start it again")]
     EnrollmentExpired,
+    #[error("no code is waiting, or it expired; ask for a new one")]
+    CodeExpired,
+    #[error("this code's tries are used up; ask for a new one")]
+    CodeExhausted,
+    #[error("a code was sent moments ago; wait before asking again")]
+    SmsTooSoon { retry_after: Duration },
+    #[error("too many codes were sent ({0}); try again later")]
+    SmsLimit(&'static str, Duration),
+    #[error("the code could not be sent to this number")]
+    SmsUndeliverable(crate::sms::PermanentReason),
+    #[error("codes cannot be sent right now; try again shortly")]
+    SmsUnavailable,
+    #[error("support cannot act on their own account")]
+    SelfService,
+    #[error("unknown user")]
+    UserNotFound,
     #[error("this needs the {0} role")]
     RoleRequired(&'static str),
     #[error("that username is taken")]
@@ -85,6 +101,24 @@ impl From<AuthError> for Status {
             NotEnrolled => refusal(Code::FailedPrecondition, "FACTOR_NOT_ENROLLED"),
             EnrollmentNotFound => refusal(Code::NotFound, "ENROLLMENT_NOT_FOUND"),
             EnrollmentExpired => refusal(Code::FailedPrecondition, "ENROLLMENT_EXPIRED"),
+            CodeExpired => refusal(Code::FailedPrecondition, "CODE_EXPIRED"),
+            CodeExhausted => refusal(Code::FailedPrecondition, "CODE_EXHAUSTED"),
+            SmsTooSoon { retry_after } => status::retry_later(
+                Code::ResourceExhausted,
+                "SMS_RESEND_TOO_SOON",
+                message,
+                retry_after,
+            ),
+            SmsLimit(_, retry_after) => status::retry_later(
+                Code::ResourceExhausted,
+                "SMS_LIMIT_REACHED",
+                message,
+                retry_after,
+            ),
+            SmsUndeliverable(reason) => refusal(Code::FailedPrecondition, reason.as_reason()),
+            SmsUnavailable => refusal(Code::Unavailable, "SMS_UNAVAILABLE"),
+            SelfService => refusal(Code::PermissionDenied, "SELF_SERVICE_FORBIDDEN"),
+            UserNotFound => refusal(Code::NotFound, "USER_NOT_FOUND"),
             RoleRequired(_) => refusal(Code::PermissionDenied, "ROLE_REQUIRED"),
             UsernameTaken => refusal(Code::AlreadyExists, "USERNAME_TAKEN"),
             Unimplemented(_) => refusal(Code::Unimplemented, "UNIMPLEMENTED"),

@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod password;
+pub mod phone;
 pub mod sealing;
 pub mod sms;
 pub mod store;
@@ -15,6 +16,7 @@ pub mod totp;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use padlock_proto::auth::v1::{
     key_service_server::KeyServiceServer, session_service_server::SessionServiceServer,
@@ -38,6 +40,8 @@ pub struct Options {
     pub signing_keys: Option<KeySource>,
     /// `id:base64key,...`; default: `data_dir/data-keys`.
     pub data_keys: Option<Secret<String>>,
+    /// How SMS codes go out; `None` refuses SMS enrollment.
+    pub sms: Option<Arc<dyn sms::SmsSender>>,
 }
 
 impl Options {
@@ -49,6 +53,7 @@ impl Options {
             settings: Settings::default(),
             signing_keys: None,
             data_keys: None,
+            sms: None,
         }
     }
 }
@@ -73,7 +78,11 @@ pub async fn open(options: Options, clock: SharedClock) -> anyhow::Result<App> {
         Some(spec) => sealing::DataKeys::parse(spec.expose())?,
         None => sealing::DataKeys::load_or_generate(&options.data_dir.join("data-keys"))?,
     };
-    App::new(store, clock, options.settings, keys, data_keys).await
+    let sms = options
+        .sms
+        .clone()
+        .unwrap_or_else(|| Arc::new(sms::Unconfigured));
+    App::new(store, clock, options.settings, keys, data_keys, sms).await
 }
 
 /// Serves every auth gRPC service, plus health and reflection, on

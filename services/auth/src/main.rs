@@ -39,6 +39,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         settings,
         signing_keys,
         data_keys: cli.auth.data_keys.clone(),
+        sms: sms_sender(&cli.auth.sms)?,
     };
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cli.common.listen_or(default_listen()), options).await,
@@ -47,6 +48,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Keys(KeysCommand::Rotate) => rotate_keys(&options),
     }
+}
+
+/// The SMS sender the flags ask for: Twilio, the development log (only when
+/// explicitly enabled), or none (SMS enrollment then refuses).
+fn sms_sender(
+    args: &padlock_auth::config::SmsArgs,
+) -> anyhow::Result<Option<Arc<dyn padlock_auth::sms::SmsSender>>> {
+    if args.sms_dev_log {
+        if args.twilio_account_sid.is_some() {
+            anyhow::bail!("--sms-dev-log and --twilio-account-sid exclude each other");
+        }
+        tracing::warn!("SMS codes go to the log (--sms-dev-log): development only");
+        return Ok(Some(Arc::new(padlock_auth::sms::log::LogSender)));
+    }
+    Ok(None)
 }
 
 fn default_listen() -> std::net::SocketAddr {

@@ -27,6 +27,8 @@ fn user(id: &str, username: &str) -> User {
 
 fn pending(user_id: &str, enrollment_id: &str) -> NewFactor {
     NewFactor {
+        masked_phone: None,
+        phone_mac: None,
         user_id: user_id.into(),
         method: Method::Totp,
         enrollment_id: enrollment_id.into(),

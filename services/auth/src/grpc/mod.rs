@@ -4,6 +4,7 @@
 
 pub mod keys;
 pub mod session;
+pub mod sms;
 pub mod support;
 pub mod two_factor;
 

@@ -18,11 +18,24 @@ use super::timestamp;
 use crate::app::{App, Caller};
 use crate::config::{ENROLLMENT_TTL_SECS, LOCKOUT};
 use crate::error::{AuthError, Result};
-use crate::store::{AuditEvent, Factor, FactorState, FailureOutcome, Method, NewFactor, Outcome};
+use crate::store::{
+    AuditEvent, Factor, FactorState, FailureOutcome, Method, NewFactor, Outcome as AuditOutcome,
+};
 use crate::totp::{self, TotpSecret};
 
 #[derive(Debug, Clone)]
 pub struct TwoFactor(pub App);
+
+/// What checking a code against a factor found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// Right and unused: recorded as used.
+    Accepted,
+    /// Not the code.
+    Wrong,
+    /// Right, but used already.
+    Reused,
+}
 
 /// Which pending or active factor a code is for.
 #[derive(Debug, Clone, Copy)]
@@ -32,15 +45,15 @@ enum Purpose<'a> {
 }
 
 impl TwoFactor {
-    fn app(&self) -> &App {
+    pub(super) fn app(&self) -> &App {
         &self.0
     }
 
-    async fn audit(
+    pub(super) async fn audit(
         &self,
         caller: &Caller,
         kind: &'static str,
-        outcome: Outcome,
+        outcome: AuditOutcome,
         detail: String,
     ) -> Result<()> {
         self.app()
@@ -79,6 +92,7 @@ impl TwoFactor {
                 FactorState::Active => StateMessage::Active,
             } as i32;
             message.enrolled_at = f.activated_at.and_then(timestamp);
+            message.masked_phone_number = f.masked_phone.clone().unwrap_or_default();
             let locked_until = f.locked_until(now);
             message.locked = locked_until.is_some();
             message.locked_until = locked_until.and_then(timestamp);
@@ -103,7 +117,7 @@ impl TwoFactor {
             self.audit(
                 &caller,
                 "enrollment_started",
-                Outcome::Refused,
+                AuditOutcome::Refused,
                 "factor already active".into(),
             )
             .await?;
@@ -128,6 +142,8 @@ impl TwoFactor {
             .app()
             .store()
             .begin_enrollment(&NewFactor {
+                masked_phone: None,
+                phone_mac: None,
                 user_id,
                 method: Method::Totp,
                 enrollment_id: enrollment_id.clone(),
@@ -144,7 +160,7 @@ impl TwoFactor {
         self.audit(
             &caller,
             "enrollment_started",
-            Outcome::Ok,
+            AuditOutcome::Ok,
             "method=totp".into(),
         )
         .await?;
@@ -201,24 +217,24 @@ impl TwoFactor {
             return Err(locked_out(until, now));
         }
 
-        let step = match factor.method {
-            Method::Totp => self.totp_step(&factor, code, now)?,
-            Method::Sms => return Err(AuthError::Unimplemented("SMS verification")),
+        let enrollment_id = match purpose {
+            Purpose::Confirm { enrollment_id } => Some(enrollment_id),
+            Purpose::Verify => None,
         };
-        let Some(step) = step else {
-            return self.count_failure(&caller, now).await;
-        };
-        let store = self.app().store();
-        let accepted = match purpose {
-            Purpose::Confirm { enrollment_id } => {
-                store
-                    .activate_enrollment(user_id, enrollment_id, step, now)
+        let outcome = match factor.method {
+            Method::Totp => {
+                self.totp_check(&caller, &factor, code, enrollment_id, now)
                     .await?
             }
-            Purpose::Verify => store.accept_step(user_id, step, now).await?,
+            Method::Sms => {
+                self.sms_check(&caller, &factor, code, enrollment_id, now)
+                    .await?
+            }
         };
-        if !accepted {
-            return Err(self.explain_refusal(&caller, step, now).await?);
+        match outcome {
+            Outcome::Accepted => {}
+            Outcome::Wrong => return self.count_failure(&caller, now).await,
+            Outcome::Reused => return Err(self.explain_refusal(&caller, now).await?),
         }
         let kind = match purpose {
             Purpose::Confirm { .. } => "enrollment_confirmed",
@@ -227,11 +243,40 @@ impl TwoFactor {
         self.audit(
             &caller,
             kind,
-            Outcome::Ok,
+            AuditOutcome::Ok,
             format!("method={}", factor.method.as_str()),
         )
         .await?;
         self.step_up(&caller, factor.method, now).await
+    }
+
+    /// Checks a TOTP code: the matching time step must be newer than the
+    /// last accepted one, recorded atomically (RFC 6238 §5.2).
+    async fn totp_check(
+        &self,
+        _caller: &Caller,
+        factor: &Factor,
+        code: &str,
+        enrollment_id: Option<&str>,
+        now: i64,
+    ) -> Result<Outcome> {
+        let Some(step) = self.totp_step(factor, code, now)? else {
+            return Ok(Outcome::Wrong);
+        };
+        let store = self.app().store();
+        let accepted = match enrollment_id {
+            Some(enrollment_id) => {
+                store
+                    .activate_enrollment(&factor.user_id, enrollment_id, step, now)
+                    .await?
+            }
+            None => store.accept_step(&factor.user_id, step, now).await?,
+        };
+        Ok(if accepted {
+            Outcome::Accepted
+        } else {
+            Outcome::Reused
+        })
     }
 
     fn totp_step(&self, factor: &Factor, code: &str, now: i64) -> Result<Option<i64>> {
@@ -267,7 +312,7 @@ impl TwoFactor {
                 self.audit(
                     caller,
                     "verify",
-                    Outcome::Refused,
+                    AuditOutcome::Refused,
                     format!("wrong code, failure {failed_attempts}"),
                 )
                 .await?;
@@ -275,7 +320,7 @@ impl TwoFactor {
                     self.audit(
                         caller,
                         "lockout",
-                        Outcome::Ok,
+                        AuditOutcome::Ok,
                         format!("locked for {} s", until - now),
                     )
                     .await?;
@@ -290,7 +335,7 @@ impl TwoFactor {
 
     /// Why a right code was not accepted: reused, locked meanwhile, or the
     /// enrollment changed under us.
-    async fn explain_refusal(&self, caller: &Caller, step: i64, now: i64) -> Result<AuthError> {
+    async fn explain_refusal(&self, caller: &Caller, now: i64) -> Result<AuthError> {
         let factor = self.app().store().factor(&caller.claims.sub).await?;
         let Some(factor) = factor else {
             return Ok(AuthError::EnrollmentNotFound);
@@ -298,15 +343,19 @@ impl TwoFactor {
         if let Some(until) = factor.locked_until(now) {
             return Ok(locked_out(until, now));
         }
-        if factor.last_step.is_some_and(|last| last >= step) {
-            self.audit(caller, "verify", Outcome::Refused, "code reused".into())
-                .await?;
-            return Ok(AuthError::CodeReused);
+        if factor.state == FactorState::Pending && factor.enrollment_expires_at <= now {
+            return Ok(AuthError::EnrollmentExpired);
         }
-        if factor.state == FactorState::Active {
-            return Ok(AuthError::FactorLocked);
-        }
-        Ok(AuthError::EnrollmentExpired)
+        // The code was right but already used (same or earlier TOTP step, or
+        // the SMS code consumed by a concurrent request).
+        self.audit(
+            caller,
+            "verify",
+            AuditOutcome::Refused,
+            "code reused".into(),
+        )
+        .await?;
+        Ok(AuthError::CodeReused)
     }
 
     async fn step_up(&self, caller: &Caller, method: Method, now: i64) -> Result<StepUpResponse> {
@@ -340,7 +389,7 @@ fn method_message(method: Method) -> FactorMethod {
     }
 }
 
-fn locked_out(until: i64, now: i64) -> AuthError {
+pub(super) fn locked_out(until: i64, now: i64) -> AuthError {
     let secs = u64::try_from(until.saturating_sub(now)).unwrap_or(0).max(1);
     AuthError::LockedOut {
         retry_after: Duration::from_secs(secs),
@@ -369,8 +418,10 @@ impl TwoFactorService for TwoFactor {
         &self,
         request: Request<StartSmsEnrollmentRequest>,
     ) -> std::result::Result<Response<StartSmsEnrollmentResponse>, Status> {
-        self.app().caller(request.metadata()).await?;
-        Err(AuthError::Unimplemented("SMS enrollment").into())
+        let (metadata, _, req) = request.into_parts();
+        Ok(Response::new(
+            self.start_sms(&metadata, &req.phone_number).await?,
+        ))
     }
 
     async fn confirm_enrollment(
@@ -390,8 +441,7 @@ impl TwoFactorService for TwoFactor {
         &self,
         request: Request<SendSmsCodeRequest>,
     ) -> std::result::Result<Response<SendSmsCodeResponse>, Status> {
-        self.app().caller(request.metadata()).await?;
-        Err(AuthError::Unimplemented("SMS codes").into())
+        Ok(Response::new(self.resend(request.metadata()).await?))
     }
 
     async fn verify(

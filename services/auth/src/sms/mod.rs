@@ -81,3 +81,23 @@ pub fn code_message(code: &str) -> String {
         "{code} is your padlock verification code. Never share it: padlock staff will never ask for it."
     )
 }
+
+/// No sender configured: every send fails as misconfigured, so SMS
+/// enrollment is refused with a reason operators recognise.
+#[derive(Debug, Default)]
+pub struct Unconfigured;
+
+#[async_trait::async_trait]
+impl SmsSender for Unconfigured {
+    async fn send(
+        &self,
+        _to: &str,
+        _body: &str,
+        _deadline: Option<Instant>,
+    ) -> Result<Sent, SendError> {
+        Err(SendError::Permanent {
+            reason: PermanentReason::Misconfigured,
+            provider_code: None,
+        })
+    }
+}

@@ -65,6 +65,13 @@ pub mod factor {
         pub failed_attempts: i32,
         pub locked_until: Option<i64>,
         pub lockouts: i32,
+        pub code_hash: Option<String>,
+        pub code_key_id: Option<String>,
+        pub code_expires_at: Option<i64>,
+        pub code_tries: i32,
+        pub code_sent_at: Option<i64>,
+        pub masked_phone: Option<String>,
+        pub phone_mac: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -88,6 +95,25 @@ pub mod audit_event {
         pub subject: Option<String>,
         pub session_id: Option<String>,
         pub detail: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod sms_limit {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sms_limits")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub bucket: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub window_start: i64,
+        pub count: i32,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -10,7 +10,7 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Init)]
+        vec![Box::new(Init), Box::new(SmsCodes)]
     }
 }
 
@@ -172,6 +172,81 @@ impl MigrationTrait for Init {
                 .table(AuditEvents::Table)
                 .col(AuditEvents::Subject)
                 .col(AuditEvents::At)
+                .to_owned(),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// SMS codes on the factor row, and the send counters against SMS pumping.
+struct SmsCodes;
+
+impl MigrationName for SmsCodes {
+    fn name(&self) -> &str {
+        "m20261128_000002_sms_codes"
+    }
+}
+
+#[derive(DeriveIden)]
+enum SmsFactors {
+    #[sea_orm(iden = "factors")]
+    Table,
+    /// HMAC of the current code, hex; NULL when there is none.
+    CodeHash,
+    CodeKeyId,
+    CodeExpiresAt,
+    /// Tries of the current code.
+    CodeTries,
+    CodeSentAt,
+    /// For showing, without opening the sealed number.
+    MaskedPhone,
+    /// HMAC of the number, hex: the per-number limit key.
+    PhoneMac,
+}
+
+#[derive(DeriveIden)]
+enum SmsLimits {
+    Table,
+    Bucket,
+    WindowStart,
+    Count,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for SmsCodes {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        // SQLite takes one column per ALTER TABLE.
+        for column in [
+            string_len_null(SmsFactors::CodeHash, 64),
+            string_len_null(SmsFactors::CodeKeyId, 32),
+            big_integer_null(SmsFactors::CodeExpiresAt),
+            integer(SmsFactors::CodeTries).default(0).to_owned(),
+            big_integer_null(SmsFactors::CodeSentAt),
+            string_len_null(SmsFactors::MaskedPhone, 32),
+            string_len_null(SmsFactors::PhoneMac, 64),
+        ] {
+            let mut column = column;
+            m.alter_table(
+                Table::alter()
+                    .table(SmsFactors::Table)
+                    .add_column(&mut column)
+                    .to_owned(),
+            )
+            .await?;
+        }
+        m.create_table(
+            Table::create()
+                .table(SmsLimits::Table)
+                .if_not_exists()
+                .col(string_len(SmsLimits::Bucket, 96))
+                .col(big_integer(SmsLimits::WindowStart))
+                .col(integer(SmsLimits::Count))
+                .primary_key(
+                    Index::create()
+                        .col(SmsLimits::Bucket)
+                        .col(SmsLimits::WindowStart),
+                )
                 .to_owned(),
         )
         .await?;

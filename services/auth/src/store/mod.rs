@@ -12,11 +12,11 @@ use padlock_runtime::db::{self, DbFailure};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, Database, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 
-use entity::{audit_event, factor, session, user};
+use entity::{audit_event, factor, session, sms_limit, user};
 
 /// A storage failure. Messages never carry SQL or values; the cause is
 /// logged where it happens.
@@ -126,6 +126,40 @@ pub struct Factor {
     pub last_step: Option<i64>,
     pub failed_attempts: u32,
     pub locked_until: Option<i64>,
+    /// The SMS code waiting to be entered, if any.
+    pub code: Option<PendingCode>,
+    pub code_sent_at: Option<i64>,
+    pub masked_phone: Option<String>,
+    pub phone_mac: Option<String>,
+}
+
+/// An SMS code as stored: its MAC, never the code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingCode {
+    pub hash: String,
+    pub key_id: String,
+    pub expires_at: i64,
+    pub tries: u32,
+}
+
+/// One send counter: at most `cap` sends per `window` seconds for `bucket`.
+#[derive(Debug, Clone)]
+pub struct SendLimit {
+    /// e.g. `user:<id>:hour`, `phone:<mac>:day`, `global:minute`.
+    pub bucket: String,
+    pub window: i64,
+    pub cap: u32,
+}
+
+/// Whether a code may be sent now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendGate {
+    /// The code is stored and counted: send it.
+    Open,
+    /// The previous code went out less than the cooldown ago.
+    Cooldown { until: i64 },
+    /// A cap is reached until `until`; `bucket` names which.
+    Capped { bucket: String, until: i64 },
 }
 
 impl Factor {
@@ -138,6 +172,9 @@ impl Factor {
 /// A new pending enrollment.
 #[derive(Debug, Clone)]
 pub struct NewFactor {
+    /// For SMS: the masked number and the number's MAC.
+    pub masked_phone: Option<String>,
+    pub phone_mac: Option<String>,
     pub user_id: String,
     pub method: Method,
     pub enrollment_id: String,
@@ -326,9 +363,22 @@ impl Store {
             failed_attempts: Set(0),
             locked_until: Set(None),
             lockouts: Set(0),
+            code_hash: Set(None),
+            code_key_id: Set(None),
+            code_expires_at: Set(None),
+            code_tries: Set(0),
+            code_sent_at: Set(None),
+            masked_phone: Set(f.masked_phone.clone()),
+            phone_mac: Set(f.phone_mac.clone()),
         };
         let on_conflict = OnConflict::column(factor::Column::UserId)
             .update_columns([
+                factor::Column::CodeHash,
+                factor::Column::CodeKeyId,
+                factor::Column::CodeExpiresAt,
+                factor::Column::CodeTries,
+                factor::Column::MaskedPhone,
+                factor::Column::PhoneMac,
                 factor::Column::Method,
                 factor::Column::EnrollmentId,
                 factor::Column::SecretKeyId,
@@ -438,6 +488,202 @@ impl Store {
         Ok(FailureOutcome::AlreadyLocked { until })
     }
 
+    /// Stores a new SMS code for the factor, if the resend cooldown has
+    /// passed and every send limit has room; counts the send against each
+    /// limit. All or nothing, in one transaction, so limits hold across
+    /// replicas and concurrent requests; a refused send changes nothing.
+    pub async fn store_code(
+        &self,
+        user_id: &str,
+        code: &PendingCode,
+        now: i64,
+        cooldown: i64,
+        limits: &[SendLimit],
+    ) -> Result<SendGate> {
+        let txn = self.db.begin().await?;
+        let stored = factor::Entity::update_many()
+            .col_expr(factor::Column::CodeHash, Expr::value(code.hash.clone()))
+            .col_expr(factor::Column::CodeKeyId, Expr::value(code.key_id.clone()))
+            .col_expr(factor::Column::CodeExpiresAt, Expr::value(code.expires_at))
+            .col_expr(factor::Column::CodeTries, Expr::value(0))
+            .col_expr(factor::Column::CodeSentAt, Expr::value(now))
+            .filter(factor::Column::UserId.eq(user_id))
+            .filter(
+                Condition::any()
+                    .add(factor::Column::CodeSentAt.is_null())
+                    .add(factor::Column::CodeSentAt.lte(now - cooldown)),
+            )
+            .exec(&txn)
+            .await?;
+        if stored.rows_affected == 0 {
+            txn.rollback().await?;
+            let sent_at = self
+                .factor(user_id)
+                .await?
+                .and_then(|f| f.code_sent_at)
+                .unwrap_or(now);
+            return Ok(SendGate::Cooldown {
+                until: sent_at + cooldown,
+            });
+        }
+        for limit in limits {
+            let window_start = now - now.rem_euclid(limit.window);
+            let counted = sms_limit::Entity::insert(sms_limit::ActiveModel {
+                bucket: Set(limit.bucket.clone()),
+                window_start: Set(window_start),
+                count: Set(1),
+            })
+            .on_conflict(
+                OnConflict::columns([sms_limit::Column::Bucket, sms_limit::Column::WindowStart])
+                    .value(
+                        sms_limit::Column::Count,
+                        Expr::col((sms_limit::Entity, sms_limit::Column::Count)).add(1),
+                    )
+                    .action_and_where(
+                        Expr::col((sms_limit::Entity, sms_limit::Column::Count))
+                            .lt(i64::from(limit.cap)),
+                    )
+                    .to_owned(),
+            )
+            .exec_without_returning(&txn)
+            .await?;
+            if counted == 0 {
+                txn.rollback().await?;
+                return Ok(SendGate::Capped {
+                    bucket: limit.bucket.clone(),
+                    until: window_start + limit.window,
+                });
+            }
+        }
+        txn.commit().await?;
+        Ok(SendGate::Open)
+    }
+
+    /// Forgets a code that could not be delivered, so it costs the user no
+    /// tries and they may ask again at once.
+    pub async fn clear_undelivered_code(&self, user_id: &str, hash: &str) -> Result<()> {
+        factor::Entity::update_many()
+            .col_expr(
+                factor::Column::CodeHash,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                factor::Column::CodeExpiresAt,
+                Expr::value(Option::<i64>::None),
+            )
+            .col_expr(factor::Column::CodeSentAt, Expr::value(Option::<i64>::None))
+            .filter(factor::Column::UserId.eq(user_id))
+            .filter(factor::Column::CodeHash.eq(hash))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes one of the current code's tries: false when it has none left,
+    /// expired, was replaced or used, or the factor is locked.
+    pub async fn take_code_try(
+        &self,
+        user_id: &str,
+        hash: &str,
+        max_tries: u32,
+        now: i64,
+    ) -> Result<bool> {
+        let result = factor::Entity::update_many()
+            .col_expr(
+                factor::Column::CodeTries,
+                Expr::col(factor::Column::CodeTries).add(1),
+            )
+            .filter(factor::Column::UserId.eq(user_id))
+            .filter(factor::Column::CodeHash.eq(hash))
+            .filter(factor::Column::CodeTries.lt(i64::from(max_tries)))
+            .filter(factor::Column::CodeExpiresAt.gt(now))
+            .filter(not_locked(now))
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
+    /// Uses up the SMS code `hash` (single use) and clears the failures;
+    /// with `enrollment_id`, also activates that pending enrollment.
+    pub async fn consume_code(
+        &self,
+        user_id: &str,
+        hash: &str,
+        enrollment_id: Option<&str>,
+        now: i64,
+    ) -> Result<bool> {
+        let mut update = factor::Entity::update_many()
+            .col_expr(
+                factor::Column::CodeHash,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                factor::Column::CodeExpiresAt,
+                Expr::value(Option::<i64>::None),
+            )
+            .col_expr(factor::Column::FailedAttempts, Expr::value(0))
+            .col_expr(
+                factor::Column::LockedUntil,
+                Expr::value(Option::<i64>::None),
+            )
+            .col_expr(factor::Column::Lockouts, Expr::value(0))
+            .filter(factor::Column::UserId.eq(user_id))
+            .filter(factor::Column::CodeHash.eq(hash))
+            .filter(factor::Column::CodeExpiresAt.gt(now))
+            .filter(not_locked(now));
+        update = match enrollment_id {
+            Some(enrollment_id) => update
+                .col_expr(
+                    factor::Column::State,
+                    Expr::value(FactorState::Active.as_str()),
+                )
+                .col_expr(factor::Column::ActivatedAt, Expr::value(now))
+                .filter(factor::Column::EnrollmentId.eq(enrollment_id))
+                .filter(factor::Column::State.eq(FactorState::Pending.as_str()))
+                .filter(factor::Column::EnrollmentExpiresAt.gt(now)),
+            None => update.filter(factor::Column::State.eq(FactorState::Active.as_str())),
+        };
+        Ok(update.exec(&self.db).await?.rows_affected == 1)
+    }
+
+    /// Support's reset: removes the factor and its secrets, and ends the
+    /// second-factor state of every session of the user, atomically.
+    /// False when the user had no factor (sessions are cleared anyway).
+    pub async fn reset_factor(&self, user_id: &str) -> Result<bool> {
+        let txn = self.db.begin().await?;
+        let removed = factor::Entity::delete_many()
+            .filter(factor::Column::UserId.eq(user_id))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        session::Entity::update_many()
+            .col_expr(session::Column::MfaAt, Expr::value(Option::<i64>::None))
+            .col_expr(
+                session::Column::MfaMethod,
+                Expr::value(Option::<String>::None),
+            )
+            .filter(session::Column::UserId.eq(user_id))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(removed == 1)
+    }
+
+    /// Support's unlock: clears the failures, the lockout and its history.
+    pub async fn unlock(&self, user_id: &str) -> Result<bool> {
+        let result = factor::Entity::update_many()
+            .col_expr(factor::Column::FailedAttempts, Expr::value(0))
+            .col_expr(
+                factor::Column::LockedUntil,
+                Expr::value(Option::<i64>::None),
+            )
+            .col_expr(factor::Column::Lockouts, Expr::value(0))
+            .filter(factor::Column::UserId.eq(user_id))
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
     pub async fn audit(&self, e: AuditEvent) -> Result<()> {
         audit_event::Entity::insert(audit_event::ActiveModel {
             at: Set(e.at),
@@ -463,13 +709,35 @@ impl Store {
         subject: Option<&str>,
         limit: u64,
     ) -> Result<Vec<AuditRecord>> {
+        self.find_audit_events(&AuditQuery {
+            subject: subject.map(str::to_owned),
+            limit,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Audit records matching `q`, newest first.
+    pub async fn find_audit_events(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>> {
         let mut query = audit_event::Entity::find();
-        if let Some(subject) = subject {
+        if let Some(subject) = &q.subject {
             query = query.filter(audit_event::Column::Subject.eq(subject));
+        }
+        if let Some(kind) = &q.kind {
+            query = query.filter(audit_event::Column::Kind.eq(kind));
+        }
+        if let Some(since) = q.since {
+            query = query.filter(audit_event::Column::At.gte(since));
+        }
+        if let Some(until) = q.until {
+            query = query.filter(audit_event::Column::At.lt(until));
+        }
+        if let Some(before) = q.before_id {
+            query = query.filter(audit_event::Column::Id.lt(before));
         }
         let rows = query
             .order_by_desc(audit_event::Column::Id)
-            .limit(limit)
+            .limit(q.limit)
             .all(&self.db)
             .await?;
         Ok(rows
@@ -487,9 +755,17 @@ impl Store {
     }
 }
 
-/// The UPDATE shared by every accepted code: record the step, clear the
-/// failures and the lockout history; only for a new step on an unlocked
-/// factor of `user_id`.
+/// A filter over the audit trail; `before_id` pages backwards.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub subject: Option<String>,
+    pub kind: Option<String>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub before_id: Option<i64>,
+    pub limit: u64,
+}
+
 fn accept_step_update(user_id: &str, step: i64, now: i64) -> sea_orm::UpdateMany<factor::Entity> {
     factor::Entity::update_many()
         .col_expr(factor::Column::LastStep, Expr::value(step))
@@ -556,5 +832,17 @@ fn factor_from_row(r: factor::Model) -> Option<Factor> {
         last_step: r.last_step,
         failed_attempts: u32::try_from(r.failed_attempts).unwrap_or(0),
         locked_until: r.locked_until,
+        code: match (r.code_hash, r.code_key_id, r.code_expires_at) {
+            (Some(hash), Some(key_id), Some(expires_at)) => Some(PendingCode {
+                hash,
+                key_id,
+                expires_at,
+                tries: u32::try_from(r.code_tries).unwrap_or(0),
+            }),
+            _ => None,
+        },
+        code_sent_at: r.code_sent_at,
+        masked_phone: r.masked_phone,
+        phone_mac: r.phone_mac,
     })
 }
