@@ -2,17 +2,18 @@
 //! with grpcurl. Users are provisioned here or with `padlock-auth users add`.
 
 use padlock_proto::auth::v1::{
-    CreateUserRequest, GetUserFactorRequest, ListAuditEventsRequest, ListAuditEventsResponse,
-    ResetFactorRequest, ResetFactorResponse, UnlockRequest, UnlockResponse, User as UserMessage,
-    UserFactor, support_service_server::SupportService,
+    AuditEvent as AuditEventMessage, CreateUserRequest, GetUserFactorRequest,
+    ListAuditEventsRequest, ListAuditEventsResponse, ResetFactorRequest, ResetFactorResponse,
+    UnlockRequest, UnlockResponse, User as UserMessage, UserFactor,
+    support_service_server::SupportService,
 };
 use tonic::{Request, Response, Status};
 
 use super::session::user_message;
-use super::{MAX_PASSWORD_LEN, MIN_PASSWORD_LEN, check_username, finish};
+use super::{MAX_PASSWORD_LEN, MIN_PASSWORD_LEN, check_username, finish, timestamp};
 use crate::app::App;
 use crate::error::{AuthError, Result};
-use crate::store::{AuditEvent, Outcome, StoreError, User};
+use crate::store::{AuditEvent, AuditQuery, Outcome, StoreError, User};
 
 /// The role that may use this service.
 pub const SUPPORT_ROLE: &str = "support";
@@ -84,7 +85,74 @@ pub async fn create_user(
     Ok(user)
 }
 
+/// Audit pages: 100 by default, 1000 at most.
+pub const DEFAULT_AUDIT_PAGE: u32 = 100;
+pub const MAX_AUDIT_PAGE: u32 = 1000;
+
 impl Support {
+    async fn user(&self, username: &str) -> Result<User> {
+        self.0
+            .store()
+            .user_by_username(username)
+            .await?
+            .ok_or(AuthError::UserNotFound)
+    }
+
+    /// The user support acts on: known, and not the support person
+    /// themselves (nobody changes their own second factor).
+    async fn target(&self, actor: &User, username: &str) -> Result<User> {
+        let user = self.user(username).await?;
+        if user.id == actor.id {
+            return Err(AuthError::SelfService);
+        }
+        Ok(user)
+    }
+
+    async fn audit(
+        &self,
+        actor: &User,
+        subject: &User,
+        kind: &'static str,
+        detail: String,
+    ) -> Result<()> {
+        self.0
+            .store()
+            .audit(AuditEvent {
+                at: self.0.now(),
+                kind,
+                outcome: Outcome::Ok,
+                actor: Some(actor.id.clone()),
+                subject: Some(subject.id.clone()),
+                session_id: None,
+                detail,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// A user id as a username, cached per request.
+    async fn username_of(
+        &self,
+        cache: &mut std::collections::HashMap<String, String>,
+        id: Option<String>,
+    ) -> Result<String> {
+        let Some(id) = id else {
+            return Ok(String::new());
+        };
+        if let Some(name) = cache.get(&id) {
+            return Ok(name.clone());
+        }
+        let name = self
+            .0
+            .store()
+            .user_by_id(&id)
+            .await?
+            .map(|u| u.username)
+            .unwrap_or_default();
+        cache.insert(id, name.clone());
+        Ok(name)
+    }
+
     /// The caller, if they hold the support role now.
     async fn support_caller(
         &self,
@@ -123,24 +191,87 @@ impl SupportService for Support {
         &self,
         request: Request<ResetFactorRequest>,
     ) -> std::result::Result<Response<ResetFactorResponse>, Status> {
-        self.support_caller(request.metadata()).await?;
-        Err(AuthError::Unimplemented("ResetFactor").into())
+        let actor = self.support_caller(request.metadata()).await?;
+        let req = request.into_inner();
+        let mut errors = Vec::new();
+        check_username("username", &req.username, &mut errors);
+        check_ticket(&req.ticket, &mut errors);
+        check_text("reason", &req.reason, true, &mut errors);
+        finish(errors)?;
+        let user = self.target(&actor, &req.username).await?;
+        let had_factor = self
+            .0
+            .store()
+            .reset_factor(&user.id)
+            .await
+            .map_err(AuthError::from)?;
+        self.audit(
+            &actor,
+            &user,
+            "factor_reset",
+            format!(
+                "ticket={} reason={} had_factor={had_factor}",
+                req.ticket, req.reason
+            ),
+        )
+        .await?;
+        Ok(Response::new(ResetFactorResponse {}))
     }
 
     async fn unlock(
         &self,
         request: Request<UnlockRequest>,
     ) -> std::result::Result<Response<UnlockResponse>, Status> {
-        self.support_caller(request.metadata()).await?;
-        Err(AuthError::Unimplemented("Unlock").into())
+        let actor = self.support_caller(request.metadata()).await?;
+        let req = request.into_inner();
+        let mut errors = Vec::new();
+        check_username("username", &req.username, &mut errors);
+        check_ticket(&req.ticket, &mut errors);
+        finish(errors)?;
+        let user = self.target(&actor, &req.username).await?;
+        let had_factor = self
+            .0
+            .store()
+            .unlock(&user.id)
+            .await
+            .map_err(AuthError::from)?;
+        if !had_factor {
+            return Err(AuthError::NotEnrolled.into());
+        }
+        self.audit(
+            &actor,
+            &user,
+            "factor_unlocked",
+            format!("ticket={}", req.ticket),
+        )
+        .await?;
+        Ok(Response::new(UnlockResponse {}))
     }
 
     async fn get_user_factor(
         &self,
         request: Request<GetUserFactorRequest>,
     ) -> std::result::Result<Response<UserFactor>, Status> {
-        self.support_caller(request.metadata()).await?;
-        Err(AuthError::Unimplemented("GetUserFactor").into())
+        let actor = self.support_caller(request.metadata()).await?;
+        let req = request.into_inner();
+        let mut errors = Vec::new();
+        check_username("username", &req.username, &mut errors);
+        finish(errors)?;
+        let user = self.user(&req.username).await?;
+        let _ = actor;
+        let factor = self
+            .0
+            .store()
+            .factor(&user.id)
+            .await
+            .map_err(AuthError::from)?;
+        Ok(Response::new(UserFactor {
+            user: Some(user_message(&user)),
+            factor: Some(super::two_factor::factor_message(
+                factor.as_ref(),
+                self.0.now(),
+            )),
+        }))
     }
 
     async fn list_audit_events(
@@ -148,6 +279,109 @@ impl SupportService for Support {
         request: Request<ListAuditEventsRequest>,
     ) -> std::result::Result<Response<ListAuditEventsResponse>, Status> {
         self.support_caller(request.metadata()).await?;
-        Err(AuthError::Unimplemented("ListAuditEvents").into())
+        let req = request.into_inner();
+        let mut errors = Vec::new();
+        if !req.username.is_empty() {
+            check_username("username", &req.username, &mut errors);
+        }
+        if req.kind.len() > 48 || !req.kind.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+            errors.push((
+                "kind",
+                "an event kind such as verify or factor_reset".into(),
+            ));
+        }
+        if req.page_size > MAX_AUDIT_PAGE {
+            errors.push(("page_size", format!("at most {MAX_AUDIT_PAGE}")));
+        }
+        let before_id = match req.page_token.as_str() {
+            "" => None,
+            token => match token.parse::<i64>() {
+                Ok(id) if id > 0 => Some(id),
+                _ => {
+                    errors.push(("page_token", "not a token from an earlier page".into()));
+                    None
+                }
+            },
+        };
+        let since = req.since.map(|t| t.seconds);
+        let until = req.until.map(|t| t.seconds);
+        if let (Some(since), Some(until)) = (since, until)
+            && since >= until
+        {
+            errors.push(("until", "must be after since".into()));
+        }
+        finish(errors)?;
+        let subject = match req.username.as_str() {
+            "" => None,
+            name => Some(self.user(name).await?.id),
+        };
+        let limit = if req.page_size == 0 {
+            DEFAULT_AUDIT_PAGE
+        } else {
+            req.page_size
+        };
+        let records = self
+            .0
+            .store()
+            .find_audit_events(&AuditQuery {
+                subject,
+                kind: (!req.kind.is_empty()).then(|| req.kind.clone()),
+                since,
+                until,
+                before_id,
+                limit: u64::from(limit),
+            })
+            .await
+            .map_err(AuthError::from)?;
+        let next_page_token = match records.last() {
+            Some(last) if records.len() == limit as usize => last.id.to_string(),
+            _ => String::new(),
+        };
+        let mut names = std::collections::HashMap::new();
+        let mut events = Vec::with_capacity(records.len());
+        for r in records {
+            events.push(AuditEventMessage {
+                id: r.id,
+                at: timestamp(r.at),
+                kind: r.kind,
+                outcome: r.outcome,
+                actor: self.username_of(&mut names, r.actor).await?,
+                subject: self.username_of(&mut names, r.subject).await?,
+                detail: r.detail,
+            });
+        }
+        Ok(Response::new(ListAuditEventsResponse {
+            events,
+            next_page_token,
+        }))
+    }
+}
+
+/// Ticket references look like `CHG0012345` or `INC-42`.
+fn check_ticket(ticket: &str, errors: &mut Vec<(&'static str, String)>) {
+    let ok = !ticket.is_empty()
+        && ticket.len() <= 64
+        && ticket
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '#' | '.'));
+    if !ok {
+        errors.push((
+            "ticket",
+            "a ticket reference such as CHG0012345 is required".into(),
+        ));
+    }
+}
+
+/// Free text for the audit trail: printable, bounded.
+fn check_text(
+    field: &'static str,
+    text: &str,
+    required: bool,
+    errors: &mut Vec<(&'static str, String)>,
+) {
+    if required && text.trim().is_empty() {
+        errors.push((field, "required".into()));
+    } else if text.len() > 500 || text.chars().any(char::is_control) {
+        errors.push((field, "at most 500 printable characters".into()));
     }
 }

@@ -73,39 +73,15 @@ impl TwoFactor {
 
     async fn get_factor(&self, metadata: &MetadataMap) -> Result<FactorMessage> {
         let caller = self.app().caller(metadata).await?;
-        let now = self.app().now();
         let factor = self.app().store().factor(&caller.claims.sub).await?;
+        let mut message = factor_message(factor.as_ref(), self.app().now());
         let mfa_at = caller
             .session
             .mfa_at
             .filter(|_| caller.session.mfa_method.is_some());
-        let mut message = FactorMessage {
-            mfa_at: mfa_at.and_then(timestamp),
-            mfa_expires_at: mfa_at.and_then(|at| timestamp(at + self.app().settings().mfa_max_age)),
-            attempts_left: LOCKOUT.max_failures,
-            ..Default::default()
-        };
-        if let Some(f) = factor {
-            message.method = method_message(f.method) as i32;
-            message.state = match f.state {
-                FactorState::Pending => StateMessage::Pending,
-                FactorState::Active => StateMessage::Active,
-            } as i32;
-            message.enrolled_at = f.activated_at.and_then(timestamp);
-            message.masked_phone_number = f.masked_phone.clone().unwrap_or_default();
-            let locked_until = f.locked_until(now);
-            message.locked = locked_until.is_some();
-            message.locked_until = locked_until.and_then(timestamp);
-            message.attempts_left = if message.locked || f.locked_until.is_some() {
-                if message.locked {
-                    0
-                } else {
-                    LOCKOUT.max_failures
-                }
-            } else {
-                LOCKOUT.max_failures.saturating_sub(f.failed_attempts)
-            };
-        }
+        message.mfa_at = mfa_at.and_then(timestamp);
+        message.mfa_expires_at =
+            mfa_at.and_then(|at| timestamp(at + self.app().settings().mfa_max_age));
         Ok(message)
     }
 
@@ -380,6 +356,35 @@ impl TwoFactor {
             method: method_message(method) as i32,
         })
     }
+}
+
+/// A factor as its owner or support may see it: never the secret or the
+/// full number. Session state (`mfa_at`) is the caller's to add.
+pub(crate) fn factor_message(factor: Option<&Factor>, now: i64) -> FactorMessage {
+    let mut message = FactorMessage {
+        attempts_left: LOCKOUT.max_failures,
+        ..Default::default()
+    };
+    let Some(f) = factor else {
+        return message;
+    };
+    message.method = method_message(f.method) as i32;
+    message.state = match f.state {
+        FactorState::Pending => StateMessage::Pending,
+        FactorState::Active => StateMessage::Active,
+    } as i32;
+    message.enrolled_at = f.activated_at.and_then(timestamp);
+    message.masked_phone_number = f.masked_phone.clone().unwrap_or_default();
+    let locked_until = f.locked_until(now);
+    message.locked = locked_until.is_some();
+    message.locked_until = locked_until.and_then(timestamp);
+    message.attempts_left = match (locked_until, f.locked_until) {
+        (Some(_), _) => 0,
+        // A lock that has ended restarts the count.
+        (None, Some(_)) => LOCKOUT.max_failures,
+        (None, None) => LOCKOUT.max_failures.saturating_sub(f.failed_attempts),
+    };
+    message
 }
 
 fn method_message(method: Method) -> FactorMethod {
