@@ -1,9 +1,9 @@
 """Shared machinery for the end-to-end suite.
 
-The suite drives the real `padlock-auth` binary from `$PADLOCK_BIN_DIR`
-(default `target/debug`) with independent clients only: the Go grpcurl for
-gRPC, oathtool as the authenticator app, zbarimg to read the QR code and
-PyJWT to verify tokens. Nothing here knows the service's code.
+The suite drives the real `padlock-auth` and `padlock-deploy` binaries from
+`$PADLOCK_BIN_DIR` (default `target/debug`) with independent clients only:
+the Go grpcurl for gRPC, oathtool as the authenticator app, zbarimg to read
+the QR code and PyJWT to verify tokens. Nothing here knows the services' code.
 
 Tokens, session tokens and TOTP secrets are registered with `SECRETS` as soon
 as a test sees them, and every message this module builds passes through
@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable, Iterable
 
 import pytest
 
@@ -238,30 +239,64 @@ class RpcFailed(AssertionError):
 
 
 class Grpcurl:
-    """grpcurl against one server, plaintext h2, schema by reflection."""
+    """grpcurl against one server, plaintext h2, schema by reflection.
 
-    def __init__(self, addr: str):
-        self.addr = addr
+    `addr` is an address or a function returning the current one (a server
+    restarted on port 0 comes back on another port)."""
+
+    def __init__(self, addr: str | Callable[[], str]):
+        self._addr = addr
         self.exe = grpcurl_path()
 
-    def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    @property
+    def addr(self) -> str:
+        return self._addr() if callable(self._addr) else self._addr
+
+    def run(self, *args: str, stdin: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
         cmd = [self.exe, "-plaintext", "-connect-timeout", "5", "-max-time", str(RPC_TIMEOUT_S), *args]
-        return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=RPC_TIMEOUT_S + 10)
+        return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=RPC_TIMEOUT_S + 10,
+                              env=env)
 
     def _invoke(self, method: str, data: dict | None, token: str | None, headers: list[str]):
+        return self._invoke_raw(method, json.dumps(data or {}), token, headers)
+
+    def _invoke_raw(self, method: str, stdin: str, token: str | None, headers: list[str]):
         args = ["-format-error", "-emit-defaults"]
+        env = None
         if token is not None:
-            args += ["-H", f"authorization: Bearer {token}"]
+            # grpcurl expands the header from its environment, so the token
+            # is neither in argv nor in the CompletedProcess a traceback shows.
+            env = {**os.environ, "PADLOCK_E2E_BEARER": token}
+            args += ["-expand-headers", "-H", "authorization: Bearer ${PADLOCK_E2E_BEARER}"]
         for h in headers:
             args += ["-H", h]
         # The request on stdin keeps passwords and codes out of argv.
         args += ["-d", "@", self.addr, method]
-        return self.run(*args, stdin=json.dumps(data or {}))
+        return self.run(*args, stdin=stdin, env=env)
+
+    @staticmethod
+    def _stream_body(messages: Iterable[dict]) -> str:
+        # grpcurl reads a client stream as consecutive JSON objects on stdin.
+        return "\n".join(json.dumps(m) for m in messages) + "\n"
 
     def call(self, method: str, data: dict | None = None, *, token: str | None = None,
              headers: list[str] = ()) -> Msg:
         """Call a unary method; fail the test unless it returns OK."""
-        out = self._invoke(method, data, token, list(headers))
+        return self._ok(method, self._invoke(method, data, token, list(headers)))
+
+    def call_stream(self, method: str, messages: Iterable[dict], *, token: str | None = None,
+                    headers: list[str] = ()) -> Msg:
+        """Call a client-streaming method with `messages`; fail unless OK."""
+        out = self._invoke_raw(method, self._stream_body(messages), token, list(headers))
+        return self._ok(method, out)
+
+    def call_stream_error(self, method: str, messages: Iterable[dict], *,
+                          token: str | None = None, headers: list[str] = ()) -> RpcError:
+        """Call a client-streaming method that must be refused."""
+        out = self._invoke_raw(method, self._stream_body(messages), token, list(headers))
+        return self._refused(method, out)
+
+    def _ok(self, method: str, out: subprocess.CompletedProcess) -> Msg:
         if out.returncode != 0:
             raise RpcFailed(redact(f"{method} failed (grpcurl exit {out.returncode}): "
                                    f"{out.stderr.strip()} {out.stdout.strip()}"))
@@ -273,7 +308,9 @@ class Grpcurl:
     def call_error(self, method: str, data: dict | None = None, *, token: str | None = None,
                    headers: list[str] = ()) -> RpcError:
         """Call a unary method that must be refused; return the status."""
-        out = self._invoke(method, data, token, list(headers))
+        return self._refused(method, self._invoke(method, data, token, list(headers)))
+
+    def _refused(self, method: str, out: subprocess.CompletedProcess) -> RpcError:
         if out.returncode == 0:
             raise RpcFailed(f"{method} succeeded but should have been refused")
         for stream in (out.stderr, out.stdout):
@@ -292,18 +329,22 @@ class Grpcurl:
                                f"{out.stderr.strip()[:500]}"))
 
 
-# ---------------------------------------------------------------- the server
+# ---------------------------------------------------------------- the servers
 
 
 def bin_dir() -> Path:
     return Path(os.environ.get("PADLOCK_BIN_DIR", REPO_ROOT / "target" / "debug"))
 
 
-def auth_binary() -> Path:
-    path = bin_dir() / "padlock-auth"
+def service_binary(name: str) -> Path:
+    path = bin_dir() / name
     if not os.access(path, os.X_OK):
-        pytest.fail(f"{path} not found: run `cargo build -p padlock-auth` or set PADLOCK_BIN_DIR")
+        pytest.fail(f"{path} not found: run `cargo build -p {name}` or set PADLOCK_BIN_DIR")
     return path
+
+
+def auth_binary() -> Path:
+    return service_binary("padlock-auth")
 
 
 def child_env() -> dict:
@@ -315,18 +356,26 @@ def child_env() -> dict:
     return env
 
 
-class AuthServer:
-    """A running `padlock-auth --listen 127.0.0.1:0 --data-dir DIR`."""
+class Service:
+    """A running `NAME --listen 127.0.0.1:0 --data-dir DIR ARGS...`, its
+    address read from the `listening on HOST:PORT` line. `restart()` starts
+    it again on the same data directory; the log file keeps every run."""
 
-    def __init__(self, workdir: Path):
-        self.binary = auth_binary()
+    name = ""
+
+    def __init__(self, workdir: Path, args: Iterable[str] = ()):
+        self.binary = service_binary(self.name)
         self.data_dir = workdir / "data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = workdir / "padlock-auth.stderr.log"
+        self.log_path = workdir / f"{self.name}.stderr.log"
+        self._log = open(self.log_path, "ab")
+        self._start(list(args))
+
+    def _start(self, args: list[str]):
+        self.args = args
         self.stdout_lines: list[str] = []
-        self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [str(self.binary), "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir)],
+            [str(self.binary), "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir), *args],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._log,
             env=child_env(), text=True,
         )
@@ -334,6 +383,16 @@ class AuthServer:
         # Keep reading stdout so the server can never block on a full pipe.
         self._drain = threading.Thread(target=self._drain_stdout, daemon=True)
         self._drain.start()
+
+    def restart(self, *args: str) -> None:
+        """SIGTERM the running process and start a new one on the same data
+        directory with `args` (they replace the previous extra arguments)."""
+        code = self.terminate()
+        self._drain.join(timeout=5)
+        assert code == 0, f"{self.name} exited {code} on SIGTERM; stderr tail:\n{self.stderr_tail()}"
+        self._log.write(f"---- restart: {self.name} {' '.join(args)}\n".encode())
+        self._log.flush()
+        self._start(list(args))
 
     def _wait_ready(self) -> str:
         sel = selectors.DefaultSelector()
@@ -356,7 +415,7 @@ class AuthServer:
         self.stop()
         why = (f"exited with {exited} before printing" if exited is not None
                else f"did not print within {READY_TIMEOUT_S}s")
-        pytest.fail(f"padlock-auth {why} 'listening on ADDR'; stdout {self.stdout_lines!r}; "
+        pytest.fail(f"{self.name} {why} 'listening on ADDR'; stdout {self.stdout_lines!r}; "
                     f"stderr tail:\n{self.stderr_tail()}", pytrace=False)
 
     def _drain_stdout(self):
@@ -391,15 +450,43 @@ class AuthServer:
         self._log.close()
         return code
 
+    def signal(self, sig: int) -> None:
+        assert self.proc.poll() is None, f"{self.name} is not running"
+        self.proc.send_signal(sig)
+
     def cli(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
-        """`padlock-auth --data-dir DIR ARGS...` against the same data."""
+        """`NAME --data-dir DIR ARGS...` against the same data."""
         return subprocess.run(
             [str(self.binary), "--data-dir", str(self.data_dir), *args],
             input=stdin, capture_output=True, text=True, timeout=60, env=child_env(),
         )
 
 
-_SERVERS: list[AuthServer] = []
+class AuthServer(Service):
+    """A running `padlock-auth --listen 127.0.0.1:0 --data-dir DIR`."""
+
+    name = "padlock-auth"
+
+    def __init__(self, workdir: Path):
+        super().__init__(workdir)
+
+
+class DeployServer(Service):
+    """A running `padlock-deploy --listen 127.0.0.1:0 --data-dir DIR
+    --auth-url http://AUTH ARGS...`; restart it with other ARGS (e.g.
+    `--clock-offset-secs N`) to keep its data and change its settings."""
+
+    name = "padlock-deploy"
+
+    def __init__(self, workdir: Path, auth: AuthServer, args: Iterable[str] = ()):
+        self.auth = auth
+        super().__init__(workdir, args)
+
+    def _start(self, args: list[str]):
+        super()._start(["--auth-url", f"http://{self.auth.addr}", *args])
+
+
+_SERVERS: list[Service] = []
 
 
 @pytest.fixture(scope="module")
@@ -416,6 +503,22 @@ def grpc(server) -> Grpcurl:
     return Grpcurl(server.addr)
 
 
+@pytest.fixture(scope="module")
+def deploy_server(tmp_path_factory, server: AuthServer) -> DeployServer:
+    """padlock-deploy trusting this module's padlock-auth."""
+    srv = DeployServer(tmp_path_factory.mktemp("padlock-deploy"), server)
+    _SERVERS.append(srv)
+    yield srv
+    srv.stop()
+    _SERVERS.remove(srv)
+
+
+@pytest.fixture(scope="module")
+def deploy(deploy_server: DeployServer) -> Grpcurl:
+    """grpcurl against padlock-deploy, following it across restarts."""
+    return Grpcurl(lambda: deploy_server.addr)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """On a failure, show the tail of each running server's stderr."""
@@ -423,4 +526,4 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if report.failed:
         for srv in _SERVERS:
-            report.sections.append((f"padlock-auth stderr ({srv.log_path})", srv.stderr_tail()))
+            report.sections.append((f"{srv.name} stderr ({srv.log_path})", srv.stderr_tail()))
