@@ -1,7 +1,10 @@
 //! What padlock's tests share: fresh databases on every backend the storage
 //! suite must pass on (SQLite always, PostgreSQL when
 //! `PADLOCK_TEST_DATABASE_URL` names a server, which `tests/run-all.sh`
-//! starts, and which CI must have). Never depends on a service.
+//! starts, and which CI must have), and a fake Twilio for the SMS sender.
+//! Never depends on a service.
+
+pub mod fake_twilio;
 
 use sea_orm::{ConnectionTrait, Database};
 use tempfile::TempDir;
