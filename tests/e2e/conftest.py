@@ -500,7 +500,8 @@ def server(tmp_path_factory) -> AuthServer:
 
 @pytest.fixture(scope="module")
 def grpc(server) -> Grpcurl:
-    return Grpcurl(server.addr)
+    """grpcurl against padlock-auth, following it across restarts."""
+    return Grpcurl(lambda: server.addr)
 
 
 @pytest.fixture(scope="module")

@@ -19,5 +19,8 @@ pub mod deploy {
     }
 }
 
-/// Every padlock contract as one encoded `FileDescriptorSet`, for reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("padlock_descriptor");
+/// The auth contracts as an encoded `FileDescriptorSet`, for reflection.
+pub const AUTH_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("auth_descriptor");
+
+/// The deploy contracts as an encoded `FileDescriptorSet`, for reflection.
+pub const DEPLOY_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("deploy_descriptor");

@@ -20,6 +20,17 @@ pub struct CommonArgs {
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<Secret<String>>,
 
+    /// Shifts this service's clock by N seconds. For drills and end-to-end
+    /// tests of time windows against real binaries only; logged loudly.
+    #[arg(
+        long,
+        env = "PADLOCK_CLOCK_OFFSET_SECS",
+        default_value_t = 0,
+        allow_negative_numbers = true,
+        global = true
+    )]
+    pub clock_offset_secs: i64,
+
     /// Log format: `text` or `json`.
     #[arg(
         long,
@@ -31,6 +42,20 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
+    /// The system clock, shifted if `--clock-offset-secs` says so.
+    pub fn clock(&self) -> crate::SharedClock {
+        match self.clock_offset_secs {
+            0 => std::sync::Arc::new(crate::SystemClock),
+            offset => {
+                tracing::warn!(
+                    offset_secs = offset,
+                    "the clock is shifted (--clock-offset-secs); for drills and tests only"
+                );
+                std::sync::Arc::new(crate::OffsetClock::new(offset))
+            }
+        }
+    }
+
     pub fn listen_or(&self, default: SocketAddr) -> SocketAddr {
         self.listen.unwrap_or(default)
     }

@@ -11,15 +11,18 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
 use tonic_health::server::HealthReporter;
 
-/// Health and reflection routes, plus the reporter to flip serving status.
-pub fn base_routes() -> Result<(HealthReporter, Routes), tonic_reflection::server::Error> {
+/// Health and reflection routes for a service whose contracts are in
+/// `descriptor_set`, plus the reporter to flip serving status.
+pub fn base_routes(
+    descriptor_set: &'static [u8],
+) -> Result<(HealthReporter, Routes), tonic_reflection::server::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(padlock_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(descriptor_set)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(padlock_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(descriptor_set)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let routes = Routes::new(health).add_service(v1).add_service(v1alpha);

@@ -92,7 +92,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let (health, routes) = server::base_routes()?;
+    let (health, routes) = server::base_routes(padlock_proto::AUTH_DESCRIPTOR_SET)?;
     let routes = routes
         .add_service(SessionServiceServer::new(grpc::session::Sessions(
             app.clone(),

@@ -42,7 +42,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         sms: sms_sender(&cli.auth.sms)?,
     };
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(cli.common.listen_or(default_listen()), options).await,
+        Command::Serve => {
+            serve(
+                cli.common.listen_or(default_listen()),
+                options,
+                cli.common.clock(),
+            )
+            .await
+        }
         Command::Users(UsersCommand::Add { username, roles }) => {
             add_user(options, username, roles).await
         }
@@ -62,15 +69,38 @@ fn sms_sender(
         tracing::warn!("SMS codes go to the log (--sms-dev-log): development only");
         return Ok(Some(Arc::new(padlock_auth::sms::log::LogSender)));
     }
-    Ok(None)
+    let Some(sid) = &args.twilio_account_sid else {
+        tracing::info!(
+            "no SMS sender configured (--twilio-account-sid): SMS enrollment is refused"
+        );
+        return Ok(None);
+    };
+    use padlock_auth::sms::twilio::{Sender, TwilioConfig, TwilioSender};
+    let token = args.twilio_auth_token.clone().ok_or_else(|| {
+        anyhow::anyhow!("--twilio-auth-token is required with --twilio-account-sid")
+    })?;
+    let from = match (&args.twilio_from, &args.twilio_messaging_service_sid) {
+        (Some(from), None) => Sender::From(from.clone()),
+        (None, Some(service)) => Sender::MessagingService(service.clone()),
+        _ => anyhow::bail!("give exactly one of --twilio-from and --twilio-messaging-service-sid"),
+    };
+    let mut config = TwilioConfig::new(sid.clone(), token, from);
+    config.base_url = args.twilio_base_url.clone();
+    let sender =
+        TwilioSender::new(config).map_err(|e| anyhow::anyhow!("Twilio configuration: {e}"))?;
+    Ok(Some(Arc::new(sender)))
 }
 
 fn default_listen() -> std::net::SocketAddr {
     std::net::SocketAddr::from(([127, 0, 0, 1], 50051))
 }
 
-async fn serve(listen: std::net::SocketAddr, options: Options) -> anyhow::Result<()> {
-    let app = padlock_auth::open(options, Arc::new(SystemClock)).await?;
+async fn serve(
+    listen: std::net::SocketAddr,
+    options: Options,
+    clock: padlock_runtime::SharedClock,
+) -> anyhow::Result<()> {
+    let app = padlock_auth::open(options, clock).await?;
     let listener = server::bind(listen).await?;
     let addr = listener.local_addr()?;
     spawn_key_reloader(app.clone())?;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use padlock_runtime::SharedClock;
-use padlock_token::Claims;
+use padlock_token::{Claims, TokenError};
 use tonic::metadata::MetadataMap;
 
 use crate::blobs::BlobStore;
@@ -32,6 +32,9 @@ struct Inner {
     /// about to reference.
     package_commit: tokio::sync::Mutex<()>,
 }
+
+/// A verified token, or one whose only fault is `mfa_at` in the future.
+pub type Verified = std::result::Result<Claims, TokenError>;
 
 /// A caller the policy let through, with the second factor relied on.
 #[derive(Debug, Clone)]
@@ -134,21 +137,53 @@ impl App {
         })
     }
 
+    /// The caller's token, verified first thing in every padlocked RPC, so
+    /// an unauthenticated caller learns nothing about what exists. Only a
+    /// token whose sole fault is an `mfa_at` in the future gets past here:
+    /// the policy refuses that as `MFA_EXPIRED` for padlocked actions.
+    pub async fn verify(&self, metadata: &MetadataMap) -> Result<Verified> {
+        let token = padlock_runtime::metadata::bearer_token(metadata).unwrap_or_default();
+        match self.0.keys.verify(token).await {
+            Ok(claims) => Ok(Ok(claims)),
+            Err(VerifyError::Token(TokenError::MfaInFuture)) => Ok(Err(TokenError::MfaInFuture)),
+            Err(VerifyError::Token(_)) => Err(DeployError::TokenInvalid),
+            Err(VerifyError::KeysUnavailable) => Err(DeployError::KeysUnavailable),
+        }
+    }
+
+    /// [`App::verify`] for a padlocked RPC: an invalid token is refused as
+    /// the step-up rule's `TOKEN_INVALID`, with the rule's metadata when the
+    /// request names a valid environment.
+    pub async fn verify_for(
+        &self,
+        metadata: &MetadataMap,
+        action: Action,
+        env: Option<Env>,
+    ) -> Result<Verified> {
+        match (self.verify(metadata).await, env) {
+            (Err(DeployError::TokenInvalid), Some(env)) => {
+                let rule = self.0.policy.rule(action, env);
+                Err(DeployError::Refused(Box::new(policy::refusal_status(
+                    policy::Refusal::TokenInvalid,
+                    action,
+                    env,
+                    &rule,
+                ))))
+            }
+            (other, _) => other,
+        }
+    }
+
     /// DESIGN.md's step-up rule for `action` on `app_id`'s `env`, checked
     /// before any state changes. Refusals of a known caller are audited.
     pub async fn authorize(
         &self,
-        metadata: &MetadataMap,
+        verified: &Verified,
         action: Action,
         app_id: &str,
         env: Env,
     ) -> Result<Authorized> {
-        let token = padlock_runtime::metadata::bearer_token(metadata).unwrap_or_default();
-        let verified = match self.0.keys.verify(token).await {
-            Err(VerifyError::KeysUnavailable) => return Err(DeployError::KeysUnavailable),
-            Err(VerifyError::Token(e)) => Err(e),
-            Ok(claims) => Ok(claims),
-        };
+        let verified = verified.clone();
         let holdings = match &verified {
             Ok(claims) => self.holdings(&claims.preferred_username, app_id).await?,
             Err(_) => Holdings::default(),
@@ -179,7 +214,7 @@ impl App {
                             app_id: Some(app_id.to_owned()),
                             env: Some(env),
                             outcome: Outcome::Refused,
-                            reason: Some(refusal.reason()),
+                            reason: Some(policy::reason_for(refusal, &decision.rule)),
                             mfa_at: claims.mfa_at,
                             mfa_method: claims.mfa_method.clone(),
                             detail: String::new(),
@@ -189,7 +224,7 @@ impl App {
                 tracing::info!(
                     action = action.as_str(),
                     environment = env.as_str(),
-                    reason = refusal.reason(),
+                    reason = policy::reason_for(refusal, &decision.rule),
                     "padlocked action refused"
                 );
                 Err(DeployError::Refused(Box::new(policy::refusal_status(

@@ -40,13 +40,4 @@ pub struct DeployArgs {
     /// Largest package accepted, in bytes.
     #[arg(long, env = "PADLOCK_MAX_PACKAGE_BYTES", default_value_t = DEFAULT_MAX_PACKAGE_BYTES)]
     pub max_package_bytes: u64,
-    /// Shifts this service's clock by N seconds. For drills and end-to-end
-    /// tests of the step-up window only; logged loudly when set.
-    #[arg(
-        long,
-        env = "PADLOCK_CLOCK_OFFSET_SECS",
-        default_value_t = 0,
-        allow_negative_numbers = true
-    )]
-    pub clock_offset_secs: i64,
 }

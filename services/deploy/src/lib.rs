@@ -92,7 +92,7 @@ pub async fn serve(
     use grpc::{
         apps::Apps, nodes::Nodes, packages::Packages, permissions::Permissions, policy::Policies,
     };
-    let (health, routes) = server::base_routes()?;
+    let (health, routes) = server::base_routes(padlock_proto::DEPLOY_DESCRIPTOR_SET)?;
     let routes = routes
         .add_service(AppServiceServer::new(Apps(app.clone())))
         .add_service(PackageServiceServer::new(Packages(app.clone())))

@@ -7,7 +7,7 @@ use padlock_deploy::Options;
 use padlock_deploy::config::Cli;
 use padlock_deploy::keys::GrpcJwksSource;
 use padlock_deploy::policy::{Policy, parse_max_age_override};
-use padlock_runtime::{OffsetClock, SharedClock, SystemClock, server, telemetry};
+use padlock_runtime::{server, telemetry};
 
 const SERVICE: &str = "padlock-deploy";
 
@@ -34,16 +34,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.deploy.issuer.trim().is_empty() || cli.deploy.audience.trim().is_empty() {
         anyhow::bail!("--issuer and --audience must not be empty");
     }
-    let clock: SharedClock = match cli.deploy.clock_offset_secs {
-        0 => Arc::new(SystemClock),
-        offset => {
-            tracing::warn!(
-                offset_secs = offset,
-                "the clock is shifted (--clock-offset-secs); for drills and tests only"
-            );
-            Arc::new(OffsetClock::new(offset))
-        }
-    };
+    let clock = cli.common.clock();
     let options = Options {
         data_dir: cli.common.data_dir.clone(),
         database_url: cli.common.database_url.clone(),

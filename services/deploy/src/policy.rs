@@ -517,7 +517,7 @@ pub fn refusal_status(refusal: Refusal, action: Action, env: Env, rule: &Rule) -
     };
     padlock_runtime::status::refusal(
         refusal.code(),
-        refusal.reason(),
+        reason_for(refusal, rule),
         message,
         [
             ("max_age", rule.max_age_seconds().to_string()),
@@ -525,6 +525,19 @@ pub fn refusal_status(refusal: Refusal, action: Action, env: Env, rule: &Rule) -
             ("environment", env.as_str().to_owned()),
         ],
     )
+}
+
+/// The `ErrorInfo.reason` for `refusal` under `rule`: as
+/// [`Refusal::reason`], except that a missing requirement that is "be the
+/// Technical Contact" says so (`TECHNICAL_CONTACT_REQUIRED`, as the team
+/// RPCs do), since no node permission would help.
+pub fn reason_for(refusal: Refusal, rule: &Rule) -> &'static str {
+    match (refusal, rule.requirement) {
+        (Refusal::NodePermissionMissing, Requirement::TechnicalContact) => {
+            "TECHNICAL_CONTACT_REQUIRED"
+        }
+        _ => refusal.reason(),
+    }
 }
 
 fn action_phrase(action: Action) -> &'static str {

@@ -37,7 +37,7 @@ async fn only_the_technical_contact_grants_and_production_needs_a_second_factor(
             h.grant(&h.stepped_up("dev"), &app, Acceptance, "dev", &[Operate])
                 .await,
             Code::PermissionDenied,
-            "NODE_PERMISSION_MISSING",
+            "TECHNICAL_CONTACT_REQUIRED",
         );
         refused(
             h.grant(&tina, &app, Acceptance, "mia", &[Transport]).await,

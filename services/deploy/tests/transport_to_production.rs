@@ -320,3 +320,42 @@ async fn a_rotated_signing_key_is_picked_up_without_a_restart() {
     }
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unauthenticated_caller_learns_nothing_about_what_exists() {
+    let db = padlock_test_support::sqlite();
+    let h = Harness::start(&db).await;
+    let unknown = uuid::Uuid::new_v4().to_string();
+    for token in ["", "garbage"] {
+        refused(
+            h.deploy(token, &unknown, Production).await,
+            Code::Unauthenticated,
+            "TOKEN_INVALID",
+        );
+        refused(
+            h.transport(token, &unknown, Acceptance, Production).await,
+            Code::Unauthenticated,
+            "TOKEN_INVALID",
+        );
+        refused(
+            h.nodes()
+                .get_node_details(bearer(
+                    token,
+                    pb::GetNodeDetailsRequest {
+                        app_id: unknown.clone(),
+                        environment: Production as i32,
+                    },
+                ))
+                .await,
+            Code::Unauthenticated,
+            "TOKEN_INVALID",
+        );
+        refused(
+            h.grant(token, &unknown, Production, "dev", &[Transport])
+                .await,
+            Code::Unauthenticated,
+            "TOKEN_INVALID",
+        );
+    }
+    h.stop().await;
+}

@@ -36,11 +36,20 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start(db: &TestDatabase) -> Harness {
+        Self::start_with(db, |o| o).await
+    }
+
+    /// Starts with options adjusted by `configure` (e.g. an SMS sender).
+    pub async fn start_with(
+        db: &TestDatabase,
+        configure: impl FnOnce(Options) -> Options,
+    ) -> Harness {
         padlock_runtime::telemetry::init(padlock_runtime::telemetry::LogFormat::Text);
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::at_unix(START);
         let mut options = Options::in_dir(dir.path().join("data"));
         options.database_url = Some(padlock_runtime::Secret::new(db.url.clone()));
+        let options = configure(options);
         let app = padlock_auth::open(options, Arc::new(clock.clone()))
             .await
             .unwrap();

@@ -39,10 +39,18 @@ impl Nodes {
 
     async fn details(&self, request: Request<GetNodeDetailsRequest>) -> Result<NodeDetails> {
         let (metadata, _, req) = request.into_parts();
+        let verified = self
+            .0
+            .verify_for(
+                &metadata,
+                Action::GetNodeDetails,
+                Env::from_proto(req.environment),
+            )
+            .await?;
         let (app, env) = self.target(&req.app_id, req.environment).await?;
         let who = self
             .0
-            .authorize(&metadata, Action::GetNodeDetails, &app.id, env)
+            .authorize(&verified, Action::GetNodeDetails, &app.id, env)
             .await?;
         let current = self.0.store().current_deployment(&app.id, env).await?;
         let package_version = match current {
@@ -85,10 +93,18 @@ impl Nodes {
     /// its deployment history.
     async fn backup(&self, request: Request<DownloadBackupRequest>) -> Result<Vec<u8>> {
         let (metadata, _, req) = request.into_parts();
+        let verified = self
+            .0
+            .verify_for(
+                &metadata,
+                Action::DownloadBackup,
+                Env::from_proto(req.environment),
+            )
+            .await?;
         let (app, env) = self.target(&req.app_id, req.environment).await?;
         let who = self
             .0
-            .authorize(&metadata, Action::DownloadBackup, &app.id, env)
+            .authorize(&verified, Action::DownloadBackup, &app.id, env)
             .await?;
         let deployments = self
             .0

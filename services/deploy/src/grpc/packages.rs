@@ -160,6 +160,14 @@ impl Packages {
 
     async fn deploy(&self, request: Request<DeployPackageRequest>) -> Result<pb::Deployment> {
         let (metadata, _, req) = request.into_parts();
+        let verified = self
+            .0
+            .verify_for(
+                &metadata,
+                Action::DeployPackage,
+                Env::from_proto(req.environment),
+            )
+            .await?;
         let mut check = Check::new();
         check.id("package_id", &req.package_id);
         let env = check.env("environment", req.environment);
@@ -168,7 +176,7 @@ impl Packages {
         let package = self.package(&req.package_id).await?;
         let who = self
             .0
-            .authorize(&metadata, Action::DeployPackage, &package.app_id, env)
+            .authorize(&verified, Action::DeployPackage, &package.app_id, env)
             .await?;
         self.record(&who, Action::DeployPackage, &package, env, None)
             .await
@@ -176,6 +184,14 @@ impl Packages {
 
     async fn transport(&self, request: Request<TransportPackageRequest>) -> Result<pb::Deployment> {
         let (metadata, _, req) = request.into_parts();
+        let verified = self
+            .0
+            .verify_for(
+                &metadata,
+                Action::TransportPackage,
+                Env::from_proto(req.to_environment),
+            )
+            .await?;
         let mut check = Check::new();
         check.id("package_id", &req.package_id);
         let from = check.env("from_environment", req.from_environment);
@@ -193,7 +209,7 @@ impl Packages {
         let package = self.package(&req.package_id).await?;
         let who = self
             .0
-            .authorize(&metadata, Action::TransportPackage, &package.app_id, to)
+            .authorize(&verified, Action::TransportPackage, &package.app_id, to)
             .await?;
         let current = self
             .0

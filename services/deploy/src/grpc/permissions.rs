@@ -36,6 +36,14 @@ impl Permissions {
         username: &str,
         permissions: &[i32],
     ) -> Result<NodePermissionSet> {
+        let verified = self
+            .0
+            .verify_for(
+                metadata,
+                Action::ChangeNodePermissions,
+                Env::from_proto(env),
+            )
+            .await?;
         let mut check = Check::new();
         check.id("app_id", app_id);
         let env = check.env("environment", env);
@@ -50,7 +58,7 @@ impl Permissions {
             .ok_or(DeployError::AppNotFound)?;
         let who = self
             .0
-            .authorize(metadata, Action::ChangeNodePermissions, app_id, env)
+            .authorize(&verified, Action::ChangeNodePermissions, app_id, env)
             .await?;
         let member = self
             .0

@@ -57,7 +57,7 @@ impl Policies {
             reason: decision
                 .outcome
                 .err()
-                .map(|r| r.reason().to_owned())
+                .map(|r| policy::reason_for(r, &decision.rule).to_owned())
                 .unwrap_or_default(),
             padlock: decision.rule.padlock,
             max_age_seconds: decision.rule.max_age_seconds(),
