@@ -195,6 +195,11 @@ def _decode_any(detail: dict) -> dict:
             if num == 1:
                 v = {n: x.decode() for n, x in _fields(value) if n in (1, 2)}
                 out["fieldViolations"].append({"field": v.get(1, ""), "description": v.get(2, "")})
+    elif kind == "google.rpc.RetryInfo":
+        for num, value in _fields(raw):
+            if num == 1:  # retry_delay, a google.protobuf.Duration
+                d = dict(_fields(value))
+                out["retryDelay"] = f"{d.get(1, 0) + d.get(2, 0) / 1e9:g}s"
     return out
 
 
@@ -218,6 +223,14 @@ class RpcError:
     def reason(self) -> str | None:
         info = self.error_info
         return info.get("reason") if info else None
+
+    @property
+    def retry_delay_s(self) -> float | None:
+        """`google.rpc.RetryInfo.retry_delay` in seconds, if the refusal has one."""
+        info = self.detail("google.rpc.RetryInfo")
+        if not info or "retryDelay" not in info:
+            return None
+        return float(str(info["retryDelay"]).rstrip("s"))
 
     @property
     def violated_fields(self) -> list[str]:
@@ -463,12 +476,13 @@ class Service:
 
 
 class AuthServer(Service):
-    """A running `padlock-auth --listen 127.0.0.1:0 --data-dir DIR`."""
+    """A running `padlock-auth --listen 127.0.0.1:0 --data-dir DIR ARGS...`
+    (e.g. the `--twilio-*` flags)."""
 
     name = "padlock-auth"
 
-    def __init__(self, workdir: Path):
-        super().__init__(workdir)
+    def __init__(self, workdir: Path, args: Iterable[str] = ()):
+        super().__init__(workdir, args)
 
 
 class DeployServer(Service):
@@ -487,6 +501,18 @@ class DeployServer(Service):
 
 
 _SERVERS: list[Service] = []
+
+
+def watched(srv: Service):
+    """Attach `srv`'s stderr tail to failure reports while it runs, stop it
+    afterwards; for a module's own server fixture:
+    `yield from watched(AuthServer(workdir, args))`."""
+    _SERVERS.append(srv)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+        _SERVERS.remove(srv)
 
 
 @pytest.fixture(scope="module")
