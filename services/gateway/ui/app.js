@@ -1,0 +1,1 @@
+// padlock UI
