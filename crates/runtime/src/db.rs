@@ -49,3 +49,25 @@ pub fn classify(err: &DbErr) -> DbFailure {
         _ => DbFailure::Internal,
     }
 }
+
+/// A storage failure as the services report it. Messages never carry SQL
+/// or values; the cause was logged by [`classify`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("already exists")]
+    Conflict,
+    #[error("database unavailable")]
+    Unavailable,
+    #[error("database error")]
+    Internal,
+}
+
+impl From<DbErr> for StoreError {
+    fn from(err: DbErr) -> Self {
+        match classify(&err) {
+            DbFailure::Conflict => StoreError::Conflict,
+            DbFailure::Unavailable => StoreError::Unavailable,
+            DbFailure::Internal => StoreError::Internal,
+        }
+    }
+}

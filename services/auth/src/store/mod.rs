@@ -8,37 +8,17 @@ pub mod migration;
 
 use std::time::Duration;
 
-use padlock_runtime::db::{self, DbFailure};
+use padlock_runtime::db;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, Database, DatabaseConnection, DbErr, EntityTrait,
+    ActiveValue::Set, ColumnTrait, Condition, Database, DatabaseConnection, EntityTrait,
     QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 
 use entity::{audit_event, factor, session, sms_limit, user};
 
-/// A storage failure. Messages never carry SQL or values; the cause is
-/// logged where it happens.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("already exists")]
-    Conflict,
-    #[error("database unavailable")]
-    Unavailable,
-    #[error("database error")]
-    Internal,
-}
-
-impl From<DbErr> for StoreError {
-    fn from(err: DbErr) -> Self {
-        match db::classify(&err) {
-            DbFailure::Conflict => StoreError::Conflict,
-            DbFailure::Unavailable => StoreError::Unavailable,
-            DbFailure::Internal => StoreError::Internal,
-        }
-    }
-}
+pub use padlock_runtime::db::StoreError;
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 

@@ -5,36 +5,18 @@
 mod entity;
 pub mod migration;
 
-use padlock_runtime::db::{self, DbFailure};
+use padlock_runtime::db;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Database, DatabaseConnection, DbErr, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, Database, DatabaseConnection, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 
 use crate::policy::{Env, Permission};
 use entity::{app, audit_event, deployment, node_permission, package, team_member};
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("already exists")]
-    Conflict,
-    #[error("database unavailable")]
-    Unavailable,
-    #[error("database error")]
-    Internal,
-}
-
-impl From<DbErr> for StoreError {
-    fn from(err: DbErr) -> Self {
-        match db::classify(&err) {
-            DbFailure::Conflict => StoreError::Conflict,
-            DbFailure::Unavailable => StoreError::Unavailable,
-            DbFailure::Internal => StoreError::Internal,
-        }
-    }
-}
+pub use padlock_runtime::db::StoreError;
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
