@@ -7,8 +7,10 @@
 # 1. installs what the tests need (apt and pip), skipping what is present;
 # 2. starts a throwaway PostgreSQL (tests/pg.sh) and exports
 #    PADLOCK_TEST_DATABASE_URL; it is stopped and removed on exit;
-# 3. runs fmt, clippy, build, the Rust tests and the end-to-end suite
-#    (tests/e2e), stopping at the first step that fails;
+# 3. runs fmt, clippy, build, the Rust tests, the end-to-end suite
+#    (tests/e2e) and the browser test (tests/browser: installs Debian's
+#    chromium and the npm packages first), stopping at the first step that
+#    fails;
 # 4. prints one summary line with each step's time; exits non-zero on failure.
 #
 # Environment:
@@ -26,6 +28,7 @@ in_ci() { [ "${CI:-}" = "true" ] || [ "${CI:-}" = "1" ]; }
 if in_ci; then
   export CARGO_TERM_COLOR=never CARGO_TERM_PROGRESS_WHEN=never CARGO_INCREMENTAL=0
   export PIP_PROGRESS_BAR=off
+  export npm_config_progress=false npm_config_color=false
 fi
 export DEBIAN_FRONTEND=noninteractive
 export PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -153,6 +156,47 @@ e2e_tests() {
   PADLOCK_BIN_DIR=$target/debug python3 -m pytest -q -p no:cacheprovider tests/e2e
 }
 
+# apt-get install the Debian packages that are missing; apt-get update first.
+apt_install() {
+  local missing=() p
+  for p in "$@"; do
+    if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]; then
+      missing+=("$p")
+    fi
+  done
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  if [ "${PADLOCK_SKIP_INSTALL:-}" = 1 ]; then
+    echo "missing Debian packages: ${missing[*]}" >&2
+    return 1
+  fi
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  echo "installing Debian packages: ${missing[*]}"
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# The browser test's needs: Debian's Chromium (playwright cannot download
+# browsers here) and playwright-core at the version package-lock.json pins.
+install_browser() {
+  apt_install chromium
+  command -v node >/dev/null || { echo "no node on PATH: the browser test needs Node.js 20" >&2; return 1; }
+  if [ "${PADLOCK_SKIP_INSTALL:-}" = 1 ]; then
+    [ -d tests/browser/node_modules/playwright-core ] \
+      || { echo "tests/browser/node_modules is missing: run npm ci there" >&2; return 1; }
+  else
+    (cd tests/browser && npm ci --no-audit --no-fund)
+  fi
+  echo "browser: $(chromium --version 2>/dev/null), node $(node --version)," \
+    "playwright-core $(node -p 'require("./tests/browser/node_modules/playwright-core/package.json").version')"
+}
+
+browser_tests() {
+  local target=${CARGO_TARGET_DIR:-target}
+  case $target in /*) ;; *) target=$ROOT/$target ;; esac
+  PADLOCK_BIN_DIR=$target/debug node --test tests/browser/
+}
+
 step install install_tools
 step postgres start_postgres
 step fmt rust_fmt
@@ -160,4 +204,6 @@ step clippy cargo clippy --workspace --all-targets -- -D warnings
 step build cargo build --workspace --bins
 step rust-tests rust_tests
 step e2e e2e_tests
+step browser-install install_browser
+step browser browser_tests
 CURRENT=""

@@ -1,8 +1,9 @@
 """`padlock up`, end to end: the one command that runs the whole system.
 
 One `padlock up` on port 0 serves the module's first tests; they read the
-addresses and the demo passwords from its banner, the way a person would,
-and check the seeded demo with grpcurl: tina sees Shop with its package on
+addresses, the web UI's URL and the demo passwords from its banner, the way
+a person would, check that the gateway serves the UI and signs tina in, and
+check the seeded demo with grpcurl: tina sees Shop with its package on
 test, dev may transport it to acceptance, production is refused without a
 second factor, and the banner's own grpcurl commands (run through bash)
 walk through the step-up to production. Then SIGTERM must stop everything,
@@ -12,6 +13,7 @@ take padlock down with it, and missing service binaries must be named.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -20,6 +22,8 @@ import stat
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +84,8 @@ class Banner:
     text: str
     auth: str
     deploy: str
+    gateway: str
+    open_url: str | None
     passwords: dict[str, str]
     package_id: str | None
 
@@ -87,18 +93,21 @@ class Banner:
 def parse_banner(text: str) -> Banner:
     auth = re.search(r"^\s+padlock-auth\s+(\S+)$", text, re.M)
     deploy = re.search(r"^\s+padlock-deploy\s+(\S+)$", text, re.M)
-    assert auth and deploy, redact(f"the banner names no addresses:\n{text}")
+    gateway = re.search(r"^\s+padlock-gateway\s+(http://\S+/)$", text, re.M)
+    assert auth and deploy and gateway, redact(f"the banner names no addresses:\n{text}")
+    open_url = re.search(r"^Open (http://\S+/) and sign in", text, re.M)
     passwords = {}
     for user in DEMO_USERS:
         m = re.search(rf"^\s+{user}\s+(\S+)\s", text, re.M)
         if m:
             passwords[user] = secret(m.group(1))
     pkg = re.search(r"\bPKG=(\S+)", text)
-    return Banner(text, auth.group(1), deploy.group(1), passwords, pkg.group(1) if pkg else None)
+    return Banner(text, auth.group(1), deploy.group(1), gateway.group(1),
+                  open_url.group(1) if open_url else None, passwords, pkg.group(1) if pkg else None)
 
 
 class PadlockUp:
-    """A running `padlock up --data-dir DIR` with both services on port 0."""
+    """A running `padlock up --data-dir DIR` with all three services on port 0."""
 
     def __init__(self, data_dir: Path, log_path: Path, *extra: str, binary: Path | None = None):
         self.log_path = log_path
@@ -106,7 +115,8 @@ class PadlockUp:
         self.stdout_lines: list[str] = []
         self.proc = subprocess.Popen(
             [str(binary or padlock_binary()), "up", "--data-dir", str(data_dir),
-             "--auth-listen", "127.0.0.1:0", "--deploy-listen", "127.0.0.1:0", *extra],
+             "--auth-listen", "127.0.0.1:0", "--deploy-listen", "127.0.0.1:0",
+             "--gateway-listen", "127.0.0.1:0", *extra],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._log,
             env=child_env(), text=True,
         )
@@ -212,11 +222,13 @@ def shop(up, deploy) -> dict:
     return {"app": apps[0], "token": token}
 
 
-def test_the_banner_names_both_services_on_their_real_ports_and_the_demo_users(up, workdir, auth, deploy):
+def test_the_banner_names_the_services_on_their_real_ports_and_the_demo_users(up, workdir, auth, deploy):
     b = up.banner
     for addr in (b.auth, b.deploy):
         assert re.fullmatch(r"127\.0\.0\.1:\d+", addr) and not addr.endswith(":0"), f"address {addr!r}"
-    assert b.auth != b.deploy
+    m = re.fullmatch(r"http://(127\.0\.0\.1:\d+)/", b.gateway)
+    assert m and not m.group(1).endswith(":0"), f"gateway {b.gateway!r}"
+    assert len({b.auth, b.deploy, m.group(1)}) == 3
     for grpc in (auth, deploy):
         health = grpc.call("grpc.health.v1.Health/Check")
         assert health["status"] == "SERVING", f"{grpc.addr}: {health}"
@@ -225,6 +237,9 @@ def test_the_banner_names_both_services_on_their_real_ports_and_the_demo_users(u
         assert re.fullmatch(r"[A-Za-z0-9]{16,}", password), "a demo password is short or needs quoting"
     assert len(set(b.passwords.values())) == 3, "each demo user has a password of their own"
     assert b.package_id, "the banner names the demo package"
+    assert b.open_url == b.gateway, "the banner says which URL to open"
+    assert f"Open {b.gateway} and sign in as tina / {b.passwords['tina']}" in b.text, \
+        "the banner says whom to sign in as"
 
     creds = workdir / "data" / "demo-credentials"
     assert stat.S_IMODE(creds.stat().st_mode) == 0o600
@@ -233,7 +248,35 @@ def test_the_banner_names_both_services_on_their_real_ports_and_the_demo_users(u
         assert re.search(rf"^{user} {password}$", stored, re.M), f"{user}'s password is not in {creds}"
     assert (workdir / "data" / "seeded").is_file()
     children = sorted(Path(c.split()[0]).name for c in up.children.values())
-    assert children == ["padlock-auth", "padlock-deploy"], f"children of padlock: {children}"
+    assert children == ["padlock-auth", "padlock-deploy", "padlock-gateway"], f"children of padlock: {children}"
+
+
+def http(method: str, url: str, body: dict | None = None, headers: dict | None = None):
+    """(status, headers, body text) of one HTTP request; errors are answers too."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers={
+        **({"Content-Type": "application/json"} if body is not None else {}), **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.headers, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read().decode()
+
+
+def test_the_gateway_serves_the_web_ui_and_signs_tina_in(up):
+    url = up.banner.gateway
+    status, headers, body = http("GET", url)
+    assert status == 200 and "text/html" in headers["Content-Type"], f"GET / -> {status}"
+    assert '<script src="/app.js"' in body and "default-src 'self'" in headers["Content-Security-Policy"]
+    status, _, body = http("GET", url + "readyz")
+    assert status == 200, f"/readyz -> {status} {body}: the gateway reaches auth and deploy"
+    status, headers, body = http("POST", url + "api/v1/sessions",
+                                 {"username": "tina", "password": up.banner.passwords["tina"]},
+                                 {"X-Padlock-CSRF": "1"})
+    assert status == 201, redact(f"signing in through the gateway: {status} {body}")
+    assert json.loads(body)["user"]["username"] == "tina"
+    cookies = headers.get_all("Set-Cookie") or []
+    assert any(c.startswith("padlock_session=") for c in cookies), "a session cookie"
 
 
 def test_tina_sees_shop_with_its_package_on_test(up, deploy, shop):
@@ -344,7 +387,7 @@ def test_the_banners_grpcurl_commands_walk_through_the_step_up(up):
 
 
 def test_sigterm_stops_padlock_and_both_services(up):
-    assert len(up.children) == 2
+    assert len(up.children) == 3
     assert all(alive(pid, cmd) for pid, cmd in up.children.items())
     code = up.stop(signal.SIGTERM)
     assert code == 0, f"padlock up exited {code} on SIGTERM; stderr tail:\n{up.stderr_tail()}"
@@ -386,6 +429,7 @@ def test_when_a_service_dies_padlock_stops_the_other_and_fails(tmp_path):
         code = run.wait()
         assert code not in (None, 0), f"padlock up exited {code} after padlock-deploy died"
         assert not alive(*by_name["padlock-auth"]), "padlock-auth outlived padlock up"
+        assert not alive(*by_name["padlock-gateway"]), "padlock-gateway outlived padlock up"
         assert "padlock-deploy exited unexpectedly" in run.stderr(), run.stderr_tail()
     finally:
         run.stop()
@@ -400,3 +444,16 @@ def test_missing_service_binaries_are_named(tmp_path):
     assert out.returncode != 0
     assert "padlock-auth not found" in out.stderr and "cargo build --bins" in out.stderr, out.stderr
     assert out.stdout == "", "no banner without services"
+
+
+def test_a_missing_gateway_binary_is_named(tmp_path):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    shutil.copy2(padlock_binary(), bindir / "padlock")
+    for name in ("padlock-auth", "padlock-deploy"):
+        (bindir / name).symlink_to(bin_dir() / name)
+    out = subprocess.run([str(bindir / "padlock"), "up", "--data-dir", str(tmp_path / "data")],
+                         capture_output=True, text=True, timeout=30, env=child_env())
+    assert out.returncode != 0
+    assert "padlock-gateway not found" in out.stderr and "cargo build --bins" in out.stderr, out.stderr
+    assert out.stdout == "" and not (tmp_path / "data").exists(), "nothing started, nothing created"

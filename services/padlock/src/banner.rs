@@ -1,9 +1,10 @@
-//! The one banner `padlock up` prints on standard output once both services
-//! are ready: where they listen, the demo users, and grpcurl commands that
-//! walk through the step-up flow (each one pastes into a shell as is).
+//! The one banner `padlock up` prints on standard output once the services
+//! are ready: where they listen, the web UI's URL to open, the demo users,
+//! and grpcurl commands that walk through the step-up flow (each one pastes
+//! into a shell as is).
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
 use crate::seed::{APP_NAME, PACKAGE_FILE, USERS};
@@ -21,6 +22,7 @@ pub struct Banner<'a> {
     pub auth_bin: &'a Path,
     pub auth: SocketAddr,
     pub deploy: SocketAddr,
+    pub gateway: SocketAddr,
     pub demo: Option<&'a Demo>,
     pub credentials: &'a [Credential],
     pub credentials_path: &'a Path,
@@ -47,13 +49,18 @@ fn write_banner(out: &mut String, b: &Banner<'_>) -> std::fmt::Result {
         "padlock is up: data in {} (SQLite), logs on standard error.",
         b.data_dir.display()
     )?;
-    writeln!(out, "  padlock-auth    {}", b.auth)?;
-    writeln!(out, "  padlock-deploy  {}", b.deploy)?;
+    writeln!(out, "  padlock-auth     {}", b.auth)?;
+    writeln!(out, "  padlock-deploy   {}", b.deploy)?;
+    writeln!(out, "  padlock-gateway  {}", ui_url(b.gateway))?;
     writeln!(out)?;
     match b.demo {
         Some(demo) => write_demo(out, b, demo)?,
         None => {
-            writeln!(out, "No demo seeded (--no-seed). Add a user:")?;
+            writeln!(
+                out,
+                "Open {} and sign in. No demo seeded (--no-seed). Add a user:",
+                ui_url(b.gateway)
+            )?;
             writeln!(
                 out,
                 "  echo 'a long password' | {} --data-dir {} users add --username alice --role operator",
@@ -81,6 +88,13 @@ fn write_demo(out: &mut String, b: &Banner<'_>, demo: &Demo) -> std::fmt::Result
     for (name, _, what) in USERS {
         writeln!(out, "  {name:<5} {:<22} {what}", password(name))?;
     }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Open {} and sign in as tina / {}",
+        ui_url(b.gateway),
+        password("tina")
+    )?;
     writeln!(out)?;
 
     let auth = "-H \"authorization: Bearer $TOKEN\"";
@@ -138,6 +152,17 @@ fn write_demo(out: &mut String, b: &Banner<'_>, demo: &Demo) -> std::fmt::Result
     writeln!(out)
 }
 
+/// The address a browser on this machine opens: a wildcard listen address
+/// (0.0.0.0, ::) is reached through loopback.
+pub fn ui_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}/", SocketAddr::new(ip, addr.port()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,6 +173,7 @@ mod tests {
             auth_bin: Path::new("target/debug/padlock-auth"),
             auth: "127.0.0.1:41001".parse().unwrap(),
             deploy: "127.0.0.1:41002".parse().unwrap(),
+            gateway: "127.0.0.1:41003".parse().unwrap(),
             demo,
             credentials,
             credentials_path: Path::new("data/demo-credentials"),
@@ -171,8 +197,16 @@ mod tests {
             },
         ];
         let text = banner_with(Some(&demo), &creds);
-        assert!(text.contains("padlock-auth    127.0.0.1:41001"), "{text}");
-        assert!(text.contains("padlock-deploy  127.0.0.1:41002"), "{text}");
+        assert!(text.contains("padlock-auth     127.0.0.1:41001"), "{text}");
+        assert!(text.contains("padlock-deploy   127.0.0.1:41002"), "{text}");
+        assert!(
+            text.contains("padlock-gateway  http://127.0.0.1:41003/"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Open http://127.0.0.1:41003/ and sign in as tina / TinaPw123"),
+            "{text}"
+        );
         assert!(
             text.contains("A=127.0.0.1:41001 D=127.0.0.1:41002 PKG=3f1c"),
             "{text}"
@@ -196,7 +230,21 @@ mod tests {
     fn without_a_demo_the_banner_says_how_to_add_a_user() {
         let text = banner_with(None, &[]);
         assert!(text.contains("No demo seeded"), "{text}");
+        assert!(text.contains("Open http://127.0.0.1:41003/"), "{text}");
         assert!(text.contains("data/auth users add"), "{text}");
         assert!(!text.contains("TOKEN="), "{text}");
+    }
+
+    #[test]
+    fn a_wildcard_gateway_address_is_opened_through_loopback() {
+        assert_eq!(
+            ui_url("0.0.0.0:8080".parse().unwrap()),
+            "http://127.0.0.1:8080/"
+        );
+        assert_eq!(ui_url("[::]:8080".parse().unwrap()), "http://[::1]:8080/");
+        assert_eq!(
+            ui_url("192.0.2.7:9000".parse().unwrap()),
+            "http://192.0.2.7:9000/"
+        );
     }
 }

@@ -1,8 +1,9 @@
 //! `padlock`: the one command that runs the whole system on its embedded
-//! default (SQLite). `padlock up` starts `padlock-auth` and `padlock-deploy`
-//! from beside its own executable, seeds a demo on first start, prints one
-//! banner, forwards SIGTERM/SIGINT and stops both when either one dies. It
-//! links no service code: it runs their binaries and speaks gRPC to them.
+//! default (SQLite). `padlock up` starts `padlock-auth`, `padlock-deploy` and
+//! `padlock-gateway` (the web UI) from beside its own executable, seeds a
+//! demo on first start, prints one banner, forwards SIGTERM/SIGINT and stops
+//! them all when any one dies. It links no service code: it runs their
+//! binaries and speaks gRPC to them.
 
 mod banner;
 mod children;
@@ -25,7 +26,7 @@ use crate::state::DataDir;
 #[command(
     name = "padlock",
     version,
-    about = "Runs padlock's services together on SQLite"
+    about = "Runs padlock's services and web UI together on SQLite"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -34,7 +35,7 @@ struct Cli {
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
-    /// Start padlock-auth and padlock-deploy; seed a demo on first start.
+    /// Start padlock-auth, padlock-deploy and padlock-gateway; seed a demo on first start.
     Up(UpArgs),
 }
 
@@ -49,6 +50,9 @@ struct UpArgs {
     /// Where padlock-deploy listens (port 0 picks a free one).
     #[arg(long, env = "PADLOCK_DEPLOY_LISTEN", default_value = "127.0.0.1:50052")]
     deploy_listen: SocketAddr,
+    /// Where padlock-gateway serves the web UI and its HTTP API (port 0 picks a free one).
+    #[arg(long, env = "PADLOCK_GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
+    gateway_listen: SocketAddr,
     /// Do not seed the demo users, app and package.
     #[arg(long)]
     no_seed: bool,
@@ -84,6 +88,12 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let bin_dir = own_dir()?;
     let auth_bin = sibling(&bin_dir, "padlock-auth")?;
     let deploy_bin = sibling(&bin_dir, "padlock-deploy")?;
+    let gateway_bin = sibling(&bin_dir, "padlock-gateway")?;
+    let bins = Binaries {
+        auth: &auth_bin,
+        deploy: &deploy_bin,
+        gateway: &gateway_bin,
+    };
     let data = DataDir::create(&args.data_dir)?;
     let seeded = data.seeded()?;
     if seeded.is_none() && !args.no_seed && data.has_credentials() {
@@ -102,13 +112,13 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
 
     let mut services = Services::default();
     let started = tokio::select! {
-        r = start_both(&mut services, &auth_bin, &deploy_bin, &data, &args) => r,
+        r = start_all(&mut services, &bins, &data, &args) => r,
         sig = stop_requested(&mut term, &mut int) => {
             eprintln!("padlock: {sig} received while starting; stopping");
             return Ok(services.stop_all(sig).await);
         }
     };
-    let (auth_addr, deploy_addr) = match started {
+    let addrs = match started {
         Ok(addrs) => addrs,
         Err(e) => {
             services.stop_all(Signal::SIGTERM).await;
@@ -121,7 +131,7 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         None if args.no_seed => None,
         None => {
             eprintln!("padlock: first start: seeding the demo (users ops, tina, dev; app Shop)");
-            let seeding = seed::seed(&auth_bin, &data, auth_addr, deploy_addr);
+            let seeding = seed::seed(&auth_bin, &data, addrs.auth, addrs.deploy);
             let outcome = tokio::select! {
                 r = seeding => r,
                 sig = stop_requested(&mut term, &mut int) => {
@@ -155,8 +165,9 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     banner::print(&banner::Banner {
         data_dir: data.root(),
         auth_bin: &auth_bin,
-        auth: auth_addr,
-        deploy: deploy_addr,
+        auth: addrs.auth,
+        deploy: addrs.deploy,
+        gateway: addrs.gateway,
         demo: demo.as_ref(),
         credentials: &credentials,
         credentials_path: &data.credentials_path(),
@@ -167,29 +178,44 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         // the signal first, so their prompt exit is not taken for a crash.
         biased;
         sig = stop_requested(&mut term, &mut int) => {
-            eprintln!("padlock: {sig} received; stopping padlock-deploy and padlock-auth");
+            eprintln!("padlock: {sig} received; stopping padlock-gateway, padlock-deploy and padlock-auth");
             Ok(services.stop_all(sig).await)
         }
         (name, status) = services.first_exit() => {
-            eprintln!("padlock: {name} exited unexpectedly ({status}); stopping the other service");
+            eprintln!("padlock: {name} exited unexpectedly ({status}); stopping the other services");
             services.stop_all(Signal::SIGTERM).await;
             Ok(ExitCode::FAILURE)
         }
     }
 }
 
-/// Auth first: deploy needs its address for the JWKS. Returns the
-/// addresses both really listen on.
-async fn start_both(
+/// The service binaries, found beside `padlock`.
+#[derive(Debug)]
+struct Binaries<'a> {
+    auth: &'a Path,
+    deploy: &'a Path,
+    gateway: &'a Path,
+}
+
+/// Where the services really listen (port 0 resolved).
+#[derive(Debug, Clone, Copy)]
+struct Addrs {
+    auth: SocketAddr,
+    deploy: SocketAddr,
+    gateway: SocketAddr,
+}
+
+/// Auth first: deploy needs its address for the JWKS; the gateway last, as
+/// it calls both. Returns the addresses they really listen on.
+async fn start_all(
     services: &mut Services,
-    auth_bin: &Path,
-    deploy_bin: &Path,
+    bins: &Binaries<'_>,
     data: &DataDir,
     args: &UpArgs,
-) -> anyhow::Result<(SocketAddr, SocketAddr)> {
+) -> anyhow::Result<Addrs> {
     let auth = Service::start(
         "padlock-auth",
-        auth_bin,
+        bins.auth,
         &[
             "--data-dir".into(),
             data.auth_dir().into_os_string(),
@@ -202,7 +228,7 @@ async fn start_both(
     services.push(auth);
     let deploy = Service::start(
         "padlock-deploy",
-        deploy_bin,
+        bins.deploy,
         &[
             "--data-dir".into(),
             data.deploy_dir().into_os_string(),
@@ -215,7 +241,27 @@ async fn start_both(
     .await?;
     let deploy_addr = deploy.addr;
     services.push(deploy);
-    Ok((auth_addr, deploy_addr))
+    // The gateway keeps no state, so it gets no data directory.
+    let gateway = Service::start(
+        "padlock-gateway",
+        bins.gateway,
+        &[
+            "--listen".into(),
+            args.gateway_listen.to_string().into(),
+            "--auth-url".into(),
+            format!("http://{auth_addr}").into(),
+            "--deploy-url".into(),
+            format!("http://{deploy_addr}").into(),
+        ],
+    )
+    .await?;
+    let gateway_addr = gateway.addr;
+    services.push(gateway);
+    Ok(Addrs {
+        auth: auth_addr,
+        deploy: deploy_addr,
+        gateway: gateway_addr,
+    })
 }
 
 /// The directory `padlock` runs from; the services are built next to it.

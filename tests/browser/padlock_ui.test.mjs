@@ -1,0 +1,294 @@
+// padlock's web UI in headless Chromium, the way people use it.
+//
+// `padlock up` runs the real services on free ports with a fresh data
+// directory; the test reads the URL and the demo passwords from its banner.
+// tina (Technical Contact of Shop) signs in, sees the padlock on production,
+// transports the seeded shop-1.0.0 from test to acceptance and then to
+// production, which opens the two-factor dialog: she enrolls Google
+// Authenticator by reading the key off the page (oathtool is her phone),
+// and the transport goes through with "2FA valid until ...". She uploads a
+// package and grants a production permission (padlocked, but her 2FA still
+// counts). Then dev, an external developer, signs in, has to enroll too,
+// and is refused production for the missing Transport permission.
+//
+// A screenshot of every step goes to tests/artifacts/browser/.
+
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+
+import { ARTIFACTS, PadlockUp, launchBrowser, readQr, totp } from './support.mjs';
+
+const STEP_TIMEOUT_MS = 60_000;
+
+let up;          // the running padlock up
+let site;        // {url, passwords} from its banner
+let browser;     // {context, close}
+let page;
+let shot = 0;
+let broken = false;  // a failed step makes the later ones skip
+const problems = []; // page errors and CSP violations seen along the way
+
+async function screenshot(name) {
+  shot += 1;
+  const file = path.join(ARTIFACTS, `${String(shot).padStart(2, '0')}-${name}.png`);
+  await page.screenshot({ path: file, fullPage: true });
+  return file;
+}
+
+/** One step of the walk; after a failure the rest skip, with a screenshot of where it broke. */
+function step(name, fn) {
+  it(name, { timeout: STEP_TIMEOUT_MS }, async (t) => {
+    if (broken) {
+      t.skip('an earlier step failed');
+      return;
+    }
+    try {
+      await fn(t);
+    } catch (err) {
+      broken = true;
+      if (page) await screenshot(`FAILED-${name.replace(/\W+/g, '-').slice(0, 50)}`).catch(() => {});
+      if (up) err.message += `\npadlock up log tail:\n${up.logTail()}`;
+      throw err;
+    }
+  });
+}
+
+const byTestId = (id) => page.getByTestId(id);
+
+async function signIn(username) {
+  await page.getByLabel('Username').fill(username);
+  await page.getByLabel('Password').fill(site.passwords[username]);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await assertText('#whoami', username);
+}
+
+const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+const matches = (text, expected) => (expected instanceof RegExp ? expected.test(text) : text.includes(expected));
+
+/** Waits until the element is visible and its text matches; returns the text. */
+async function assertText(target, expected, timeoutMs = 15_000) {
+  const locator = typeof target === 'string' ? page.locator(target) : target;
+  await locator.waitFor({ state: 'visible', timeout: timeoutMs });
+  const deadline = Date.now() + timeoutMs;
+  let text = '';
+  while (Date.now() < deadline) {
+    text = (await locator.textContent()) ?? '';
+    if (matches(text, expected)) return text;
+    await sleep(100);
+  }
+  return assert.fail(`expected ${expected} in ${JSON.stringify(text)}`);
+}
+
+/** The message under the header, once it says `pattern`. */
+const waitForMessage = (pattern) => assertText(byTestId('message'), pattern);
+
+async function openShop() {
+  await byTestId('app-Shop').click();
+  await byTestId('env-production').waitFor();
+}
+
+/** The dialog's enrollment with Google Authenticator, up to the code field; returns the key. */
+async function enrollTotp(who) {
+  const dialog = page.getByRole('dialog');
+  await dialog.waitFor({ state: 'visible' });
+  await assertText(dialog, 'carries a padlock');
+  await screenshot(`${who}-2fa-choose`);
+  await dialog.getByRole('button', { name: /Use Google Authenticator \(recommended\)/ }).click();
+
+  const qr = dialog.getByRole('img', { name: /QR code/ });
+  await qr.waitFor({ state: 'visible' });
+  assert.ok(await qr.evaluate((img) => img.complete && img.naturalWidth > 0), 'the QR code image loads');
+  const shown = await byTestId('totp-secret').textContent();
+  const raw = await byTestId('totp-secret').getAttribute('data-secret');
+  // A person types the grouped key without its spaces.
+  const typed = shown.replace(/\s+/g, '');
+  assert.match(shown, /^([A-Z2-7]{4} )+[A-Z2-7]{1,4}$/, `the key is shown in groups of four: ${shown.length} chars`);
+  assert.equal(typed, raw.replace(/=+$/, ''), 'the grouped key is the secret');
+  assert.ok(typed.length >= 32, 'a 160-bit secret is 32 base32 characters');
+  await screenshot(`${who}-2fa-qr-and-key`);
+
+  // A phone would scan it: the QR code holds the same key.
+  const qrFile = path.join(ARTIFACTS, `${who}-qr.png`);
+  await qr.screenshot({ path: qrFile });
+  const uri = readQr(qrFile);
+  if (uri === null) {
+    console.log('# zbarimg not installed: the QR code is not read back');
+  } else {
+    assert.match(uri, /^otpauth:\/\/totp\//, 'the QR code is an otpauth URI');
+    assert.equal(new URL(uri).searchParams.get('secret'), typed, 'the QR code holds the key shown');
+  }
+  return typed;
+}
+
+async function enterCode(code) {
+  await page.getByLabel(/6-digit code/).fill(code);
+  await page.locator('#twofa-submit').click();
+}
+
+before(async () => {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  for (const f of fs.readdirSync(ARTIFACTS)) {
+    if (f.endsWith('.png') || f.endsWith('.log')) fs.rmSync(path.join(ARTIFACTS, f));
+  }
+  up = new PadlockUp(path.join(ARTIFACTS, 'padlock-up.log'));
+  site = await up.banner();
+  browser = await launchBrowser();
+  page = await browser.context.newPage();
+  page.setDefaultTimeout(15_000);
+  page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
+  page.on('console', (msg) => {
+    // Chromium logs every 4xx fetch as "Failed to load resource"; the UI
+    // expects those (401 step-up, 403). Anything else is a problem, CSP
+    // refusals ("Refused to ...") above all.
+    if (msg.type() === 'error' && !msg.text().startsWith('Failed to load resource')) {
+      problems.push(`console: ${msg.text()}`);
+    }
+  });
+});
+
+after(async () => {
+  if (browser) await browser.close();
+  if (up) {
+    const exit = await up.stop();
+    assert.ok(exit && !exit.killed, `padlock up stopped on SIGTERM (${JSON.stringify(exit)})`);
+  }
+});
+
+describe('the web UI, as tina and dev use it', { timeout: 15 * 60_000 }, () => {
+  step('the banner says which URL to open, and it shows a sign-in form', async () => {
+    assert.match(site.url, /^http:\/\/127\.0\.0\.1:\d+\/$/);
+    assert.ok(!site.url.endsWith(':0/'), 'the banner shows the real port');
+    const res = await page.goto(site.url);
+    assert.equal(res.status(), 200);
+    const csp = res.headers()['content-security-policy'] || '';
+    assert.match(csp, /default-src 'self'/, 'the page is served under the strict CSP');
+    await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+    await screenshot('sign-in');
+  });
+
+  step('a wrong password is refused in words', async () => {
+    await page.getByLabel('Username').fill('tina');
+    await page.getByLabel('Password').fill('not-her-password');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await assertText('#sign-in-error', 'do not match');
+  });
+
+  step('tina signs in and sees her apps', async () => {
+    await signIn('tina');
+    await assertText(byTestId('app-Shop'), 'Technical Contact: tina');
+    await screenshot('tina-apps');
+  });
+
+  step("Shop's Deploy tab shows the environments, the package and the padlock on production", async () => {
+    await openShop();
+    for (const env of ['test', 'acceptance', 'production']) {
+      const card = byTestId(`env-${env}`);
+      await card.waitFor();
+      assert.ok((await byTestId(`node-${env}`).textContent()).trim(), `${env} names its node`);
+    }
+    assert.equal(await byTestId('env-production').getByTestId('padlock').count(), 1, 'production carries a padlock');
+    assert.equal(await byTestId('env-test').getByTestId('padlock').count(), 0, 'test carries none');
+    await assertText(byTestId('runs-test'), '1.0.0');
+    await assertText(byTestId('runs-production'), 'Nothing deployed');
+    const toProduction = byTestId('transport-production-1.0.0');
+    assert.equal(await toProduction.getAttribute('data-padlock'), 'true', 'Transport to Production is padlocked');
+    assert.equal(await toProduction.getByTestId('padlock').count(), 1);
+    assert.equal(await byTestId('transport-acceptance-1.0.0').getAttribute('data-padlock'), 'false');
+    assert.equal(await byTestId('deploy-test-1.0.0').getAttribute('data-padlock'), 'false');
+    await assertText(byTestId('access-production'), 'second factor');
+    await screenshot('tina-deploy-tab');
+  });
+
+  step('tina transports shop-1.0.0 from test to acceptance without a second factor', async () => {
+    await byTestId('transport-acceptance-1.0.0').click();
+    await waitForMessage(/Transported shop-1\.0\.0 to acceptance/);
+    assert.ok(!(await page.getByRole('dialog').isVisible()), 'no 2FA dialog for acceptance');
+    await assertText(byTestId('runs-acceptance'), '1.0.0');
+    await screenshot('tina-on-acceptance');
+  });
+
+  step('Transport to Production asks tina to enroll a second factor; Google Authenticator, then the transport succeeds', async () => {
+    await byTestId('transport-production-1.0.0').click();
+    const key = await enrollTotp('tina');
+    await enterCode(totp(key));
+    const text = await waitForMessage(/Transported shop-1\.0\.0 to production/);
+    assert.ok(!(await page.getByRole('dialog').isVisible()), 'the dialog closed');
+    assert.match(text, /2FA valid until (tomorrow )?\d\d:\d\d \(8 hours from verification\)/);
+    await assertText(byTestId('runs-production'), '1.0.0');
+    await assertText(byTestId('mfa-status'), /2FA valid until/);
+    await screenshot('tina-transported-to-production');
+  });
+
+  step('tina uploads shop-1.1.0.mda and deploys it to test', async () => {
+    await page.locator('#upload-file').setInputFiles({
+      name: 'shop-1.1.0.mda',
+      mimeType: 'application/octet-stream',
+      buffer: Buffer.from('padlock browser test archive\n'.repeat(300)),
+    });
+    assert.equal(await page.getByLabel('Version').inputValue(), '1.1.0', 'the version comes from the file name');
+    await page.getByRole('button', { name: 'Upload' }).click();
+    await waitForMessage(/Uploaded shop-1\.1\.0\.mda/);
+    await byTestId('deploy-test-1.1.0').click();
+    await waitForMessage(/Deployed shop-1\.1\.0 to test/);
+    await assertText(byTestId('runs-test'), '1.1.0');
+    await screenshot('tina-uploaded-and-deployed');
+  });
+
+  step("tina's Permissions tab grants dev Logs on production; padlocked, but her 2FA still counts", async () => {
+    await byTestId('tab-permissions').click();
+    const grid = byTestId('permissions-production');
+    await grid.waitFor();
+    assert.equal(await grid.getByTestId('padlock').count(), 1, 'production permissions carry a padlock');
+    assert.ok(await byTestId('perm-test-dev-transport').isChecked(), 'dev has Transport on test (seeded)');
+    assert.ok(!(await byTestId('perm-production-dev-transport').isChecked()), 'dev has nothing on production');
+    await byTestId('perm-production-dev-logs').check();
+    await byTestId('save-permissions-production').click();
+    const text = await waitForMessage(/Saved production permissions: dev gets Logs/);
+    assert.match(text, /2FA valid until/);
+    assert.ok(!(await page.getByRole('dialog').isVisible()), 'no dialog while 2FA is valid');
+    await page.reload();
+    await byTestId('perm-production-dev-logs').waitFor();
+    assert.ok(await byTestId('perm-production-dev-logs').isChecked(), 'the grant is kept');
+    assert.ok(!(await byTestId('perm-production-dev-transport').isChecked()));
+    await screenshot('tina-permissions');
+  });
+
+  step('tina signs out', async () => {
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+    await screenshot('signed-out');
+  });
+
+  step('dev signs in; Shop has no Permissions tab for him', async () => {
+    await signIn('dev');
+    await openShop();
+    assert.equal(await byTestId('tab-permissions').count(), 0);
+    await assertText(byTestId('access-production'), 'second factor');
+    await screenshot('dev-deploy-tab');
+  });
+
+  step('dev tries Transport to Production: enrolls 2FA (a wrong code first), then is refused for the missing permission', async () => {
+    await byTestId('transport-production-1.0.0').click();
+    const key = await enrollTotp('dev');
+    const right = totp(key);
+    const wrong = right.replace(/\d/g, (d) => String((Number(d) + 5) % 10));
+    await enterCode(wrong);
+    await assertText(byTestId('twofa-error'), /Wrong code\. \d attempts? left/);
+    await screenshot('dev-2fa-wrong-code');
+    await enterCode(right);
+    const text = await waitForMessage(/permission/);
+    assert.equal(
+      text.trim(),
+      "You don't have the Transport permission on production; ask the Technical Contact (tina).",
+    );
+    assert.ok(!(await page.getByRole('dialog').isVisible()), 'the dialog closed');
+    await assertText(byTestId('runs-production'), 'by tina');
+    await screenshot('dev-refused-on-production');
+  });
+
+  step('no page errors and no CSP violations along the way', async () => {
+    assert.deepEqual(problems, []);
+  });
+});
