@@ -29,7 +29,6 @@ import re
 import secrets
 import subprocess
 import threading
-import time
 import urllib.parse
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
