@@ -27,13 +27,16 @@ let site;        // {url, passwords} from its banner
 let browser;     // {context, close}
 let page;
 let shot = 0;
+let tinaKey;     // tina's TOTP secret, as she typed it into her "phone"
 let broken = false;  // a failed step makes the later ones skip
 const problems = []; // page errors and CSP violations seen along the way
 
+/** Saves NN-name.png: the whole page, or only the window while the modal dialog is open. */
 async function screenshot(name) {
   shot += 1;
   const file = path.join(ARTIFACTS, `${String(shot).padStart(2, '0')}-${name}.png`);
-  await page.screenshot({ path: file, fullPage: true });
+  const dialogOpen = await page.locator('dialog[open]').count();
+  await page.screenshot({ path: file, fullPage: !dialogOpen });
   return file;
 }
 
@@ -188,8 +191,12 @@ describe('the web UI, as tina and dev use it', { timeout: 15 * 60_000 }, () => {
       await card.waitFor();
       assert.ok((await byTestId(`node-${env}`).textContent()).trim(), `${env} names its node`);
     }
-    assert.equal(await byTestId('env-production').getByTestId('padlock').count(), 1, 'production carries a padlock');
-    assert.equal(await byTestId('env-test').getByTestId('padlock').count(), 0, 'test carries none');
+    const padlockOn = (env) => byTestId(`env-${env}`).locator('header').getByTestId('padlock').count();
+    assert.equal(await padlockOn('production'), 1, 'production carries a padlock');
+    assert.equal(await padlockOn('test'), 0, 'test carries none');
+    assert.equal(await padlockOn('acceptance'), 0, 'acceptance carries none');
+    assert.equal(await byTestId('node-details-button-production').getAttribute('data-padlock'), 'true',
+      "production's node details are padlocked");
     await assertText(byTestId('runs-test'), '1.0.0');
     await assertText(byTestId('runs-production'), 'Nothing deployed');
     const toProduction = byTestId('transport-production-1.0.0');
@@ -211,8 +218,8 @@ describe('the web UI, as tina and dev use it', { timeout: 15 * 60_000 }, () => {
 
   step('Transport to Production asks tina to enroll a second factor; Google Authenticator, then the transport succeeds', async () => {
     await byTestId('transport-production-1.0.0').click();
-    const key = await enrollTotp('tina');
-    await enterCode(totp(key));
+    tinaKey = await enrollTotp('tina');
+    await enterCode(totp(tinaKey));
     const text = await waitForMessage(/Transported shop-1\.0\.0 to production/);
     assert.ok(!(await page.getByRole('dialog').isVisible()), 'the dialog closed');
     assert.match(text, /2FA valid until (tomorrow )?\d\d:\d\d \(8 hours from verification\)/);
@@ -236,11 +243,65 @@ describe('the web UI, as tina and dev use it', { timeout: 15 * 60_000 }, () => {
     await screenshot('tina-uploaded-and-deployed');
   });
 
+  step('when her 2FA has expired the dialog opens again; a lockout is explained; then a code from her app renews it', async () => {
+    // Eight hours and a 15-minute lockout do not fit in a test: the gateway's
+    // answers for them (API.md) are played to the page for the first two
+    // transports to production; everything else goes to the real services.
+    await byTestId('transport-acceptance-1.1.0').click();
+    await waitForMessage(/Transported shop-1\.1\.0 to acceptance/);
+    let expiredAnswers = 2;
+    await page.route('**/api/v1/packages/*/transports', (route) => {
+      if (expiredAnswers > 0 && route.request().postDataJSON().to_environment === 'production') {
+        expiredAnswers -= 1;
+        return route.fulfill({
+          status: 401,
+          headers: {
+            'WWW-Authenticate': 'Bearer error="insufficient_user_authentication", error_description="second factor too old", max_age=28800',
+            'Content-Type': 'application/json',
+          },
+          body: JSON.stringify({ error: 'MFA_EXPIRED', message: 'second factor too old', max_age: 28800, action: 'transport_package', environment: 'production' }),
+        });
+      }
+      return route.continue();
+    });
+    await page.route('**/api/v1/me/factor/verification', (route) => route.fulfill({
+      status: 429,
+      headers: { 'Retry-After': '900', 'Content-Type': 'application/json' },
+      body: JSON.stringify({ error: 'TOO_MANY_ATTEMPTS', message: 'locked', retry_after: 900 }),
+    }), { times: 1 });
+
+    await byTestId('transport-production-1.1.0').click();
+    const dialog = page.getByRole('dialog');
+    await assertText(dialog, 'has expired');
+    assert.equal(await page.getByRole('button', { name: /Use Google Authenticator/ }).count(), 0,
+      'an enrolled user is asked for a code, not to enroll again');
+    await enterCode('123456');
+    await assertText(byTestId('twofa-error'), 'Too many wrong codes: try again in 15 minutes');
+    assert.ok(await page.getByLabel(/6-digit code/).isDisabled(), 'no more codes while locked');
+    await screenshot('tina-2fa-locked-out');
+    await dialog.getByRole('button', { name: 'Cancel' }).click();
+    await dialog.waitFor({ state: 'hidden' });
+    await assertText(byTestId('runs-production'), '1.0.0');
+
+    await byTestId('transport-production-1.1.0').click();
+    await assertText(dialog, 'has expired');
+    // The code of the next 30 s step: the one she enrolled with was used.
+    await enterCode(totp(tinaKey, Math.floor(Date.now() / 1000) + 30));
+    const text = await waitForMessage(/Transported shop-1\.1\.0 to production/);
+    assert.match(text, /2FA valid until (tomorrow )?\d\d:\d\d \(8 hours from verification\)/);
+    await assertText(byTestId('runs-production'), '1.1.0');
+    assert.equal(expiredAnswers, 0);
+    await page.unrouteAll();
+    await screenshot('tina-renewed-2fa');
+  });
+
   step("tina's Permissions tab grants dev Logs on production; padlocked, but her 2FA still counts", async () => {
     await byTestId('tab-permissions').click();
     const grid = byTestId('permissions-production');
     await grid.waitFor();
-    assert.equal(await grid.getByTestId('padlock').count(), 1, 'production permissions carry a padlock');
+    assert.equal(await grid.locator('caption').getByTestId('padlock').count(), 1, 'production permissions carry a padlock');
+    assert.equal(await byTestId('save-permissions-production').getAttribute('data-padlock'), 'true');
+    assert.equal(await byTestId('save-permissions-test').getAttribute('data-padlock'), 'false');
     assert.ok(await byTestId('perm-test-dev-transport').isChecked(), 'dev has Transport on test (seeded)');
     assert.ok(!(await byTestId('perm-production-dev-transport').isChecked()), 'dev has nothing on production');
     await byTestId('perm-production-dev-logs').check();
@@ -248,11 +309,11 @@ describe('the web UI, as tina and dev use it', { timeout: 15 * 60_000 }, () => {
     const text = await waitForMessage(/Saved production permissions: dev gets Logs/);
     assert.match(text, /2FA valid until/);
     assert.ok(!(await page.getByRole('dialog').isVisible()), 'no dialog while 2FA is valid');
+    await screenshot('tina-permissions-saved');
     await page.reload();
     await byTestId('perm-production-dev-logs').waitFor();
     assert.ok(await byTestId('perm-production-dev-logs').isChecked(), 'the grant is kept');
     assert.ok(!(await byTestId('perm-production-dev-transport').isChecked()));
-    await screenshot('tina-permissions');
   });
 
   step('tina signs out', async () => {
@@ -270,7 +331,15 @@ describe('the web UI, as tina and dev use it', { timeout: 15 * 60_000 }, () => {
   });
 
   step('dev tries Transport to Production: enrolls 2FA (a wrong code first), then is refused for the missing permission', async () => {
-    await byTestId('transport-production-1.0.0').click();
+    await byTestId('transport-production-1.1.0').click();
+    // SMS first: padlock up configures no SMS provider, and the dialog says so.
+    const dialog = page.getByRole('dialog');
+    await dialog.getByRole('button', { name: /Use SMS/ }).click();
+    await page.getByLabel(/Mobile number/).fill('+31 6 12345678');
+    await dialog.getByRole('button', { name: 'Send code' }).click();
+    await assertText(byTestId('twofa-error'), 'SMS is not set up on this server');
+    await screenshot('dev-2fa-sms-unavailable');
+    await dialog.getByRole('button', { name: /Back/ }).click();
     const key = await enrollTotp('dev');
     const right = totp(key);
     const wrong = right.replace(/\d/g, (d) => String((Number(d) + 5) % 10));
@@ -285,6 +354,7 @@ describe('the web UI, as tina and dev use it', { timeout: 15 * 60_000 }, () => {
     );
     assert.ok(!(await page.getByRole('dialog').isVisible()), 'the dialog closed');
     await assertText(byTestId('runs-production'), 'by tina');
+    await assertText(byTestId('access-production'), "You don't have the Transport permission here");
     await screenshot('dev-refused-on-production');
   });
 

@@ -173,5 +173,6 @@ export function readQr(pngPath) {
   } catch {
     return null;
   }
-  return execFileSync('zbarimg', ['--quiet', '--raw', pngPath], { encoding: 'utf8' }).trim();
+  // zbarimg's stderr only complains that there is no D-Bus here.
+  return execFileSync('zbarimg', ['--quiet', '--raw', pngPath], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
 }

@@ -435,7 +435,7 @@ function envCard(env, access) {
 
   return h('article', { class: `env env-${name}`, 'data-testid': `env-${name}` },
     h('header', {},
-      h('h3', {}, title(name), locked ? padlockIcon(`Acting on ${name}`) : null),
+      h('h3', {}, locked ? padlockIcon(`Acting on ${name}`) : null, title(name)),
       h('span', { class: 'node muted', 'data-testid': `node-${name}`, title: 'Node' }, env.node_name)),
     runs, hint, detailsButton, details);
 }
@@ -445,15 +445,17 @@ function packagesTable(packages, current) {
   const runsOn = (pkg) => ENVIRONMENTS.filter((e) => current[e] && current[e].package_id === pkg.id);
   return h('table', { class: 'packages', 'data-testid': 'packages' },
     h('thead', {}, h('tr', {},
-      ...['Version', 'File', 'Size', 'SHA-256', 'Uploaded', 'Runs on', 'Actions'].map((c) => h('th', { scope: 'col' }, c)))),
+      ...['Version', 'Package', 'Runs on', 'Actions'].map((c) => h('th', { scope: 'col' }, c)))),
     h('tbody', {}, packages.map((pkg) => h('tr', { 'data-testid': `package-${pkg.version}` },
       h('td', {}, h('strong', {}, pkg.version)),
-      h('td', {}, pkg.file_name),
-      h('td', { class: 'num' }, bytes(pkg.size)),
-      h('td', {}, h('code', { title: pkg.sha256 }, `${pkg.sha256.slice(0, 12)}…`)),
-      h('td', {}, `${pkg.uploaded_by}, ${clock(pkg.uploaded_at)}`),
-      h('td', {}, runsOn(pkg).map((e) => h('span', { class: `badge env-${e}` }, e))),
-      h('td', { class: 'actions' }, packageActions(pkg))))));
+      h('td', {},
+        h('div', {}, pkg.file_name),
+        h('div', { class: 'muted small' },
+          `${bytes(pkg.size)} · `,
+          h('code', { title: `SHA-256 ${pkg.sha256}` }, pkg.sha256.slice(0, 12)),
+          ` · uploaded by ${pkg.uploaded_by}, ${clock(pkg.uploaded_at)}`)),
+      h('td', {}, h('div', { class: 'badges' }, runsOn(pkg).map((e) => h('span', { class: `badge env-${e}` }, e)))),
+      h('td', {}, h('div', { class: 'actions' }, packageActions(pkg)))))));
 }
 
 function packageActions(pkg) {
@@ -481,6 +483,7 @@ function packageActions(pkg) {
       if (res.cancelled) return;
       if (!res.ok) {
         flash('error', describe(res, { ...m, what }));
+        await drawDeploy();
         return;
       }
       await refreshMe();
@@ -643,7 +646,7 @@ function permissionGrid(env, users, held) {
 
   return h('section', { class: 'grid', 'data-testid': `permissions-${env}`, 'aria-label': `${title(env)} permissions` },
     h('table', {},
-      h('caption', {}, title(env), isPadlocked('change_node_permissions', env) ? padlockIcon(`Changing ${env} permissions`) : null),
+      h('caption', {}, isPadlocked('change_node_permissions', env) ? padlockIcon(`Changing ${env} permissions`) : null, title(env)),
       h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Member'),
         PERMISSIONS.map((p) => h('th', { scope: 'col' }, title(p))))),
       h('tbody', {}, rows)),
@@ -727,7 +730,7 @@ async function startTwoFactor() {
 
 function setBody(step, ...children) {
   $('#twofa-dialog').dataset.state = step;
-  $('#twofa-body').replaceChildren(...children);
+  $('#twofa-body').replaceChildren(...children.filter(Boolean));
 }
 
 function dialogError(text) {
