@@ -155,7 +155,7 @@ after(async () => {
   if (browser) await browser.close();
   if (up) {
     const exit = await up.stop();
-    assert.ok(exit && !exit.killed, `padlock up stopped on SIGTERM (${JSON.stringify(exit)})`);
+    assert.ok(exit && exit.code === 0 && !exit.killed, `padlock up stops cleanly on SIGTERM (${JSON.stringify(exit)})`);
   }
 });
 
