@@ -158,6 +158,9 @@ pub struct SmsArgs {
 pub enum Command {
     /// Serve gRPC (the default).
     Serve,
+    /// Apply pending database migrations and exit (run once before rolling
+    /// out replicas; serving also migrates, idempotently).
+    Migrate,
     /// Provision users (there is no self sign-up).
     #[command(subcommand)]
     Users(UsersCommand),

@@ -85,6 +85,21 @@ pub async fn open(options: Options, clock: SharedClock) -> anyhow::Result<App> {
     App::new(store, clock, options.settings, keys, data_keys, sms).await
 }
 
+/// Applies pending migrations to the configured database, and nothing else.
+pub async fn migrate(options: &Options) -> anyhow::Result<()> {
+    ensure_private_dir(&options.data_dir)?;
+    let url = options
+        .database_url
+        .as_ref()
+        .map(|u| u.expose().clone())
+        .unwrap_or_else(|| app::default_database_url(&options.data_dir));
+    store::Store::connect(&url)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot migrate the database: {e}"))?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
 /// Serves every auth gRPC service, plus health and reflection, on
 /// `listener` until `shutdown` resolves.
 pub async fn serve(

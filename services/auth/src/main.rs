@@ -54,6 +54,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             add_user(options, username, roles).await
         }
         Command::Keys(KeysCommand::Rotate) => rotate_keys(&options),
+        Command::Migrate => padlock_auth::migrate(&options).await,
     }
 }
 

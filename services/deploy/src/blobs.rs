@@ -216,10 +216,19 @@ impl BlobStore {
 }
 
 /// Removes every entry in `dir`, returning how many there were.
+/// Leftovers older than this are from a crashed run; younger ones may be
+/// uploads in progress in another replica sharing the directory.
+pub const STALE_UPLOAD: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+
+/// Removes entries of `dir` last modified more than [`STALE_UPLOAD`] ago.
 fn sweep(dir: &Path) -> io::Result<usize> {
     let mut count = 0;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
+        let age = entry.metadata()?.modified()?.elapsed().unwrap_or_default();
+        if age < STALE_UPLOAD {
+            continue;
+        }
         if entry.file_type()?.is_dir() {
             std::fs::remove_dir_all(entry.path())?;
         } else {
@@ -656,14 +665,28 @@ mod tests {
         let mut kept = store.begin(100, &digest).await.unwrap();
         kept.write(&data).await.unwrap();
         kept.finish().await.unwrap();
-        // A crash leaves a temporary file (and, say, a stray directory).
-        std::fs::write(dir.path().join("tmp/crashed.part"), b"half").unwrap();
+        // A crash long ago left a temporary file (and, say, a stray
+        // directory); another replica's upload is in progress right now.
+        let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+        let crashed = dir.path().join("tmp/crashed.part");
+        std::fs::write(&crashed, b"half").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&crashed)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
         std::fs::create_dir(dir.path().join("tmp/stray")).unwrap();
         std::fs::write(dir.path().join("tmp/stray/inner"), b"x").unwrap();
+        std::fs::File::open(dir.path().join("tmp/stray"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        std::fs::write(dir.path().join("tmp/in-progress.part"), b"fresh").unwrap();
 
         let reopened = BlobStore::open(dir.path(), MAX).unwrap();
 
-        assert_eq!(tmp_entries(dir.path()), 0);
+        assert_eq!(tmp_entries(dir.path()), 1, "only the fresh upload is left");
         assert!(reopened.contains(&digest).await, "stored blobs are kept");
     }
 

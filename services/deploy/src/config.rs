@@ -16,6 +16,17 @@ pub struct Cli {
     pub common: CommonArgs,
     #[command(flatten)]
     pub deploy: DeployArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Serve gRPC (the default).
+    Serve,
+    /// Apply pending database migrations and exit (run once before rolling
+    /// out replicas; serving also migrates, idempotently).
+    Migrate,
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -61,16 +61,7 @@ pub async fn open(
     jwks: Arc<dyn keys::JwksSource>,
 ) -> anyhow::Result<App> {
     ensure_private_dir(&options.data_dir)?;
-    let url = options
-        .database_url
-        .as_ref()
-        .map(|u| u.expose().clone())
-        .unwrap_or_else(|| {
-            format!(
-                "sqlite://{}?mode=rwc",
-                options.data_dir.join("deploy.db").display()
-            )
-        });
+    let url = database_url(&options);
     let store = store::Store::connect(&url)
         .await
         .map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))?;
@@ -80,6 +71,31 @@ pub async fn open(
     )?;
     let keys = keys::KeyCache::new(jwks, options.issuer, options.audience, clock.clone());
     Ok(App::new(store, clock, keys, options.policy, blobs))
+}
+
+/// The database URL `options` name: the configured one or SQLite in the
+/// data directory.
+fn database_url(options: &Options) -> String {
+    options
+        .database_url
+        .as_ref()
+        .map(|u| u.expose().clone())
+        .unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                options.data_dir.join("deploy.db").display()
+            )
+        })
+}
+
+/// Applies pending migrations to the configured database, and nothing else.
+pub async fn migrate(options: &Options) -> anyhow::Result<()> {
+    ensure_private_dir(&options.data_dir)?;
+    store::Store::connect(&database_url(options))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot migrate the database: {e}"))?;
+    tracing::info!("migrations applied");
+    Ok(())
 }
 
 /// Serves every deploy gRPC service, plus health and reflection, on

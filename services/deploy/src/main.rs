@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use padlock_deploy::Options;
-use padlock_deploy::config::Cli;
+use padlock_deploy::config::{Cli, Command};
 use padlock_deploy::keys::GrpcJwksSource;
 use padlock_deploy::policy::{Policy, parse_max_age_override};
 use padlock_runtime::{server, telemetry};
@@ -43,6 +43,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         policy,
         max_package_bytes: cli.deploy.max_package_bytes,
     };
+    if matches!(cli.command, Some(Command::Migrate)) {
+        return padlock_deploy::migrate(&options).await;
+    }
     let jwks = GrpcJwksSource::connect_lazy(cli.deploy.auth_url.clone())
         .map_err(|e| anyhow::anyhow!("--auth-url: {e}"))?;
     let app = padlock_deploy::open(options, clock, Arc::new(jwks)).await?;
