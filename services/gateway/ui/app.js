@@ -10,13 +10,6 @@
 
 const ENVIRONMENTS = ['test', 'acceptance', 'production'];
 const PERMISSIONS = ['transport', 'operate', 'backups', 'logs'];
-const ACTION_LABELS = {
-  deploy_package: 'Deploy',
-  transport_package: 'Transport',
-  get_node_details: 'Node details',
-  download_backup: 'Download backup',
-  change_node_permissions: 'Change node permissions',
-};
 
 const title = (word) => word ? word[0].toUpperCase() + word.slice(1) : '';
 
@@ -389,7 +382,7 @@ async function drawDeploy() {
 
 function envCard(env, access) {
   const name = env.environment;
-  const locked = ENVIRONMENTS.includes(name) && Object.keys(ACTION_LABELS).some((a) => isPadlocked(a, name));
+  const locked = state.policy.some((r) => r.environment === name && r.padlock);
   const cur = env.current;
   const runs = cur
     ? h('p', { class: 'runs', 'data-testid': `runs-${name}` },
