@@ -226,6 +226,10 @@ describe('the web UI, as tina and dev use it', { timeout: 15 * 60_000 }, () => {
     await assertText(byTestId('runs-production'), '1.0.0');
     await assertText(byTestId('mfa-status'), /2FA valid until/);
     await screenshot('tina-transported-to-production');
+    // Reading production's node details carries a padlock too: no dialog now.
+    await byTestId('node-details-button-production').click();
+    await assertText(byTestId('node-details-production'), 'URL');
+    await waitForMessage(/Node details of production/);
   });
 
   step('tina uploads shop-1.1.0.mda and deploys it to test', async () => {
@@ -314,6 +318,16 @@ describe('the web UI, as tina and dev use it', { timeout: 15 * 60_000 }, () => {
     await byTestId('perm-production-dev-logs').waitFor();
     assert.ok(await byTestId('perm-production-dev-logs').isChecked(), 'the grant is kept');
     assert.ok(!(await byTestId('perm-production-dev-transport').isChecked()));
+
+    // A revocation, and the grant back, on test (no padlock there).
+    await byTestId('perm-test-dev-transport').uncheck();
+    await byTestId('save-permissions-test').click();
+    await waitForMessage(/Saved test permissions: dev loses Transport/);
+    assert.ok(!(await byTestId('perm-test-dev-transport').isChecked()));
+    await byTestId('perm-test-dev-transport').check();
+    await byTestId('save-permissions-test').click();
+    await waitForMessage(/Saved test permissions: dev gets Transport/);
+    assert.ok(await byTestId('perm-test-dev-transport').isChecked());
   });
 
   step('tina signs out', async () => {
