@@ -157,6 +157,8 @@ e2e_tests() {
 }
 
 # apt-get install the Debian packages that are missing; apt-get update first.
+# (Steps run in an `||` context, where set -e does not apply: return codes
+# are checked by hand.)
 apt_install() {
   local missing=() p
   for p in "$@"; do
@@ -172,21 +174,22 @@ apt_install() {
   local sudo=()
   [ "$(id -u)" -eq 0 ] || sudo=(sudo)
   echo "installing Debian packages: ${missing[*]}"
-  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" apt-get update -qq || return 1
   "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 # The browser test's needs: Debian's Chromium (playwright cannot download
 # browsers here) and playwright-core at the version package-lock.json pins.
 install_browser() {
-  apt_install chromium
+  apt_install chromium || return 1
   command -v node >/dev/null || { echo "no node on PATH: the browser test needs Node.js 20" >&2; return 1; }
   if [ "${PADLOCK_SKIP_INSTALL:-}" = 1 ]; then
     [ -d tests/browser/node_modules/playwright-core ] \
       || { echo "tests/browser/node_modules is missing: run npm ci there" >&2; return 1; }
   else
-    (cd tests/browser && npm ci --no-audit --no-fund)
+    (cd tests/browser && npm ci --no-audit --no-fund) || return 1
   fi
+  [ -x /usr/bin/chromium ] || [ -n "${PADLOCK_CHROMIUM:-}" ] || { echo "no /usr/bin/chromium" >&2; return 1; }
   echo "browser: $(chromium --version 2>/dev/null), node $(node --version)," \
     "playwright-core $(node -p 'require("./tests/browser/node_modules/playwright-core/package.json").version')"
 }
