@@ -500,6 +500,28 @@ class DeployServer(Service):
         super()._start(["--auth-url", f"http://{self.auth.addr}", *args])
 
 
+class GatewayServer(Service):
+    """A running `padlock-gateway --listen 127.0.0.1:0 --data-dir DIR
+    --auth-url http://AUTH --deploy-url http://DEPLOY ARGS...`. It keeps no
+    state; restart it after restarting auth or deploy (they come back on
+    another port) and it points at their new addresses."""
+
+    name = "padlock-gateway"
+
+    def __init__(self, workdir: Path, auth: AuthServer, deploy: DeployServer, args: Iterable[str] = ()):
+        self.auth = auth
+        self.deploy = deploy
+        super().__init__(workdir, args)
+
+    def _start(self, args: list[str]):
+        super()._start(["--auth-url", f"http://{self.auth.addr}",
+                        "--deploy-url", f"http://{self.deploy.addr}", *args])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.addr}"
+
+
 _SERVERS: list[Service] = []
 
 
@@ -544,6 +566,12 @@ def deploy_server(tmp_path_factory, server: AuthServer) -> DeployServer:
 def deploy(deploy_server: DeployServer) -> Grpcurl:
     """grpcurl against padlock-deploy, following it across restarts."""
     return Grpcurl(lambda: deploy_server.addr)
+
+
+@pytest.fixture(scope="module")
+def gateway_server(tmp_path_factory, server: AuthServer, deploy_server: DeployServer) -> GatewayServer:
+    """padlock-gateway in front of this module's padlock-auth and padlock-deploy."""
+    yield from watched(GatewayServer(tmp_path_factory.mktemp("padlock-gateway"), server, deploy_server))
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -1,1 +1,30 @@
-fn main() {}
+//! `padlock-gateway`: serve the web UI and its HTTP/JSON API.
+
+use clap::Parser;
+use padlock_gateway::Gateway;
+use padlock_gateway::config::{Cli, DEFAULT_LISTEN};
+use padlock_runtime::{server, telemetry};
+
+const SERVICE: &str = "padlock-gateway";
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.common.log_format);
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{SERVICE}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let gateway = Gateway::new(&cli.gateway)?;
+    let listener = server::bind(cli.common.listen_or(DEFAULT_LISTEN)).await?;
+    let addr = listener.local_addr()?;
+    let shutdown = server::shutdown_signal();
+    server::announce(SERVICE, addr);
+    padlock_gateway::serve(gateway, listener, shutdown).await
+}
