@@ -18,8 +18,10 @@ standard one will not send `Secure` cookies over plain http):
 - every row of the status mapping with real calls: 400 with fields, 401
   MFA_REQUIRED / MFA_EXPIRED with the RFC 9470 challenge, 401 invalid_token,
   403, 404, 409, 413, 429 with Retry-After, 503 from /readyz;
-- tina enrolls TOTP (oathtool, the QR read back with zbarimg) and then
-  transports to production; mia locks her factor with five wrong codes;
+- tina enrolls TOTP (oathtool, the QR read back with zbarimg), transports
+  to production and steps up again; sara enrolls her phone against the
+  fake Twilio of test_sms_enrollment.py; mia locks her factor with five
+  wrong codes;
 - the clocks move past the access token's lifetime (`--clock-offset-secs`,
   restarts, no sleeping) and the gateway refreshes it transparently;
 - no token, code or password is in any URL or in the three services' logs.
@@ -58,6 +60,7 @@ from conftest import (
     totp_code,
     watched,
 )
+from test_sms_enrollment import FakeTwilio, Sent
 
 EIGHT_HOURS = 8 * 60 * 60
 STEP = 30
@@ -72,6 +75,7 @@ INVALID_TOKEN_CHALLENGE = 'Bearer error="invalid_token"'
 # More than the access token's 600 s lifetime plus the verifiers' 60 s leeway.
 CLOCK_JUMP_S = 700
 PHONE = "+31612345678"
+SARA_PHONE = "+31687654321"
 
 # Every URL requested and every cookie value the gateway set, for the
 # final check that no token travelled in a URL or reached a log.
@@ -306,6 +310,19 @@ def enroll_totp(person: Person) -> tuple[Msg, Reply]:
 
 
 @pytest.fixture(scope="module")
+def twilio() -> FakeTwilio:
+    fake = FakeTwilio()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, twilio: FakeTwilio) -> AuthServer:
+    """padlock-auth texting through the fake Twilio."""
+    yield from watched(AuthServer(tmp_path_factory.mktemp("padlock-auth"), twilio.flags()))
+
+
+@pytest.fixture(scope="module")
 def gateway_server(tmp_path_factory, server: AuthServer, deploy_server: DeployServer) -> GatewayServer:
     """This module's gateway takes at most 1 MiB per upload."""
     yield from watched(GatewayServer(tmp_path_factory.mktemp("padlock-gateway"), server, deploy_server,
@@ -321,7 +338,7 @@ def anonymous(gateway_server: GatewayServer) -> Browser:
 def people(server: AuthServer) -> dict[str, Person]:
     """Provisioned with the CLI, as an operator would."""
     out = {}
-    for username, roles in (("olga", ["operator"]), ("tina", []), ("dev", []), ("mia", [])):
+    for username, roles in (("olga", ["operator"]), ("tina", []), ("dev", []), ("mia", []), ("sara", [])):
         password = secret(secrets.token_urlsafe(18))
         role_args = [a for r in roles for a in ("--role", r)]
         added = server.cli("users", "add", "--username", username, *role_args, stdin=password + "\n")
@@ -344,6 +361,11 @@ def dev(gateway_server, people) -> Person:
 @pytest.fixture(scope="module")
 def mia(gateway_server, people) -> Person:
     return sign_in(gateway_server, people["mia"])
+
+
+@pytest.fixture(scope="module")
+def sara(gateway_server, people) -> Person:
+    return sign_in(gateway_server, people["sara"])
 
 
 @pytest.fixture(scope="module")
@@ -690,6 +712,54 @@ def test_with_totp_tina_transports_to_production(shop: Msg, package_id: str, on_
     assert (node["app_id"], node["environment"], node["package_version"]) == (shop["id"], "production", "1.0.0")
 
 
+def test_tina_steps_up_again_with_the_next_code(tina: Person, tina_stepped_up):
+    _, confirmed = tina_stepped_up
+    mfa_at = tina.browser.access_claims["mfa_at"]
+    wrong = a_wrong_code(tina.totp_secret)
+    reply = tina.browser.post("/api/v1/me/factor/verification", {"code": wrong})
+    assert expect(reply, 401, "CODE_INVALID")["attempts_left"] == 4
+    assert reply.header("WWW-Authenticate") == INVALID_TOKEN_CHALLENGE
+    used = totp_code(tina.totp_secret, tina.last_code_at)
+    expect(tina.browser.post("/api/v1/me/factor/verification", {"code": used}), 401, "CODE_REUSED")
+
+    reply = tina.browser.post("/api/v1/me/factor/verification", {"code": next_code(tina)})
+    body = expect(reply, 200)
+    assert body["method"] == "totp" and set(body) == {"mfa_at", "mfa_expires_at", "method"}
+    new_mfa_at = int(parse_timestamp(body["mfa_at"]))
+    assert new_mfa_at >= mfa_at
+    assert reply.set_cookies["padlock_access"].value.encode() not in reply.body
+    assert tina.browser.access_claims["mfa_at"] == new_mfa_at
+    assert expect(tina.browser.get("/api/v1/me"), 200)["factor"]["attempts_left"] == 5, \
+        "a right code did not reset the count of wrong ones"
+
+
+def test_sara_enrolls_her_phone_and_a_resend_is_429(sara: Person, twilio: FakeTwilio):
+    with Sent(twilio) as sent:
+        reply = sara.browser.post("/api/v1/me/factor/sms", {"phone_number": SARA_PHONE})
+    started = expect(reply, 200)
+    assert len(sent.messages) == 1 and sent.messages[0].to == SARA_PHONE
+    assert set(started) == {"enrollment_id", "masked_phone_number", "code_expires_at", "resend_allowed_at"}
+    assert SARA_PHONE not in started["masked_phone_number"] and started["masked_phone_number"].endswith("21")
+    assert abs(parse_timestamp(started["code_expires_at"]) - now() - 300) <= 60
+    me = expect(sara.browser.get("/api/v1/me"), 200)
+    assert (me["factor"]["method"], me["factor"]["state"]) == ("sms", "pending")
+
+    code = sent.messages[0].code
+    reply = sara.browser.post("/api/v1/me/factor/confirmation",
+                              {"enrollment_id": started["enrollment_id"], "code": code})
+    assert expect(reply, 200)["method"] == "sms"
+    assert sara.browser.access_claims["mfa_method"] == "sms"
+    assert code.encode() not in reply.body
+
+    with Sent(twilio) as sent:
+        reply = sara.browser.post("/api/v1/me/factor/sms/code")
+    body = expect(reply, 429, "SMS_RESEND_TOO_SOON")
+    assert sent.requests == [], "a refused resend reached Twilio"
+    retry_after = int(reply.header("Retry-After"))
+    assert 1 <= retry_after <= 30 and body["retry_after"] == retry_after
+    expect(sara.browser.post("/api/v1/me/factor/totp"), 409, "FACTOR_LOCKED")
+
+
 def test_a_second_enrollment_is_409_factor_locked(tina: Person, tina_stepped_up):
     expect(tina.browser.post("/api/v1/me/factor/totp"), 409, "FACTOR_LOCKED")
     expect(tina.browser.post("/api/v1/me/factor/sms", {"phone_number": PHONE}), 409, "FACTOR_LOCKED")
@@ -835,8 +905,8 @@ def test_readyz_is_503_while_deploy_is_stopped(anonymous: Browser, deploy_server
 
 
 def test_an_expired_access_token_is_refreshed_transparently(
-        server: AuthServer, deploy_server: DeployServer, gateway_server: GatewayServer, shop: Msg,
-        tina: Person, dev: Person, tina_stepped_up):
+        server: AuthServer, twilio: FakeTwilio, deploy_server: DeployServer, gateway_server: GatewayServer,
+        shop: Msg, tina: Person, dev: Person, tina_stepped_up):
     """auth and deploy restart with their clocks 700 s ahead, past the
     cookies' access tokens (600 s, 60 s leeway): the gateway refreshes each
     once with the session cookie, sets the new cookie and retries. deploy
@@ -845,7 +915,7 @@ def test_an_expired_access_token_is_refreshed_transparently(
     old = tina.browser.jar["padlock_access"]
     claims_before = tina.browser.access_claims
     offset = str(CLOCK_JUMP_S)
-    server.restart("--clock-offset-secs", offset)
+    server.restart(*twilio.flags(), "--clock-offset-secs", offset)
     deploy_server.restart("--clock-offset-secs", offset, "--max-age", "get_node_details=600")
     gateway_server.restart("--max-upload-bytes", str(MAX_UPLOAD))
     try:
@@ -876,7 +946,7 @@ def test_an_expired_access_token_is_refreshed_transparently(
         assert (body["max_age"], body["action"], body["environment"]) == (600, "get_node_details", "production")
         assert reply.set_cookies["padlock_access"].value not in ("", old_dev)
     finally:
-        server.restart()
+        server.restart(*twilio.flags())
         deploy_server.restart()
         gateway_server.restart("--max-upload-bytes", str(MAX_UPLOAD))
     # Back in the present the new tokens were issued "in the future"; the
@@ -890,7 +960,7 @@ def test_no_token_code_or_password_in_any_url_or_log(server: AuthServer, deploy_
     assert len(COOKIE_VALUES) >= 6, "the module saw fewer tokens than it set up"
     needles = set(COOKIE_VALUES) | {p.password for p in people.values()}
     needles |= {p.totp_secret for p in people.values() if p.totp_secret}
-    needles.add(PHONE)
+    needles |= {PHONE, SARA_PHONE}
     for url in URLS:
         leaked = [n for n in needles if n in url]
         assert not leaked, redact(f"a secret in the URL {url}")
