@@ -909,7 +909,8 @@ def test_an_expired_access_token_is_refreshed_transparently(
         shop: Msg, tina: Person, dev: Person, tina_stepped_up):
     """auth and deploy restart with their clocks 700 s ahead, past the
     cookies' access tokens (600 s, 60 s leeway): the gateway refreshes each
-    once with the session cookie, sets the new cookie and retries. deploy
+    once with the session cookie, sets the new cookie and retries (an
+    upload too, streaming its buffered body again). deploy
     also shortens get_node_details' window to 600 s, so a refreshed call
     can still be refused: with MFA_EXPIRED and the new cookie."""
     old = tina.browser.jar["padlock_access"]
@@ -919,9 +920,13 @@ def test_an_expired_access_token_is_refreshed_transparently(
     deploy_server.restart("--clock-offset-secs", offset, "--max-age", "get_node_details=600")
     gateway_server.restart("--max-upload-bytes", str(MAX_UPLOAD))
     try:
-        reply = tina.browser.get("/api/v1/apps")
-        apps = expect(reply, 200)["apps"]
-        assert [a["id"] for a in apps] == [shop["id"]]
+        # The first call after the jump is an upload: deploy refuses the old
+        # token only after the gateway has read the body, so the retry
+        # streams the buffered package a second time.
+        sent = upload(tina, shop["id"], "2.0.0", secrets.token_bytes(CHUNK + 99))
+        reply = sent.reply
+        body = expect(reply, 201)
+        assert (body["size"], body["sha256"], body["uploaded_by"]) == (CHUNK + 99, sent.sha256, "tina")
         fresh = reply.set_cookies.get("padlock_access")
         assert fresh is not None and fresh.value != old, "no new access cookie after the token expired"
         for attr, value in COOKIE_ATTRIBUTES.items():
@@ -933,7 +938,7 @@ def test_an_expired_access_token_is_refreshed_transparently(
         assert "padlock_session" not in reply.set_cookies
 
         reply = tina.browser.get("/api/v1/apps")
-        expect(reply, 200)
+        assert [a["id"] for a in expect(reply, 200)["apps"]] == [shop["id"]]
         assert not reply.all("Set-Cookie"), "a fresh token was refreshed again"
 
         # Refreshed, retried, and refused: the 401 still carries the new cookie.
