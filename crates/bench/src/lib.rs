@@ -1,0 +1,15 @@
+//! padlock-bench: loads padlock's services over gRPC, as any client would
+//! (the generated clients of padlock-proto, never a service's code), and
+//! measures each RPC beside the `grpc.health.v1.Health/Check` floor of the
+//! same server in the same run. Also the RFC 6238 code path the load tool
+//! uses as its authenticator, shared with the criterion micro-benchmarks.
+
+pub mod cli;
+pub mod clock;
+pub mod grpc;
+pub mod load;
+pub mod report;
+pub mod scenario;
+pub mod setup;
+pub mod steps;
+pub mod totp;

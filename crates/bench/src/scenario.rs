@@ -1,0 +1,670 @@
+//! The workloads and the runs that set them up: each subcommand provisions
+//! what it needs, then measures the health floor and its RPC on the same
+//! connections to the same server, one after the other.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use padlock_proto::auth::v1::session_service_client::SessionServiceClient;
+use padlock_proto::auth::v1::two_factor_service_client::TwoFactorServiceClient;
+use padlock_proto::auth::v1::{RefreshRequest, SignInRequest, VerifyRequest};
+use padlock_proto::deploy::v1::app_service_client::AppServiceClient;
+use padlock_proto::deploy::v1::permission_service_client::PermissionServiceClient;
+use padlock_proto::deploy::v1::policy_service_client::PolicyServiceClient;
+use padlock_proto::deploy::v1::{
+    Action, AddTeamMemberRequest, CheckAccessRequest, CreateAppRequest, Environment,
+    GrantNodePermissionsRequest, NodePermission, TeamRole,
+};
+use tonic::metadata::AsciiMetadataValue;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::cli::{LoadArgs, SupportArgs};
+use crate::grpc::{authed, bearer, connect, endpoint, failure_key, rpc_error};
+use crate::load::{self, Attempt, LoadShape, Measurement, Workload};
+use crate::report::{Phase, Report};
+use crate::setup::Provisioner;
+use crate::{clock, steps, totp};
+
+/// The reason CheckAccess gives a token without `mfa_at`.
+pub const MFA_REQUIRED: &str = "MFA_REQUIRED";
+/// How long a worker with no unused TOTP code waits before looking again.
+const MAX_CODE_WAIT: Duration = Duration::from_millis(250);
+
+const HEALTH_RPC: &str = "grpc.health.v1.Health/Check";
+
+fn next(counter: &AtomicUsize, len: usize) -> usize {
+    counter.fetch_add(1, Ordering::Relaxed) % len.max(1)
+}
+
+// ---------------------------------------------------------------- workloads
+
+/// `grpc.health.v1.Health/Check` for the whole server (service "").
+#[derive(Debug, Default)]
+pub struct HealthCheck;
+
+impl Workload for HealthCheck {
+    type Client = HealthClient<Channel>;
+
+    fn client(&self, channel: Channel) -> Self::Client {
+        HealthClient::new(channel)
+    }
+
+    async fn call(&self, client: &mut Self::Client) -> Attempt {
+        let reply = client
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await;
+        Attempt::Done(match reply {
+            Ok(r) if r.get_ref().status == ServingStatus::Serving as i32 => Ok(()),
+            Ok(r) => Err(format!("unexpected: status {}", r.get_ref().status)),
+            Err(status) => Err(failure_key(&status)),
+        })
+    }
+}
+
+/// CheckAccess(transport, app, production), tokens round-robin.
+#[derive(Debug)]
+pub struct CheckAccess {
+    pub tokens: Vec<AsciiMetadataValue>,
+    pub app_id: String,
+    /// `None`: every answer must be `allowed`; `Some(reason)`: every answer
+    /// must be a refusal with this reason.
+    pub expect_refusal: Option<&'static str>,
+    pub next: AtomicUsize,
+}
+
+impl Workload for CheckAccess {
+    type Client = PolicyServiceClient<Channel>;
+
+    fn client(&self, channel: Channel) -> Self::Client {
+        PolicyServiceClient::new(channel)
+    }
+
+    async fn call(&self, client: &mut Self::Client) -> Attempt {
+        let token = &self.tokens[next(&self.next, self.tokens.len())];
+        let request = authed(
+            CheckAccessRequest {
+                action: Action::TransportPackage.into(),
+                app_id: self.app_id.clone(),
+                environment: Environment::Production.into(),
+            },
+            token,
+        );
+        Attempt::Done(match client.check_access(request).await {
+            Err(status) => Err(failure_key(&status)),
+            Ok(reply) => {
+                let reply = reply.into_inner();
+                match (self.expect_refusal, reply.allowed) {
+                    (None, true) => Ok(()),
+                    (Some(reason), false) if reply.reason == reason => Ok(()),
+                    (_, true) => Err("unexpected: allowed".into()),
+                    (_, false) => Err(format!("unexpected: refused {}", reply.reason)),
+                }
+            }
+        })
+    }
+}
+
+/// A user the Verify workload holds: its token, secret and last step.
+#[derive(Clone)]
+pub struct VerifyUser {
+    pub bearer: AsciiMetadataValue,
+    pub secret: Vec<u8>,
+    pub last_step: u64,
+}
+
+impl std::fmt::Debug for VerifyUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyUser")
+            .field("last_step", &self.last_step)
+            .finish_non_exhaustive()
+    }
+}
+
+/// TwoFactorService.Verify with a fresh code each time. A user is taken out
+/// of the queue while its request is in flight, so two codes of one user
+/// never race (the later step would make the earlier one a reuse).
+#[derive(Debug)]
+pub struct Verify {
+    pub users: Mutex<VecDeque<VerifyUser>>,
+}
+
+impl Verify {
+    fn take(&self) -> Option<VerifyUser> {
+        self.users.lock().ok()?.pop_front()
+    }
+
+    fn give_back(&self, user: VerifyUser) {
+        if let Ok(mut users) = self.users.lock() {
+            users.push_back(user);
+        }
+    }
+}
+
+impl Workload for Verify {
+    type Client = TwoFactorServiceClient<Channel>;
+
+    fn client(&self, channel: Channel) -> Self::Client {
+        TwoFactorServiceClient::new(channel)
+    }
+
+    async fn call(&self, client: &mut Self::Client) -> Attempt {
+        let Some(mut user) = self.take() else {
+            return Attempt::Wait(Duration::from_millis(1));
+        };
+        let step = match steps::next_step(Some(user.last_step), clock::unix_now()) {
+            Ok(step) => step,
+            Err(wait) => {
+                self.give_back(user);
+                return Attempt::Wait(wait.min(MAX_CODE_WAIT));
+            }
+        };
+        let request = authed(
+            VerifyRequest {
+                code: totp::code(&user.secret, step),
+            },
+            &user.bearer,
+        );
+        // Never present this step again, whatever the answer.
+        user.last_step = step;
+        let outcome = match client.verify(request).await {
+            Ok(reply) => match bearer(&reply.into_inner().access_token) {
+                // Each step-up returns a new token; keeping it keeps the
+                // user's token fresh through long runs.
+                Ok(token) => {
+                    user.bearer = token;
+                    Ok(())
+                }
+                Err(_) => Err("unexpected: unusable access token".into()),
+            },
+            Err(status) => Err(failure_key(&status)),
+        };
+        self.give_back(user);
+        Attempt::Done(outcome)
+    }
+}
+
+/// SessionService.SignIn, users round-robin.
+#[derive(Debug)]
+pub struct SignIn {
+    pub usernames: Vec<String>,
+    pub password: String,
+    pub next: AtomicUsize,
+}
+
+impl Workload for SignIn {
+    type Client = SessionServiceClient<Channel>;
+
+    fn client(&self, channel: Channel) -> Self::Client {
+        SessionServiceClient::new(channel)
+    }
+
+    async fn call(&self, client: &mut Self::Client) -> Attempt {
+        let username = &self.usernames[next(&self.next, self.usernames.len())];
+        let request = SignInRequest {
+            username: username.clone(),
+            password: self.password.clone(),
+        };
+        Attempt::Done(
+            client
+                .sign_in(request)
+                .await
+                .map(drop)
+                .map_err(|s| failure_key(&s)),
+        )
+    }
+}
+
+/// SessionService.Refresh, sessions round-robin.
+#[derive(Debug)]
+pub struct Refresh {
+    pub session_tokens: Vec<String>,
+    pub next: AtomicUsize,
+}
+
+impl Workload for Refresh {
+    type Client = SessionServiceClient<Channel>;
+
+    fn client(&self, channel: Channel) -> Self::Client {
+        SessionServiceClient::new(channel)
+    }
+
+    async fn call(&self, client: &mut Self::Client) -> Attempt {
+        let token = &self.session_tokens[next(&self.next, self.session_tokens.len())];
+        let request = RefreshRequest {
+            session_token: token.clone(),
+        };
+        Attempt::Done(
+            client
+                .refresh(request)
+                .await
+                .map(drop)
+                .map_err(|s| failure_key(&s)),
+        )
+    }
+}
+
+// ---------------------------------------------------------------- runs
+
+/// A run in progress: the report it fills and how it loads servers.
+#[derive(Debug)]
+pub struct Run {
+    pub report: Report,
+    shape: LoadShape,
+    load: LoadArgs,
+    setup_started: Option<Instant>,
+}
+
+impl Run {
+    pub fn new(scenario: &str, load: &LoadArgs, default_concurrency: usize) -> Self {
+        let concurrency = load.concurrency.unwrap_or(default_concurrency).max(1);
+        let shape = LoadShape {
+            concurrency,
+            warmup: load.warmup,
+            duration: load.duration,
+        };
+        Self {
+            report: Report {
+                tool: format!("padlock-bench {}", env!("CARGO_PKG_VERSION")),
+                scenario: scenario.to_owned(),
+                started_at: clock::unix_now().as_secs(),
+                cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+                concurrency,
+                connections: load.connections.max(1),
+                warmup_s: load.warmup.as_secs_f64(),
+                duration_s: load.duration.as_secs_f64(),
+                setup_users: 0,
+                setup_s: 0.0,
+                phases: Vec::new(),
+                notes: Vec::new(),
+            },
+            shape,
+            load: load.clone(),
+            setup_started: None,
+        }
+    }
+
+    fn start_setup(&mut self) {
+        eprintln!("setup ...");
+        self.setup_started = Some(Instant::now());
+    }
+
+    fn end_setup(&mut self, users: usize) {
+        let secs = self
+            .setup_started
+            .map_or(0.0, |t| t.elapsed().as_secs_f64());
+        self.report.setup_users = users;
+        self.report.setup_s = secs;
+        eprintln!("setup: {users} users in {secs:.1} s");
+    }
+
+    /// Seconds a token must stay valid for: every phase of the run.
+    fn run_secs(&self) -> u64 {
+        let per_phase = self.shape.warmup + self.shape.duration;
+        (per_phase * 2).as_secs() + 1
+    }
+
+    fn note(&mut self, note: String) {
+        self.report.notes.push(note);
+    }
+
+    async fn connect(&self, addr: &str) -> anyhow::Result<Vec<Channel>> {
+        connect(addr, self.report.connections, self.load.timeout).await
+    }
+
+    async fn measure<W: Workload>(
+        &mut self,
+        name: &str,
+        server: &str,
+        rpc: &str,
+        workload: W,
+        channels: &[Channel],
+    ) -> anyhow::Result<Measurement> {
+        eprintln!(
+            "measuring {name} on {server}: {} concurrent, {:.1} s + {:.1} s warm-up ...",
+            self.shape.concurrency,
+            self.shape.duration.as_secs_f64(),
+            self.shape.warmup.as_secs_f64()
+        );
+        let m = load::run(Arc::new(workload), channels, self.shape).await?;
+        self.report
+            .phases
+            .push(Phase::new(name, server, rpc, rpc == HEALTH_RPC, &m));
+        Ok(m)
+    }
+
+    /// The health floor on `server`, unless `--no-floor`.
+    async fn floor(&mut self, server: &str, channels: &[Channel]) -> anyhow::Result<()> {
+        if self.load.no_floor {
+            return Ok(());
+        }
+        self.measure(
+            "floor Health/Check",
+            server,
+            HEALTH_RPC,
+            HealthCheck,
+            channels,
+        )
+        .await
+        .map(drop)
+    }
+
+    pub fn finish(mut self) -> Report {
+        self.report.compute_ratios();
+        self.report
+    }
+}
+
+/// `health`: the floor alone.
+pub async fn health(addr: &str, load: &LoadArgs) -> anyhow::Result<Report> {
+    let mut run = Run::new("health", load, 64);
+    let channels = run.connect(addr).await?;
+    run.measure(
+        "floor Health/Check",
+        addr,
+        HEALTH_RPC,
+        HealthCheck,
+        &channels,
+    )
+    .await?;
+    Ok(run.finish())
+}
+
+/// `check-access`: a Technical Contact (TOTP, stepped up) owns a new app;
+/// `users` users join it with DEPLOY and TRANSPORT on production; each signs
+/// in and (unless `refused`) steps up with TOTP. Then the floor and
+/// CheckAccess on deploy.
+pub async fn check_access(
+    auth: &str,
+    deploy: &str,
+    users: usize,
+    refused: bool,
+    support: &SupportArgs,
+    load: &LoadArgs,
+) -> anyhow::Result<Report> {
+    anyhow::ensure!(users > 0, "--users must be at least 1");
+    let scenario = if refused {
+        "check-access --refused"
+    } else {
+        "check-access"
+    };
+    let mut run = Run::new(scenario, load, 64);
+    run.start_setup();
+    let p = Provisioner::connect(
+        auth,
+        &support.support_username,
+        &support.support_password,
+        support.setup_concurrency,
+        load.timeout,
+    )
+    .await?;
+    let deploy_setup = endpoint(deploy, load.timeout)?
+        .connect()
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to deploy at {deploy}: {e}"))?;
+
+    let tc_name = format!("bench-{}-tc", p.run_id());
+    p.create_user(&tc_name, &[]).await?;
+    let tc = p.enroll_totp(p.sign_in(&tc_name).await?).await?;
+    let app = AppServiceClient::new(deploy_setup.clone())
+        .create_app(authed(
+            CreateAppRequest {
+                name: format!("bench {}", p.run_id()),
+                technical_contact: tc_name.clone(),
+            },
+            &p.support_bearer().await?,
+        ))
+        .await
+        .map_err(|s| rpc_error("CreateApp as the support user (needs role operator)", &s))?
+        .into_inner();
+
+    let mut sessions = if refused {
+        p.signed_in_users(users).await?
+    } else {
+        p.totp_users(users)
+            .await?
+            .into_iter()
+            .map(|u| u.session)
+            .collect()
+    };
+
+    // Granting on production is padlocked: the TC's session is stepped up,
+    // and a refresh (the user setup may have outlasted its access token)
+    // keeps its mfa_at.
+    let mut tc_session = tc.session;
+    p.refresh(&mut tc_session).await?;
+    let tc_bearer = &tc_session.bearer;
+    let app_id = &app.id;
+    p.parallel("members with TRANSPORT on production", users, |i| {
+        let channel = deploy_setup.clone();
+        let username = p.username(i);
+        async move {
+            AppServiceClient::new(channel.clone())
+                .add_team_member(authed(
+                    AddTeamMemberRequest {
+                        app_id: app_id.clone(),
+                        username: username.clone(),
+                        role: TeamRole::Deploy.into(),
+                    },
+                    tc_bearer,
+                ))
+                .await
+                .map_err(|s| rpc_error(&format!("AddTeamMember {username}"), &s))?;
+            PermissionServiceClient::new(channel)
+                .grant_node_permissions(authed(
+                    GrantNodePermissionsRequest {
+                        app_id: app_id.clone(),
+                        environment: Environment::Production.into(),
+                        username: username.clone(),
+                        permissions: vec![NodePermission::Transport.into()],
+                    },
+                    tc_bearer,
+                ))
+                .await
+                .map_err(|s| rpc_error(&format!("GrantNodePermissions {username}"), &s))?;
+            anyhow::Ok(())
+        }
+    })
+    .await?;
+    let refreshed = p
+        .keep_fresh_for(sessions.iter_mut(), run.run_secs())
+        .await?;
+    run.end_setup(users + 1);
+    if refreshed > 0 {
+        run.note(format!(
+            "{refreshed} access tokens were refreshed before measuring (the setup outlasted their lifetime)"
+        ));
+    }
+
+    let channels = run.connect(deploy).await?;
+    run.floor(deploy, &channels).await?;
+    let (name, expect_refusal) = if refused {
+        (
+            format!("CheckAccess refused ({users} users)"),
+            Some(MFA_REQUIRED),
+        )
+    } else {
+        (format!("CheckAccess allowed ({users} users)"), None)
+    };
+    let workload = CheckAccess {
+        tokens: sessions.into_iter().map(|s| s.bearer).collect(),
+        app_id: app.id.clone(),
+        expect_refusal,
+        next: AtomicUsize::new(0),
+    };
+    run.measure(
+        &name,
+        deploy,
+        "padlock.deploy.v1.PolicyService/CheckAccess",
+        workload,
+        &channels,
+    )
+    .await?;
+    Ok(run.finish())
+}
+
+/// `verify`: `users` users enroll TOTP, then the floor and Verify on auth.
+pub async fn verify(
+    auth: &str,
+    users: usize,
+    support: &SupportArgs,
+    load: &LoadArgs,
+) -> anyhow::Result<Report> {
+    anyhow::ensure!(users > 0, "--users must be at least 1");
+    let mut run = Run::new("verify", load, 32);
+    if run.shape.concurrency > users {
+        run.note(format!(
+            "concurrency lowered from {} to {users}: one request per user at a time",
+            run.shape.concurrency
+        ));
+        run.shape.concurrency = users;
+        run.report.concurrency = users;
+    }
+    run.start_setup();
+    let p = Provisioner::connect(
+        auth,
+        &support.support_username,
+        &support.support_password,
+        support.setup_concurrency,
+        load.timeout,
+    )
+    .await?;
+    let mut enrolled = p.totp_users(users).await?;
+    p.keep_fresh_for(enrolled.iter_mut().map(|u| &mut u.session), run.run_secs())
+        .await?;
+    run.end_setup(users);
+
+    let channels = run.connect(auth).await?;
+    run.floor(auth, &channels).await?;
+    let span = run.shape.warmup + run.shape.duration;
+    let budget = steps::budget(
+        enrolled.iter().map(|u| Some(u.last_step)),
+        clock::unix_now(),
+        span,
+    );
+    eprintln!(
+        "code budget: at most {budget} unused codes for {:.1} s ({:.0}/s)",
+        span.as_secs_f64(),
+        budget as f64 / span.as_secs_f64().max(0.001)
+    );
+    let workload = Verify {
+        users: Mutex::new(
+            enrolled
+                .into_iter()
+                .map(|u| VerifyUser {
+                    bearer: u.session.bearer,
+                    secret: u.secret,
+                    last_step: u.last_step,
+                })
+                .collect(),
+        ),
+    };
+    let m = run
+        .measure(
+            &format!("Verify TOTP ({users} users)"),
+            auth,
+            "padlock.auth.v1.TwoFactorService/Verify",
+            workload,
+            &channels,
+        )
+        .await?;
+    run.note(format!(
+        "at most {budget} unused codes existed for the {:.1} s of warm-up and measurement",
+        span.as_secs_f64()
+    ));
+    if m.waited > Duration::ZERO {
+        let worker_time = span.as_secs_f64() * run.shape.concurrency as f64;
+        run.note(format!(
+            "workers were idle {:.0}% of the time for want of unused codes: the throughput is \
+             capped by --users, not by the service (see BENCHMARKS.md: users >= rate x \
+             (warm-up + duration) / 2 for runs under 30 s)",
+            100.0 * m.waited.as_secs_f64() / worker_time.max(0.001)
+        ));
+    }
+    Ok(run.finish())
+}
+
+/// `sign-in`: `users` users, then the floor and SignIn on auth.
+pub async fn sign_in(
+    auth: &str,
+    users: usize,
+    support: &SupportArgs,
+    load: &LoadArgs,
+) -> anyhow::Result<Report> {
+    anyhow::ensure!(users > 0, "--users must be at least 1");
+    let mut run = Run::new("sign-in", load, 32);
+    run.start_setup();
+    let p = Provisioner::connect(
+        auth,
+        &support.support_username,
+        &support.support_password,
+        support.setup_concurrency,
+        load.timeout,
+    )
+    .await?;
+    p.parallel("users created", users, |i| {
+        let p = &p;
+        async move { p.create_user(&p.username(i), &[]).await }
+    })
+    .await?;
+    run.end_setup(users);
+    let channels = run.connect(auth).await?;
+    run.floor(auth, &channels).await?;
+    let workload = SignIn {
+        usernames: (0..users).map(|i| p.username(i)).collect(),
+        password: p.password().to_owned(),
+        next: AtomicUsize::new(0),
+    };
+    run.measure(
+        &format!("SignIn argon2id ({users} users)"),
+        auth,
+        "padlock.auth.v1.SessionService/SignIn",
+        workload,
+        &channels,
+    )
+    .await?;
+    Ok(run.finish())
+}
+
+/// `refresh`: `users` users sign in, then the floor and Refresh on auth.
+pub async fn refresh(
+    auth: &str,
+    users: usize,
+    support: &SupportArgs,
+    load: &LoadArgs,
+) -> anyhow::Result<Report> {
+    anyhow::ensure!(users > 0, "--users must be at least 1");
+    let mut run = Run::new("refresh", load, 32);
+    run.start_setup();
+    let p = Provisioner::connect(
+        auth,
+        &support.support_username,
+        &support.support_password,
+        support.setup_concurrency,
+        load.timeout,
+    )
+    .await?;
+    let sessions = p.signed_in_users(users).await?;
+    run.end_setup(users);
+    let channels = run.connect(auth).await?;
+    run.floor(auth, &channels).await?;
+    let workload = Refresh {
+        session_tokens: sessions.into_iter().map(|s| s.session_token).collect(),
+        next: AtomicUsize::new(0),
+    };
+    run.measure(
+        &format!("Refresh ({users} sessions)"),
+        auth,
+        "padlock.auth.v1.SessionService/Refresh",
+        workload,
+        &channels,
+    )
+    .await?;
+    Ok(run.finish())
+}

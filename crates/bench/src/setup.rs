@@ -1,0 +1,332 @@
+//! Provisioning over gRPC, the way an operator and users would: a support
+//! user (made beforehand with `padlock-auth users add --role support --role
+//! operator`) creates the bench users with `SupportService.CreateUser`; each
+//! signs in and, where a scenario needs it, enrolls TOTP with a code this
+//! tool computes, which steps the session up. Every user of a run is named
+//! `bench-<run id>-<n>`, so runs against the same data never collide.
+//!
+//! Argon2id dominates (one hash per CreateUser, one per SignIn), so users
+//! are provisioned in parallel and the setup's time is reported apart from
+//! the measurements.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::{StreamExt as _, TryStreamExt as _};
+use padlock_proto::auth::v1::session_service_client::SessionServiceClient;
+use padlock_proto::auth::v1::support_service_client::SupportServiceClient;
+use padlock_proto::auth::v1::two_factor_service_client::TwoFactorServiceClient;
+use padlock_proto::auth::v1::{
+    ConfirmEnrollmentRequest, CreateUserRequest, RefreshRequest, SignInRequest,
+    StartTotpEnrollmentRequest,
+};
+use rand::distributions::{Alphanumeric, DistString as _};
+use tokio::sync::Mutex;
+use tonic::metadata::AsciiMetadataValue;
+use tonic::transport::Channel;
+
+use crate::grpc::{authed, bearer, endpoint, rpc_error};
+use crate::{clock, steps, totp};
+
+/// Letters and digits; 24 of 62 symbols is about 143 bits.
+const PASSWORD_LEN: usize = 24;
+/// Characters of the run id in every username.
+const RUN_ID_LEN: usize = 8;
+/// Setups of at least this many users report their progress.
+const PROGRESS_FROM: usize = 100;
+/// A token this close to its expiry is refreshed before it is used.
+const REFRESH_MARGIN_SECS: i64 = 120;
+
+/// An open session: its opaque token and the current access token.
+#[derive(Clone)]
+pub struct Session {
+    pub username: String,
+    pub session_token: String,
+    pub bearer: AsciiMetadataValue,
+    /// When the access token expires, Unix seconds.
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("username", &self.username)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A user with an active TOTP factor.
+#[derive(Clone)]
+pub struct TotpUser {
+    /// The session, stepped up: its access token carries `mfa_at`.
+    pub session: Session,
+    /// The access token from sign-in, before the step-up: no `mfa_at`.
+    pub before_step_up: AsciiMetadataValue,
+    pub secret: Vec<u8>,
+    /// The last step the service accepted a code for.
+    pub last_step: u64,
+}
+
+impl std::fmt::Debug for TotpUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TotpUser")
+            .field("session", &self.session)
+            .field("last_step", &self.last_step)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Makes users on one auth service for one run.
+pub struct Provisioner {
+    channel: Channel,
+    support: Mutex<Session>,
+    run_id: String,
+    password: String,
+    concurrency: usize,
+}
+
+impl std::fmt::Debug for Provisioner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provisioner")
+            .field("run_id", &self.run_id)
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+fn seconds(timestamp: Option<prost_types::Timestamp>) -> i64 {
+    timestamp.map_or(0, |t| t.seconds)
+}
+
+fn now_secs() -> i64 {
+    i64::try_from(clock::unix_now().as_secs()).unwrap_or(i64::MAX)
+}
+
+/// Signs `username` in on `channel`.
+async fn sign_in_on(channel: &Channel, username: &str, password: &str) -> anyhow::Result<Session> {
+    let reply = SessionServiceClient::new(channel.clone())
+        .sign_in(SignInRequest {
+            username: username.to_owned(),
+            password: password.to_owned(),
+        })
+        .await
+        .map_err(|s| rpc_error(&format!("SignIn {username}"), &s))?
+        .into_inner();
+    Ok(Session {
+        username: username.to_owned(),
+        bearer: bearer(&reply.access_token)?,
+        session_token: reply.session_token,
+        expires_at: seconds(reply.expires_at),
+    })
+}
+
+impl Provisioner {
+    /// Connects to auth at `addr` and signs in as the support user, which
+    /// needs the `support` role (CreateUser) and, for `check-access`, the
+    /// `operator` role (CreateApp).
+    pub async fn connect(
+        addr: &str,
+        support_username: &str,
+        support_password: &str,
+        concurrency: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let channel = endpoint(addr, timeout)?
+            .connect()
+            .await
+            .with_context(|| format!("connecting to auth at {addr}"))?;
+        let support = sign_in_on(&channel, support_username, support_password)
+            .await
+            .context(
+                "signing in as the support user (create it first: padlock-auth users add \
+                 --username <name> --role support --role operator)",
+            )?;
+        let mut rng = rand::rngs::OsRng;
+        Ok(Self {
+            channel,
+            support: Mutex::new(support),
+            run_id: Alphanumeric
+                .sample_string(&mut rng, RUN_ID_LEN)
+                .to_ascii_lowercase(),
+            password: Alphanumeric.sample_string(&mut rng, PASSWORD_LEN),
+            concurrency: concurrency.max(1),
+        })
+    }
+
+    /// The random id in every username of this run.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// The `n`th bench user of this run.
+    pub fn username(&self, n: usize) -> String {
+        format!("bench-{}-{n:06}", self.run_id)
+    }
+
+    /// The support user's current access token (the operator, for deploy).
+    pub async fn support_bearer(&self) -> anyhow::Result<AsciiMetadataValue> {
+        let mut support = self.support.lock().await;
+        self.ensure_fresh(&mut support, now_secs()).await?;
+        Ok(support.bearer.clone())
+    }
+
+    /// Creates `username` (password: this run's) with `roles`.
+    pub async fn create_user(&self, username: &str, roles: &[&str]) -> anyhow::Result<()> {
+        let support = self.support_bearer().await?;
+        SupportServiceClient::new(self.channel.clone())
+            .create_user(authed(
+                CreateUserRequest {
+                    username: username.to_owned(),
+                    password: self.password.clone(),
+                    roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+                },
+                &support,
+            ))
+            .await
+            .map_err(|s| rpc_error(&format!("CreateUser {username}"), &s))?;
+        Ok(())
+    }
+
+    /// Signs a user of this run in.
+    pub async fn sign_in(&self, username: &str) -> anyhow::Result<Session> {
+        sign_in_on(&self.channel, username, &self.password).await
+    }
+
+    /// The password every user of this run has (for the sign-in scenario).
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// Enrolls TOTP for the session's user and confirms it with a code for
+    /// the lowest step the service surely accepts (see [`steps`]), which
+    /// steps the session up.
+    pub async fn enroll_totp(&self, session: Session) -> anyhow::Result<TotpUser> {
+        let mut client = TwoFactorServiceClient::new(self.channel.clone());
+        let username = session.username.clone();
+        let started = client
+            .start_totp_enrollment(authed(StartTotpEnrollmentRequest {}, &session.bearer))
+            .await
+            .map_err(|s| rpc_error(&format!("StartTotpEnrollment {username}"), &s))?
+            .into_inner();
+        let secret = totp::decode_base32(&started.secret)
+            .with_context(|| format!("StartTotpEnrollment {username}: the secret is not base32"))?;
+        let step = loop {
+            match steps::next_step(None, clock::unix_now()) {
+                Ok(step) => break step,
+                Err(wait) => tokio::time::sleep(wait).await,
+            }
+        };
+        let confirmed = client
+            .confirm_enrollment(authed(
+                ConfirmEnrollmentRequest {
+                    enrollment_id: started.enrollment_id,
+                    code: totp::code(&secret, step),
+                },
+                &session.bearer,
+            ))
+            .await
+            .map_err(|s| rpc_error(&format!("ConfirmEnrollment {username}"), &s))?
+            .into_inner();
+        Ok(TotpUser {
+            before_step_up: session.bearer.clone(),
+            session: Session {
+                bearer: bearer(&confirmed.access_token)?,
+                expires_at: seconds(confirmed.expires_at),
+                ..session
+            },
+            secret,
+            last_step: step,
+        })
+    }
+
+    /// A new access token for the session (`mfa_at` carried over).
+    pub async fn refresh(&self, session: &mut Session) -> anyhow::Result<()> {
+        let reply = SessionServiceClient::new(self.channel.clone())
+            .refresh(RefreshRequest {
+                session_token: session.session_token.clone(),
+            })
+            .await
+            .map_err(|s| rpc_error(&format!("Refresh {}", session.username), &s))?
+            .into_inner();
+        session.bearer = bearer(&reply.access_token)?;
+        session.expires_at = seconds(reply.expires_at);
+        Ok(())
+    }
+
+    /// Refreshes the session unless its access token outlives `until`
+    /// (Unix seconds) by the margin.
+    pub async fn ensure_fresh(&self, session: &mut Session, until: i64) -> anyhow::Result<()> {
+        if session.expires_at < until.saturating_add(REFRESH_MARGIN_SECS) {
+            self.refresh(session).await?;
+        }
+        Ok(())
+    }
+
+    /// Refreshes, in parallel, every session whose access token would expire
+    /// within `secs` from now (plus the margin).
+    pub async fn keep_fresh_for<'a>(
+        &self,
+        sessions: impl IntoIterator<Item = &'a mut Session>,
+        secs: u64,
+    ) -> anyhow::Result<usize> {
+        let until = now_secs().saturating_add(i64::try_from(secs).unwrap_or(i64::MAX));
+        let stale: Vec<&mut Session> = sessions
+            .into_iter()
+            .filter(|s| s.expires_at < until.saturating_add(REFRESH_MARGIN_SECS))
+            .collect();
+        let n = stale.len();
+        futures::stream::iter(stale)
+            .map(|s| self.refresh(s))
+            .buffer_unordered(self.concurrency)
+            .try_collect::<()>()
+            .await?;
+        Ok(n)
+    }
+
+    /// Runs `task(i)` for `i` in `0..n`, `concurrency` at a time, printing
+    /// progress on standard error; stops at the first error.
+    pub async fn parallel<T, F, Fut>(&self, what: &str, n: usize, task: F) -> anyhow::Result<Vec<T>>
+    where
+        F: Fn(usize) -> Fut,
+        Fut: Future<Output = anyhow::Result<T>>,
+    {
+        let done = AtomicUsize::new(0);
+        // Progress every tenth for large setups; small ones just finish.
+        let every = if n >= PROGRESS_FROM { n / 10 } else { n.max(1) };
+        futures::stream::iter(0..n)
+            .map(&task)
+            .buffer_unordered(self.concurrency)
+            .inspect_ok(|_| {
+                let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+                if d.is_multiple_of(every) || d == n {
+                    eprintln!("  {what}: {d}/{n}");
+                }
+            })
+            .try_collect()
+            .await
+    }
+
+    /// Creates users `0..n` (no roles) and signs each in.
+    pub async fn signed_in_users(&self, n: usize) -> anyhow::Result<Vec<Session>> {
+        self.parallel("users created and signed in", n, |i| async move {
+            let username = self.username(i);
+            self.create_user(&username, &[]).await?;
+            self.sign_in(&username).await
+        })
+        .await
+    }
+
+    /// Creates users `0..n`, signs each in and enrolls TOTP.
+    pub async fn totp_users(&self, n: usize) -> anyhow::Result<Vec<TotpUser>> {
+        self.parallel("users created, signed in and enrolled", n, |i| async move {
+            let username = self.username(i);
+            self.create_user(&username, &[]).await?;
+            let session = self.sign_in(&username).await?;
+            self.enroll_totp(session).await
+        })
+        .await
+    }
+}
