@@ -7,10 +7,12 @@
 # 1. installs what the tests need (apt and pip), skipping what is present;
 # 2. starts a throwaway PostgreSQL (tests/pg.sh) and exports
 #    PADLOCK_TEST_DATABASE_URL; it is stopped and removed on exit;
-# 3. runs fmt, clippy, build, the Rust tests, the end-to-end suite
-#    (tests/e2e) and the browser test (tests/browser: installs Debian's
-#    chromium and the npm packages first), stopping at the first step that
-#    fails;
+# 3. runs fmt, clippy, build, the compose/Kubernetes/Dockerfile checks
+#    (tests/validate-manifests.sh), the Rust tests, the end-to-end suite
+#    (tests/e2e), the browser test (tests/browser: installs Debian's
+#    chromium and the npm packages first) and a few-second smoke run of the
+#    load tool that must see zero errors (tests/bench-smoke.sh), stopping at
+#    the first step that fails;
 # 4. prints one summary line with each step's time; exits non-zero on failure.
 #
 # Environment:
@@ -205,8 +207,10 @@ step postgres start_postgres
 step fmt rust_fmt
 step clippy cargo clippy --workspace --all-targets -- -D warnings
 step build cargo build --workspace --bins
+step manifests "$ROOT/tests/validate-manifests.sh"
 step rust-tests rust_tests
 step e2e e2e_tests
 step browser-install install_browser
 step browser browser_tests
+step bench-smoke bash "$ROOT/tests/bench-smoke.sh"
 CURRENT=""
