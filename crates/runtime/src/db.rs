@@ -6,7 +6,13 @@
 use std::time::Duration;
 
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnectOptions, DbErr, RuntimeErr, SqlErr};
+use sea_orm::{ConnectOptions, DbErr, RuntimeErr, SqlErr, sqlx};
+
+/// How long a request waits for a pooled connection, including opening a
+/// new one. A stopped PostgreSQL refuses connections and the pool retries
+/// until this deadline, so it is how long a request takes to fail with
+/// UNAVAILABLE while the database is down: short, so callers fail fast.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Pool and pragma settings for `url` (`sqlite://...` or `postgres://...`).
 pub fn connect_options(url: &str) -> ConnectOptions {
@@ -14,7 +20,8 @@ pub fn connect_options(url: &str) -> ConnectOptions {
     options
         .sqlx_logging(false)
         .max_connections(16)
-        .acquire_timeout(Duration::from_secs(5))
+        .connect_timeout(ACQUIRE_TIMEOUT)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         .map_sqlx_sqlite_opts(|o: SqliteConnectOptions| {
             o.journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
@@ -41,13 +48,48 @@ pub fn classify(err: &DbErr) -> DbFailure {
     if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) {
         return DbFailure::Conflict;
     }
-    tracing::error!(error = %err, "database error");
-    match err {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(RuntimeErr::SqlxError(_)) => {
+    let failure = match err {
+        // No connection from the pool: the database refused, timed out or
+        // the pool is closing.
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => DbFailure::Unavailable,
+        // The connection broke while a statement ran (the server stopped,
+        // the network dropped), or the server is shutting down.
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))
+            if lost_connection(e) =>
+        {
             DbFailure::Unavailable
         }
         _ => DbFailure::Internal,
+    };
+    if failure == DbFailure::Unavailable {
+        tracing::warn!(error = %err, "database unavailable");
+    } else {
+        tracing::error!(error = %err, "database error");
     }
+    failure
+}
+
+/// True when `err` says the connection or the server is gone rather than
+/// that the statement was wrong.
+fn lost_connection(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| unavailable_sqlstate(&code)),
+        _ => false,
+    }
+}
+
+/// PostgreSQL SQLSTATEs that mean "not now" rather than "never":
+/// connection exceptions (class 08), `admin_shutdown` (57P01, what a
+/// `pg_ctl stop -m fast` sends to open sessions), `crash_shutdown`
+/// (57P02), `cannot_connect_now` (57P03, starting or stopping) and
+/// `too_many_connections` (53300).
+fn unavailable_sqlstate(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
 }
 
 /// A storage failure as the services report it. Messages never carry SQL
@@ -69,5 +111,195 @@ impl From<DbErr> for StoreError {
             DbFailure::Unavailable => StoreError::Unavailable,
             DbFailure::Internal => StoreError::Internal,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::sync::Arc;
+
+    use sea_orm::sqlx::error::{DatabaseError, ErrorKind};
+    use sea_orm::{ConnAcquireErr, ConnectionTrait, Database, TransactionTrait};
+
+    use super::*;
+
+    /// A server error with only a SQLSTATE, as a driver reports it.
+    #[derive(Debug)]
+    struct ServerError(&'static str);
+
+    impl std::fmt::Display for ServerError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "server error {}", self.0)
+        }
+    }
+
+    impl std::error::Error for ServerError {}
+
+    impl DatabaseError for ServerError {
+        fn message(&self) -> &str {
+            "server error"
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> ErrorKind {
+            ErrorKind::Other
+        }
+    }
+
+    fn sqlx_err(e: sqlx::Error) -> RuntimeErr {
+        RuntimeErr::SqlxError(Arc::new(e))
+    }
+
+    fn refused() -> sqlx::Error {
+        sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))
+    }
+
+    fn reset() -> sqlx::Error {
+        sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
+    }
+
+    fn server(code: &'static str) -> sqlx::Error {
+        sqlx::Error::Database(Box::new(ServerError(code)))
+    }
+
+    #[test]
+    fn a_database_out_of_reach_is_unavailable() {
+        let cases = [
+            DbErr::ConnectionAcquire(ConnAcquireErr::Timeout),
+            DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed),
+            DbErr::Conn(sqlx_err(refused())),
+            DbErr::Conn(sqlx_err(sqlx::Error::PoolTimedOut)),
+            DbErr::Conn(RuntimeErr::Internal("connection closed".into())),
+            DbErr::Exec(sqlx_err(refused())),
+            DbErr::Exec(sqlx_err(reset())),
+            DbErr::Exec(sqlx_err(sqlx::Error::PoolTimedOut)),
+            DbErr::Exec(sqlx_err(sqlx::Error::PoolClosed)),
+            DbErr::Exec(sqlx_err(sqlx::Error::WorkerCrashed)),
+            DbErr::Query(sqlx_err(reset())),
+            DbErr::Query(sqlx_err(sqlx::Error::PoolTimedOut)),
+            DbErr::Exec(sqlx_err(server("57P01"))),
+            DbErr::Query(sqlx_err(server("57P02"))),
+            DbErr::Query(sqlx_err(server("57P03"))),
+            DbErr::Exec(sqlx_err(server("08006"))),
+            DbErr::Exec(sqlx_err(server("08003"))),
+            DbErr::Query(sqlx_err(server("53300"))),
+        ];
+        for err in cases {
+            assert_eq!(classify(&err), DbFailure::Unavailable, "{err:?}");
+            assert_eq!(StoreError::from(err), StoreError::Unavailable);
+        }
+    }
+
+    #[test]
+    fn a_wrong_statement_or_bad_data_is_internal() {
+        let cases = [
+            DbErr::Exec(sqlx_err(server("42P01"))),  // undefined_table
+            DbErr::Query(sqlx_err(server("22001"))), // string_data_right_truncation
+            DbErr::Query(sqlx_err(server("40001"))), // serialization_failure
+            DbErr::Query(sqlx_err(sqlx::Error::RowNotFound)),
+            DbErr::Query(sqlx_err(sqlx::Error::Protocol("garbage".into()))),
+            DbErr::Query(sqlx_err(sqlx::Error::ColumnNotFound("x".into()))),
+            DbErr::Exec(RuntimeErr::Internal("oops".into())),
+            DbErr::RecordNotFound("x".into()),
+            DbErr::Custom("x".into()),
+            DbErr::Migration("x".into()),
+        ];
+        for err in cases {
+            assert_eq!(classify(&err), DbFailure::Internal, "{err:?}");
+            assert_eq!(StoreError::from(err), StoreError::Internal);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_key_is_a_conflict() {
+        let db = Database::connect("sqlite::memory:").await.expect("sqlite");
+        db.execute_unprepared("CREATE TABLE t (k TEXT PRIMARY KEY); INSERT INTO t VALUES ('a')")
+            .await
+            .expect("set up");
+        let err = db
+            .execute_unprepared("INSERT INTO t VALUES ('a')")
+            .await
+            .expect_err("a duplicate key");
+        assert_eq!(classify(&err), DbFailure::Conflict);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_fails_within_the_acquire_timeout_as_unavailable() {
+        // A port nothing listens on: bind one, then close it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut options = connect_options(&format!("postgres://postgres@127.0.0.1:{port}/x"));
+        options.acquire_timeout(Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        let err = Database::connect(options)
+            .await
+            .expect_err("nothing listens there");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(classify(&err), DbFailure::Unavailable, "{err:?}");
+    }
+
+    #[test]
+    fn requests_wait_at_most_a_couple_of_seconds_for_a_connection() {
+        let options = connect_options("postgres://postgres@127.0.0.1:5432/x");
+        assert_eq!(options.get_acquire_timeout(), Some(ACQUIRE_TIMEOUT));
+        assert_eq!(options.get_connect_timeout(), Some(ACQUIRE_TIMEOUT));
+        assert!(ACQUIRE_TIMEOUT <= Duration::from_secs(2));
+    }
+
+    /// With a real PostgreSQL (`PADLOCK_TEST_DATABASE_URL`): a session the
+    /// server ends in the middle of a transaction, as `pg_ctl stop -m fast`
+    /// does, is reported as unavailable, not as an internal error.
+    #[tokio::test]
+    async fn a_session_the_server_ends_mid_transaction_is_unavailable() {
+        let url = match std::env::var("PADLOCK_TEST_DATABASE_URL") {
+            Ok(url) if !url.is_empty() => url,
+            _ => {
+                assert!(
+                    !matches!(std::env::var("CI").as_deref(), Ok("true") | Ok("1")),
+                    "PADLOCK_TEST_DATABASE_URL must be set under CI"
+                );
+                eprintln!("PADLOCK_TEST_DATABASE_URL not set: skipping");
+                return;
+            }
+        };
+        let db = Database::connect(connect_options(&url))
+            .await
+            .expect("connect");
+        let txn = db.begin().await.expect("begin");
+        let pid = txn
+            .query_one_raw(sea_orm::Statement::from_string(
+                txn.get_database_backend(),
+                "SELECT pg_backend_pid()::int8 AS pid",
+            ))
+            .await
+            .expect("pid")
+            .expect("a row")
+            .try_get::<i64>("", "pid")
+            .expect("an int8");
+        db.execute_unprepared(&format!("SELECT pg_terminate_backend({pid})"))
+            .await
+            .expect("terminate");
+        let err = txn
+            .execute_unprepared("SELECT 1")
+            .await
+            .expect_err("the session is gone");
+        assert_eq!(classify(&err), DbFailure::Unavailable, "{err:?}");
     }
 }

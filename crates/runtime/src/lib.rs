@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod clock;
 pub mod db;
+pub mod health;
 pub mod metadata;
 pub mod secret;
 pub mod server;

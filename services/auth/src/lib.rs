@@ -23,7 +23,7 @@ use padlock_proto::auth::v1::{
     support_service_server::SupportServiceServer,
     two_factor_service_server::TwoFactorServiceServer,
 };
-use padlock_runtime::{Secret, SharedClock, server};
+use padlock_runtime::{Secret, SharedClock, health, server};
 use tokio::net::TcpListener;
 
 pub use app::{App, KeySource};
@@ -131,6 +131,24 @@ pub async fn serve(
     health
         .set_serving::<SupportServiceServer<grpc::support::Support>>()
         .await;
+    let _watcher = {
+        use tonic::server::NamedService;
+        let app = app.clone();
+        health::watch_database(
+            health,
+            vec![
+                SessionServiceServer::<grpc::session::Sessions>::NAME,
+                TwoFactorServiceServer::<grpc::two_factor::TwoFactor>::NAME,
+                KeyServiceServer::<grpc::keys::Keys>::NAME,
+                SupportServiceServer::<grpc::support::Support>::NAME,
+            ],
+            health::interval_from_env(),
+            move || {
+                let app = app.clone();
+                async move { app.store().ping().await }
+            },
+        )
+    };
     server::serve(listener, routes, shutdown).await?;
     Ok(())
 }

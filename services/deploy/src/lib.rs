@@ -122,6 +122,25 @@ pub async fn serve(
         .set_serving::<PermissionServiceServer<Permissions>>()
         .await;
     health.set_serving::<PolicyServiceServer<Policies>>().await;
+    let _watcher = {
+        use tonic::server::NamedService;
+        let app = app.clone();
+        padlock_runtime::health::watch_database(
+            health,
+            vec![
+                AppServiceServer::<Apps>::NAME,
+                PackageServiceServer::<Packages>::NAME,
+                NodeServiceServer::<Nodes>::NAME,
+                PermissionServiceServer::<Permissions>::NAME,
+                PolicyServiceServer::<Policies>::NAME,
+            ],
+            padlock_runtime::health::interval_from_env(),
+            move || {
+                let app = app.clone();
+                async move { app.store().ping().await }
+            },
+        )
+    };
     server::serve(listener, routes, shutdown).await?;
     Ok(())
 }
