@@ -106,7 +106,7 @@ EOF
 
 build_flags=()
 [ "$PROFILE" = release ] && build_flags=(--release)
-cargo build "${build_flags[@]}" --bins -p padlock-auth -p padlock-deploy -p padlock-bench
+cargo build "${build_flags[@]}" --workspace --bins  # the same set as run-all's build step, so CI reuses it
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/padlock-bench-smoke.XXXXXX")
 PASSWORD=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
