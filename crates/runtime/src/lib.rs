@@ -1,13 +1,15 @@
 //! What every padlock service process needs and nothing service-specific:
 //! the clock, redacted secrets, the common command-line flags, rich gRPC
-//! statuses, tracing set-up, and the server bootstrap (health, reflection,
-//! graceful shutdown). Depends only on the generated contracts.
+//! statuses, tracing and OpenTelemetry set-up (trace context in and out of
+//! gRPC, RPC spans and latency), and the server bootstrap (health,
+//! reflection, graceful shutdown). Depends only on the generated contracts.
 
 pub mod cli;
 pub mod clock;
 pub mod db;
 pub mod health;
 pub mod metadata;
+pub mod otel;
 pub mod secret;
 pub mod server;
 pub mod status;

@@ -1,7 +1,9 @@
 //! The gRPC server bootstrap every service shares: `grpc.health.v1.Health`,
 //! server reflection v1 and v1alpha (grpcurl 1.8 speaks only v1alpha), one
-//! tracing span per RPC that names the method and nothing from the request,
-//! the "listening on" line, and graceful shutdown on SIGTERM/SIGINT.
+//! span per RPC that continues the caller's trace and names the method and
+//! nothing from the request, the RPC latency histogram
+//! ([`crate::otel::GrpcServerLayer`]), the "listening on" line, and graceful
+//! shutdown on SIGTERM/SIGINT.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -50,7 +52,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
-        .trace_fn(|request| tracing::info_span!("grpc", method = %request.uri().path()))
+        .layer(crate::otel::GrpcServerLayer::new())
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await

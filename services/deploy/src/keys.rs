@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use padlock_proto::auth::v1::GetJwksRequest;
 use padlock_proto::auth::v1::key_service_client::KeyServiceClient;
 use padlock_runtime::SharedClock;
+use padlock_runtime::otel::{TracedChannel, traced};
 use padlock_token::{Claims, Jwk, JwkSet, TokenError, Verifier};
 use tonic::transport::{Channel, Endpoint};
 
@@ -41,10 +42,11 @@ pub trait JwksSource: Send + Sync + fmt::Debug {
     async fn fetch(&self) -> Result<JwkSet, FetchError>;
 }
 
-/// auth's `KeyService.GetJwks`.
+/// auth's `KeyService.GetJwks`. A fetch continues the trace of the request
+/// that needed the keys (`traceparent`).
 #[derive(Debug, Clone)]
 pub struct GrpcJwksSource {
-    client: KeyServiceClient<Channel>,
+    client: KeyServiceClient<TracedChannel>,
 }
 
 impl GrpcJwksSource {
@@ -62,7 +64,7 @@ impl GrpcJwksSource {
     /// A source over an existing channel (tests, shared channels).
     pub fn new(channel: Channel) -> Self {
         Self {
-            client: KeyServiceClient::new(channel),
+            client: KeyServiceClient::new(traced(channel)),
         }
     }
 }

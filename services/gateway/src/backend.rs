@@ -1,7 +1,8 @@
 //! The gRPC side of the gateway: one lazily connected channel to auth and
 //! one to deploy, a client per service on them, the deadline and bearer
-//! token every outgoing call carries, and the readiness probe
-//! (`grpc.health.v1.Health/Check` on both).
+//! token every outgoing call carries, the trace context every call carries
+//! (`traceparent`), and the readiness probe (`grpc.health.v1.Health/Check`
+//! on both).
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use padlock_proto::deploy::v1::{
     permission_service_client::PermissionServiceClient, policy_service_client::PolicyServiceClient,
 };
 use padlock_runtime::Secret;
+use padlock_runtime::otel::{TracedChannel, traced};
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::{
@@ -33,8 +35,8 @@ pub const HEALTH_DEADLINE: Duration = Duration::from_secs(2);
 /// Lazily connected channels to auth and deploy; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Backends {
-    auth: Channel,
-    deploy: Channel,
+    auth: TracedChannel,
+    deploy: TracedChannel,
 }
 
 /// Which backend a readiness result is about.
@@ -63,35 +65,35 @@ impl Backends {
         })
     }
 
-    pub fn sessions(&self) -> SessionServiceClient<Channel> {
+    pub fn sessions(&self) -> SessionServiceClient<TracedChannel> {
         SessionServiceClient::new(self.auth.clone())
     }
 
-    pub fn two_factor(&self) -> TwoFactorServiceClient<Channel> {
+    pub fn two_factor(&self) -> TwoFactorServiceClient<TracedChannel> {
         TwoFactorServiceClient::new(self.auth.clone())
     }
 
-    pub fn keys(&self) -> KeyServiceClient<Channel> {
+    pub fn keys(&self) -> KeyServiceClient<TracedChannel> {
         KeyServiceClient::new(self.auth.clone())
     }
 
-    pub fn apps(&self) -> AppServiceClient<Channel> {
+    pub fn apps(&self) -> AppServiceClient<TracedChannel> {
         AppServiceClient::new(self.deploy.clone())
     }
 
-    pub fn packages(&self) -> PackageServiceClient<Channel> {
+    pub fn packages(&self) -> PackageServiceClient<TracedChannel> {
         PackageServiceClient::new(self.deploy.clone())
     }
 
-    pub fn nodes(&self) -> NodeServiceClient<Channel> {
+    pub fn nodes(&self) -> NodeServiceClient<TracedChannel> {
         NodeServiceClient::new(self.deploy.clone())
     }
 
-    pub fn permissions(&self) -> PermissionServiceClient<Channel> {
+    pub fn permissions(&self) -> PermissionServiceClient<TracedChannel> {
         PermissionServiceClient::new(self.deploy.clone())
     }
 
-    pub fn policy(&self) -> PolicyServiceClient<Channel> {
+    pub fn policy(&self) -> PolicyServiceClient<TracedChannel> {
         PolicyServiceClient::new(self.deploy.clone())
     }
 
@@ -102,16 +104,17 @@ impl Backends {
     }
 }
 
-fn channel(url: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(url.to_owned())?
+fn channel(url: &str) -> Result<TracedChannel, tonic::transport::Error> {
+    let channel: Channel = Endpoint::from_shared(url.to_owned())?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10))
-        .connect_lazy())
+        .connect_lazy();
+    Ok(traced(channel))
 }
 
-async fn serving(channel: &Channel) -> bool {
+async fn serving(channel: &TracedChannel) -> bool {
     let mut request = tonic::Request::new(HealthCheckRequest {
         service: String::new(),
     });

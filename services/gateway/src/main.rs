@@ -10,8 +10,16 @@ const SERVICE: &str = "padlock-gateway";
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.common.log_format);
-    match run(cli).await {
+    let telemetry = match telemetry::start(SERVICE, cli.common.log_format) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("{SERVICE}: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = run(cli).await;
+    telemetry.shutdown().await;
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{SERVICE}: {e:#}");
