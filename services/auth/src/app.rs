@@ -13,6 +13,7 @@ use tonic::metadata::MetadataMap;
 
 use crate::config::Settings;
 use crate::error::{AuthError, Result};
+use crate::metrics::Metrics;
 use crate::sealing::DataKeys;
 use crate::sms::SmsSender;
 use crate::store::{Method, Session, Store, User};
@@ -60,6 +61,7 @@ struct Inner {
     data_keys: DataKeys,
     dummy_password_hash: String,
     sms: Arc<dyn SmsSender>,
+    metrics: Metrics,
 }
 
 /// The authenticated caller of an RPC.
@@ -96,6 +98,7 @@ impl App {
             data_keys,
             dummy_password_hash,
             sms,
+            metrics: Metrics::new(&padlock_runtime::otel::meter()),
         })))
     }
 
@@ -117,6 +120,10 @@ impl App {
 
     pub fn sms(&self) -> &dyn SmsSender {
         self.0.sms.as_ref()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
     }
 
     pub fn dummy_password_hash(&self) -> String {

@@ -7,6 +7,7 @@ pub mod app;
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod metrics;
 pub mod password;
 pub mod phone;
 pub mod sealing;

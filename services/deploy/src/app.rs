@@ -11,6 +11,7 @@ use tonic::metadata::MetadataMap;
 use crate::blobs::BlobStore;
 use crate::error::{DeployError, Result};
 use crate::keys::{KeyCache, VerifyError};
+use crate::metrics::Metrics;
 use crate::policy::{self, Action, Env, Grant, Holdings, Policy};
 use crate::store::{AuditEvent, Member, Outcome, Role, Store};
 
@@ -27,6 +28,7 @@ struct Inner {
     keys: KeyCache,
     policy: Policy,
     blobs: BlobStore,
+    metrics: Metrics,
     /// Serialises "store the blob, write its row, or undo the blob", so an
     /// undo never removes content a concurrent upload of the same bytes is
     /// about to reference.
@@ -62,6 +64,7 @@ impl App {
             keys,
             policy,
             blobs,
+            metrics: Metrics::new(&padlock_runtime::otel::meter()),
             package_commit: tokio::sync::Mutex::new(()),
         }))
     }
@@ -163,6 +166,9 @@ impl App {
         match (self.verify(metadata).await, env) {
             (Err(DeployError::TokenInvalid), Some(env)) => {
                 let rule = self.0.policy.rule(action, env);
+                self.0
+                    .metrics
+                    .step_up_refused(policy::Refusal::TokenInvalid.reason(), action, env);
                 Err(DeployError::Refused(Box::new(policy::refusal_status(
                     policy::Refusal::TokenInvalid,
                     action,
@@ -204,6 +210,8 @@ impl App {
                 Err(_) => Err(DeployError::TokenInvalid),
             },
             Err(refusal) => {
+                let reason = policy::reason_for(refusal, &decision.rule);
+                self.0.metrics.step_up_refused(reason, action, env);
                 if let Ok(claims) = &verified {
                     self.0
                         .store

@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod keys;
+pub mod metrics;
 pub mod policy;
 pub mod store;
 

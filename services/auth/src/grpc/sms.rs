@@ -14,6 +14,7 @@ use super::two_factor::{Outcome as CodeOutcome, TwoFactor};
 use crate::app::Caller;
 use crate::config::{ENROLLMENT_TTL_SECS, SMS_CODE_MAX_TRIES, SMS_CODE_TTL_SECS};
 use crate::error::{AuthError, Result};
+use crate::metrics::SmsRefusal;
 use crate::phone::PhoneNumber;
 use crate::sms::{SendError, code_message};
 use crate::store::{
@@ -217,18 +218,20 @@ impl TwoFactor {
         match gate {
             SendGate::Open => {}
             SendGate::Cooldown { until } => {
+                app.metrics().sms_refused(SmsRefusal::Cooldown);
                 return Err(AuthError::SmsTooSoon {
                     retry_after: wait(until),
                 });
             }
             SendGate::Capped { bucket, until } => {
-                let scope = if bucket.starts_with("user:") {
-                    "for this account"
+                let (scope, refusal) = if bucket.starts_with("user:") {
+                    ("for this account", SmsRefusal::UserLimit)
                 } else if bucket.starts_with("phone:") {
-                    "to this number"
+                    ("to this number", SmsRefusal::NumberLimit)
                 } else {
-                    "by the service"
+                    ("by the service", SmsRefusal::GlobalLimit)
                 };
+                app.metrics().sms_refused(refusal);
                 self.audit(
                     caller,
                     "sms_sent",
@@ -245,6 +248,7 @@ impl TwoFactor {
             .await
         {
             Ok(sent) => {
+                app.metrics().sms_sent();
                 self.audit(
                     caller,
                     "sms_sent",
@@ -258,6 +262,10 @@ impl TwoFactor {
                 })
             }
             Err(e) => {
+                app.metrics().sms_refused(match e {
+                    SendError::Permanent { .. } => SmsRefusal::Undeliverable,
+                    SendError::Transient => SmsRefusal::ProviderUnavailable,
+                });
                 app.store()
                     .clear_undelivered_code(user_id, &pending.hash)
                     .await?;

@@ -18,6 +18,7 @@ use super::timestamp;
 use crate::app::{App, Caller};
 use crate::config::{ENROLLMENT_TTL_SECS, LOCKOUT};
 use crate::error::{AuthError, Result};
+use crate::metrics;
 use crate::store::{
     AuditEvent, Factor, FactorState, FailureOutcome, Method, NewFactor, Outcome as AuditOutcome,
 };
@@ -190,6 +191,7 @@ impl TwoFactor {
             (Purpose::Verify, _) => return Err(AuthError::NotEnrolled),
         };
         if let Some(until) = factor.locked_until(now) {
+            self.app().metrics().verification(factor.method, "locked");
             return Err(locked_out(until, now));
         }
 
@@ -197,19 +199,26 @@ impl TwoFactor {
             Purpose::Confirm { enrollment_id } => Some(enrollment_id),
             Purpose::Verify => None,
         };
-        let outcome = match factor.method {
+        let checked = match factor.method {
             Method::Totp => {
                 self.totp_check(&caller, &factor, code, enrollment_id, now)
-                    .await?
+                    .await
             }
             Method::Sms => {
                 self.sms_check(&caller, &factor, code, enrollment_id, now)
-                    .await?
+                    .await
             }
         };
-        match outcome {
+        let measured = match &checked {
+            Ok(Outcome::Accepted) => "accepted",
+            Ok(Outcome::Wrong) => "wrong",
+            Ok(Outcome::Reused) => "reused",
+            Err(e) => metrics::refusal_outcome(e),
+        };
+        self.app().metrics().verification(factor.method, measured);
+        match checked? {
             Outcome::Accepted => {}
-            Outcome::Wrong => return self.count_failure(&caller, now).await,
+            Outcome::Wrong => return self.count_failure(&caller, factor.method, now).await,
             Outcome::Reused => return Err(self.explain_refusal(&caller, now).await?),
         }
         let kind = match purpose {
@@ -273,7 +282,12 @@ impl TwoFactor {
         Ok(step.and_then(|s| i64::try_from(s).ok()))
     }
 
-    async fn count_failure(&self, caller: &Caller, now: i64) -> Result<StepUpResponse> {
+    async fn count_failure(
+        &self,
+        caller: &Caller,
+        method: Method,
+        now: i64,
+    ) -> Result<StepUpResponse> {
         let outcome = self
             .app()
             .store()
@@ -293,6 +307,7 @@ impl TwoFactor {
                 )
                 .await?;
                 if let Some(until) = locked_until {
+                    self.app().metrics().lockout(method);
                     self.audit(
                         caller,
                         "lockout",
