@@ -13,19 +13,24 @@ as a test sees them, and every message this module builds passes through
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import json
 import os
 import re
+import secrets
 import selectors
+import shlex
 import shutil
 import signal
 import subprocess
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, TypeVar
 
 import pytest
 
@@ -323,6 +328,21 @@ class Grpcurl:
         """Call a unary method that must be refused; return the status."""
         return self._refused(method, self._invoke(method, data, token, list(headers)))
 
+    def attempt(self, method: str, data: dict | None = None, *, token: str | None = None,
+                headers: list[str] = ()) -> Msg | RpcError:
+        """Call a unary method that may go either way: the response, or the
+        refusal. A call that gets no gRPC status at all (the server is gone)
+        raises RpcFailed."""
+        out = self._invoke(method, data, token, list(headers))
+        if out.returncode == 0:
+            return self._ok(method, out)
+        return self._refused(method, out)
+
+    def health(self, service: str = "") -> str:
+        """`grpc.health.v1.Health/Check` for `service` ("" is the whole
+        server): SERVING, NOT_SERVING, ..."""
+        return self.call("grpc.health.v1.Health/Check", {"service": service})["status"]
+
     def _refused(self, method: str, out: subprocess.CompletedProcess) -> RpcError:
         if out.returncode == 0:
             raise RpcFailed(f"{method} succeeded but should have been refused")
@@ -376,8 +396,10 @@ class Service:
 
     name = ""
 
-    def __init__(self, workdir: Path, args: Iterable[str] = ()):
+    def __init__(self, workdir: Path, args: Iterable[str] = (), env: dict | None = None):
         self.binary = service_binary(self.name)
+        # Extra environment (e.g. PADLOCK_* settings child_env() strips).
+        self.env = dict(env or {})
         self.data_dir = workdir / "data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / f"{self.name}.stderr.log"
@@ -390,7 +412,7 @@ class Service:
         self.proc = subprocess.Popen(
             [str(self.binary), "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir), *args],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._log,
-            env=child_env(), text=True,
+            env={**child_env(), **self.env}, text=True,
         )
         self.addr = self._wait_ready()
         # Keep reading stdout so the server can never block on a full pipe.
@@ -467,11 +489,21 @@ class Service:
         assert self.proc.poll() is None, f"{self.name} is not running"
         self.proc.send_signal(sig)
 
+    def kill(self) -> int:
+        """SIGKILL, as the OOM killer or a lost node does; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        code = self.proc.wait(timeout=10)
+        if getattr(self, "_drain", None):
+            self._drain.join(timeout=5)
+        return code
+
     def cli(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
-        """`NAME --data-dir DIR ARGS...` against the same data."""
+        """`NAME --data-dir DIR ARGS...` against the same data (and with
+        the same extra environment)."""
         return subprocess.run(
             [str(self.binary), "--data-dir", str(self.data_dir), *args],
-            input=stdin, capture_output=True, text=True, timeout=60, env=child_env(),
+            input=stdin, capture_output=True, text=True, timeout=60, env={**child_env(), **self.env},
         )
 
 
@@ -481,8 +513,8 @@ class AuthServer(Service):
 
     name = "padlock-auth"
 
-    def __init__(self, workdir: Path, args: Iterable[str] = ()):
-        super().__init__(workdir, args)
+    def __init__(self, workdir: Path, args: Iterable[str] = (), env: dict | None = None):
+        super().__init__(workdir, args, env)
 
 
 class DeployServer(Service):
@@ -492,9 +524,9 @@ class DeployServer(Service):
 
     name = "padlock-deploy"
 
-    def __init__(self, workdir: Path, auth: AuthServer, args: Iterable[str] = ()):
+    def __init__(self, workdir: Path, auth: AuthServer, args: Iterable[str] = (), env: dict | None = None):
         self.auth = auth
-        super().__init__(workdir, args)
+        super().__init__(workdir, args, env)
 
     def _start(self, args: list[str]):
         super()._start(["--auth-url", f"http://{self.auth.addr}", *args])
@@ -582,3 +614,232 @@ def pytest_runtest_makereport(item, call):
     if report.failed:
         for srv in _SERVERS:
             report.sections.append((f"{srv.name} stderr ({srv.log_path})", srv.stderr_tail()))
+
+
+# ---------------------------------------------------------------- concurrency
+
+T = TypeVar("T")
+
+
+def run_together(*calls: Callable[[], T], timeout: float = RPC_TIMEOUT_S + 30) -> list[T | BaseException]:
+    """Run each call in its own thread, all released at once by a barrier;
+    return their results (or what they raised) in order."""
+    barrier = threading.Barrier(len(calls))
+    results: list = [None] * len(calls)
+
+    def run(i: int, call: Callable[[], T]):
+        barrier.wait()
+        try:
+            results[i] = call()
+        except BaseException as e:  # noqa: BLE001 - handed back to the caller
+            results[i] = e
+
+    threads = [threading.Thread(target=run, args=(i, c), daemon=True) for i, c in enumerate(calls)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), f"calls still running after {timeout}s"
+    return results
+
+
+def wait_until(condition: Callable[[], T], *, timeout: float, what: str, every: float = 0.05) -> T:
+    """Poll `condition` until it returns something truthy; fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}", pytrace=False)
+        time.sleep(every)
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+class Postgres:
+    """A throwaway PostgreSQL 15 cluster from `tests/pg.sh start` (free
+    loopback port, trust auth), which a test may stop (`pg_ctl stop -m
+    fast`) and start again on the same port and data."""
+
+    def __init__(self):
+        out = subprocess.run([str(REPO_ROOT / "tests" / "pg.sh"), "start"],
+                             capture_output=True, text=True, timeout=120)
+        if out.returncode != 0:
+            pytest.fail(f"tests/pg.sh start failed (exit {out.returncode}):\n{out.stderr[-2000:]}",
+                        pytrace=False)
+        found = dict(re.findall(r"^export (\w+)=(.*)$", out.stdout, re.MULTILINE))
+        self.dir = Path(shlex.split(found["PADLOCK_PG_DIR"])[0])
+        self.url = shlex.split(found["PADLOCK_TEST_DATABASE_URL"])[0]
+        self.port = urllib.parse.urlsplit(self.url).port
+        self.bin = Path(os.environ.get("PADLOCK_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+    def _as_pg(self, *cmd: str) -> list[str]:
+        return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else list(cmd)
+
+    def _pg_ctl(self, *args: str) -> None:
+        out = subprocess.run(self._as_pg(str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), *args),
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, f"pg_ctl {args[-1]} failed: {out.stdout} {out.stderr}"
+
+    def stop_server(self) -> None:
+        """`pg_ctl stop -m fast`: open sessions are ended, new ones refused."""
+        self._pg_ctl("-m", "fast", "-w", "-t", "30", "stop")
+
+    def start_server(self) -> None:
+        """Starts the stopped server again on the same port and data."""
+        self._pg_ctl("-l", str(self.dir / "log"), "-w", "-t", "30", "start", "-o",
+                     f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=on")
+
+    def running(self) -> bool:
+        out = subprocess.run(self._as_pg(str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "status"),
+                             capture_output=True, timeout=30)
+        return out.returncode == 0
+
+    def url_of(self, database: str) -> str:
+        return self.url.rsplit("/", 1)[0] + "/" + database
+
+    def create_database(self, prefix: str) -> str:
+        """A fresh, empty database; returns its URL."""
+        name = f"{re.sub(r'[^a-z0-9_]', '_', prefix.lower())}_{secrets.token_hex(4)}"
+        self.psql(self.url, f"CREATE DATABASE {name}")
+        return self.url_of(name)
+
+    def psql(self, url: str, sql: str) -> list[list[str]]:
+        """Runs `sql` on the database at `url`; the rows as lists of strings."""
+        psql = self.bin / "psql"
+        out = subprocess.run(
+            [str(psql if psql.exists() else "psql"), "-X", "-q", "-t", "--csv", "-v", "ON_ERROR_STOP=1",
+             "-d", url, "-c", sql],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert out.returncode == 0, f"psql failed: {out.stderr.strip()}"
+        return [row for row in csv.reader(io.StringIO(out.stdout)) if row]
+
+    def close(self) -> None:
+        subprocess.run([str(REPO_ROOT / "tests" / "pg.sh"), "stop", str(self.dir)],
+                       capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Postgres:
+    """A PostgreSQL cluster of this module's own (tests may stop it).
+    Outside CI, PADLOCK_SKIP_PG=1 skips the module instead."""
+    if os.environ.get("PADLOCK_SKIP_PG") == "1" and os.environ.get("CI") not in ("true", "1"):
+        pytest.skip("PADLOCK_SKIP_PG=1: no PostgreSQL")
+    pg = Postgres()
+    try:
+        yield pg
+    finally:
+        pg.close()
+
+
+# ---------------------------------------------------------------- replicas
+
+
+@dataclass
+class Account:
+    username: str
+    password: str = field(repr=False)
+    roles: list[str] = field(default_factory=list)
+
+
+def data_keys_spec() -> str:
+    """A fresh `--data-keys` value: one AES-256 key, id k1."""
+    return secret("k1:" + base64.b64encode(secrets.token_bytes(32)).decode())
+
+
+class Replicas:
+    """padlock-auth and padlock-deploy replicas on one PostgreSQL, as
+    production runs them: each replica has its own data directory, all auth
+    replicas share one database, the signing keys (current and previous,
+    generated by the first replica's data directory, then rotated) and the
+    data keys (so each can open the TOTP secrets and phone numbers another
+    sealed); the deploy replicas share another database, deploy i trusting
+    auth i % auths.
+
+    A support person (`support`, role support) is provisioned with the CLI
+    of the first replica's data directory before anything serves;
+    `create_user` adds more through SupportService.CreateUser."""
+
+    def __init__(self, workdir: Path, postgres: Postgres, *, auths: int = 2, deploys: int = 0,
+                 auth_args: Iterable[str] = (), env: dict | None = None):
+        self.postgres = postgres
+        self.auth_db = postgres.create_database("auth")
+        self.deploy_db = postgres.create_database("deploy") if deploys else ""
+        self.env = {"PADLOCK_DATA_KEYS": data_keys_spec(), **(env or {})}
+        self.auths: list[AuthServer] = []
+        self.deploys: list[DeployServer] = []
+
+        first = workdir / "auth-1" / "data"
+        first.mkdir(parents=True)
+        self.support = Account("support", secret(secrets.token_urlsafe(18)), ["support"])
+        self._origin_cli(first, "--database-url", self.auth_db, "users", "add", "--username", "support",
+                         "--role", "support", stdin=self.support.password + "\n")
+        self._origin_cli(first, "keys", "rotate")
+        keys = first / "keys"
+        self.auth_args = ["--database-url", self.auth_db,
+                          "--signing-key-file", str(keys / "current.pem"),
+                          "--previous-signing-key-file", str(keys / "previous.pem"), *auth_args]
+        try:
+            for i in range(auths):
+                self._add(self.auths, AuthServer(workdir / f"auth-{i + 1}", self.auth_args, self.env))
+            for i in range(deploys):
+                self._add(self.deploys, DeployServer(workdir / f"deploy-{i + 1}", self.auths[i % auths],
+                                                     ["--database-url", self.deploy_db], self.env))
+        except BaseException:
+            self.stop()
+            raise
+        self.auth_grpc = [Grpcurl(lambda s=s: s.addr) for s in self.auths]
+        self.deploy_grpc = [Grpcurl(lambda s=s: s.addr) for s in self.deploys]
+        self.support_token = self.sign_in(self.support)
+
+    def _origin_cli(self, data_dir: Path, *args: str, stdin: str = "") -> None:
+        out = subprocess.run([str(auth_binary()), "--data-dir", str(data_dir), *args], input=stdin,
+                             capture_output=True, text=True, timeout=60, env={**child_env(), **self.env})
+        assert out.returncode == 0, redact(f"padlock-auth {' '.join(args[-2:])} exited {out.returncode}: "
+                                           f"{out.stderr[-800:]}")
+
+    @staticmethod
+    def _add(group: list, srv: Service) -> None:
+        group.append(srv)
+        _SERVERS.append(srv)
+
+    def add_auth(self) -> int:
+        """Starts one more auth replica with the same configuration; returns its index."""
+        workdir = self.auths[0].data_dir.parent.parent / f"auth-{len(self.auths) + 1}"
+        self._add(self.auths, AuthServer(workdir, self.auth_args, self.env))
+        srv = self.auths[-1]
+        self.auth_grpc.append(Grpcurl(lambda: srv.addr))
+        return len(self.auths) - 1
+
+    def stop(self) -> None:
+        for srv in [*self.deploys, *self.auths]:
+            if srv in _SERVERS:
+                _SERVERS.remove(srv)
+            srv.stop()
+
+    def sign_in(self, account: Account, replica: int = 0) -> str:
+        resp = self.auth_grpc[replica].call("padlock.auth.v1.SessionService/SignIn",
+                                            {"username": account.username, "password": account.password})
+        secret(resp["sessionToken"])
+        return secret(resp["accessToken"])
+
+    def create_user(self, username: str, roles: Iterable[str] = (), replica: int = 0) -> Account:
+        account = Account(username, secret(secrets.token_urlsafe(18)), list(roles))
+        self.auth_grpc[replica].call("padlock.auth.v1.SupportService/CreateUser",
+                                     {"username": username, "password": account.password,
+                                      "roles": account.roles}, token=self.support_token)
+        return account
+
+
+def replicas(workdir: Path, postgres: Postgres, **kwargs):
+    """For a fixture: `yield from replicas(tmp_path, postgres, deploys=2)`;
+    every replica is stopped afterwards."""
+    group = Replicas(workdir, postgres, **kwargs)
+    try:
+        yield group
+    finally:
+        group.stop()
