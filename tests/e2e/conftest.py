@@ -789,12 +789,12 @@ class Replicas:
             for i in range(deploys):
                 self._add(self.deploys, DeployServer(workdir / f"deploy-{i + 1}", self.auths[i % auths],
                                                      ["--database-url", self.deploy_db], self.env))
+            self.auth_grpc = [Grpcurl(lambda s=s: s.addr) for s in self.auths]
+            self.deploy_grpc = [Grpcurl(lambda s=s: s.addr) for s in self.deploys]
+            self.support_token = self.sign_in(self.support)
         except BaseException:
             self.stop()
             raise
-        self.auth_grpc = [Grpcurl(lambda s=s: s.addr) for s in self.auths]
-        self.deploy_grpc = [Grpcurl(lambda s=s: s.addr) for s in self.deploys]
-        self.support_token = self.sign_in(self.support)
 
     def _origin_cli(self, data_dir: Path, *args: str, stdin: str = "") -> None:
         out = subprocess.run([str(auth_binary()), "--data-dir", str(data_dir), *args], input=stdin,
@@ -806,14 +806,6 @@ class Replicas:
     def _add(group: list, srv: Service) -> None:
         group.append(srv)
         _SERVERS.append(srv)
-
-    def add_auth(self) -> int:
-        """Starts one more auth replica with the same configuration; returns its index."""
-        workdir = self.auths[0].data_dir.parent.parent / f"auth-{len(self.auths) + 1}"
-        self._add(self.auths, AuthServer(workdir, self.auth_args, self.env))
-        srv = self.auths[-1]
-        self.auth_grpc.append(Grpcurl(lambda: srv.addr))
-        return len(self.auths) - 1
 
     def stop(self) -> None:
         for srv in [*self.deploys, *self.auths]:
