@@ -230,11 +230,6 @@ def test_database_stopped_and_started_under_load(served: Replicas, postgres):
         f"doubled user_created events: {[k for k, n in after.items() if n > 1]}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "service bug: SupportService.CreateUser inserts the user and its user_created audit event in "
-    "two autocommit statements (services/auth/src/grpc/support.rs create_user), so a connection "
-    "lost between them answers UNAVAILABLE yet leaves the user without its audit event, and the "
-    "operator's retry then gets USERNAME_TAKEN"))
 def test_a_user_lost_with_the_connection_is_created_whole_or_not_at_all(single: Replicas, postgres):
     """The connection dies exactly between the two writes: a trigger on the
     audit table ends its own session when the victim's event arrives, as a

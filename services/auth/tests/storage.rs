@@ -25,6 +25,19 @@ fn user(id: &str, username: &str) -> User {
     }
 }
 
+/// The audit record a user is created with.
+fn created(id: &str, _username: &str) -> AuditEvent {
+    AuditEvent {
+        at: NOW,
+        kind: "user_created",
+        outcome: Outcome::Ok,
+        actor: None,
+        subject: Some(id.into()),
+        session_id: None,
+        detail: String::new(),
+    }
+}
+
 fn pending(user_id: &str, enrollment_id: &str) -> NewFactor {
     NewFactor {
         masked_phone: None,
@@ -51,8 +64,14 @@ async fn stores() -> Vec<(padlock_test_support::TestDatabase, Store)> {
 #[tokio::test]
 async fn users_are_unique_by_username_and_keep_their_roles() {
     for (db, store) in stores().await {
-        store.create_user(&user("u1", "alice")).await.unwrap();
-        let err = store.create_user(&user("u2", "alice")).await.unwrap_err();
+        store
+            .create_user(&user("u1", "alice"), created("u1", "alice"))
+            .await
+            .unwrap();
+        let err = store
+            .create_user(&user("u2", "alice"), created("u2", "alice"))
+            .await
+            .unwrap_err();
         assert!(
             matches!(err, StoreError::Conflict),
             "{}: {err:?}",
@@ -69,7 +88,10 @@ async fn users_are_unique_by_username_and_keep_their_roles() {
 #[tokio::test]
 async fn migrations_run_twice_without_harm() {
     for (db, store) in stores().await {
-        store.create_user(&user("u1", "alice")).await.unwrap();
+        store
+            .create_user(&user("u1", "alice"), created("u1", "alice"))
+            .await
+            .unwrap();
         let again = Store::connect(&db.url).await.expect("second start");
         assert!(
             again.user_by_username("alice").await.unwrap().is_some(),
@@ -82,7 +104,10 @@ async fn migrations_run_twice_without_harm() {
 #[tokio::test]
 async fn sessions_end_and_ended_sessions_take_no_step_up() {
     for (db, store) in stores().await {
-        store.create_user(&user("u1", "alice")).await.unwrap();
+        store
+            .create_user(&user("u1", "alice"), created("u1", "alice"))
+            .await
+            .unwrap();
         let session = Session {
             id: "s1".into(),
             user_id: "u1".into(),
@@ -131,7 +156,10 @@ async fn sessions_end_and_ended_sessions_take_no_step_up() {
 #[tokio::test]
 async fn one_factor_per_user_and_pending_enrollments_restart() {
     for (db, store) in stores().await {
-        store.create_user(&user("u1", "alice")).await.unwrap();
+        store
+            .create_user(&user("u1", "alice"), created("u1", "alice"))
+            .await
+            .unwrap();
         assert!(store.begin_enrollment(&pending("u1", "e1")).await.unwrap());
         assert!(
             store.begin_enrollment(&pending("u1", "e2")).await.unwrap(),
@@ -178,7 +206,10 @@ async fn one_factor_per_user_and_pending_enrollments_restart() {
 #[tokio::test]
 async fn steps_are_accepted_once_and_in_order() {
     for (db, store) in stores().await {
-        store.create_user(&user("u1", "alice")).await.unwrap();
+        store
+            .create_user(&user("u1", "alice"), created("u1", "alice"))
+            .await
+            .unwrap();
         store.begin_enrollment(&pending("u1", "e1")).await.unwrap();
         store
             .activate_enrollment("u1", "e1", 100, NOW)
@@ -201,7 +232,10 @@ async fn steps_are_accepted_once_and_in_order() {
 #[tokio::test]
 async fn lockouts_double_up_to_a_day_and_restart_the_count_when_they_end() {
     for (db, store) in stores().await {
-        store.create_user(&user("u1", "alice")).await.unwrap();
+        store
+            .create_user(&user("u1", "alice"), created("u1", "alice"))
+            .await
+            .unwrap();
         store.begin_enrollment(&pending("u1", "e1")).await.unwrap();
         store
             .activate_enrollment("u1", "e1", 100, NOW)
@@ -281,5 +315,36 @@ async fn audit_events_are_kept_newest_first_by_subject() {
         let details: Vec<_> = events.iter().map(|e| e.detail.as_str()).collect();
         assert_eq!(details, ["event 2", "event 0"], "{}", db.backend);
         assert_eq!(store.audit_events(None, 2).await.unwrap().len(), 2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_together_on_a_fresh_database_all_migrate() {
+    for db in padlock_test_support::databases().await {
+        let starts = (0..4).map(|_| Store::connect(&db.url));
+        let results = futures::future::join_all(starts).await;
+        for result in &results {
+            assert!(result.is_ok(), "{}: {result:?}", db.backend);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_user_exists_only_with_its_audit_record() {
+    for (db, store) in stores().await {
+        store
+            .create_user(&user("u1", "alice"), created("u1", "alice"))
+            .await
+            .unwrap();
+        let events = store.audit_events(Some("u1"), 10).await.unwrap();
+        assert_eq!(events.len(), 1, "{}", db.backend);
+        // A conflicting create writes neither the user nor a record.
+        assert!(
+            store
+                .create_user(&user("u2", "alice"), created("u2", "alice"))
+                .await
+                .is_err()
+        );
+        assert!(store.audit_events(Some("u2"), 10).await.unwrap().is_empty());
     }
 }

@@ -66,23 +66,20 @@ pub async fn create_user(
         roles,
         created_at: now,
     };
-    match app_store.create_user(&user).await {
-        Ok(()) => {}
-        Err(StoreError::Conflict) => return Err(AuthError::UsernameTaken),
-        Err(e) => return Err(e.into()),
+    let audit = AuditEvent {
+        at: now,
+        kind: "user_created",
+        outcome: Outcome::Ok,
+        actor,
+        subject: Some(user.id.clone()),
+        session_id: None,
+        detail: format!("roles={}", user.roles.join(",")),
+    };
+    match app_store.create_user(&user, audit).await {
+        Ok(()) => Ok(user),
+        Err(StoreError::Conflict) => Err(AuthError::UsernameTaken),
+        Err(e) => Err(e.into()),
     }
-    app_store
-        .audit(AuditEvent {
-            at: now,
-            kind: "user_created",
-            outcome: Outcome::Ok,
-            actor,
-            subject: Some(user.id.clone()),
-            session_id: None,
-            detail: format!("roles={}", user.roles.join(",")),
-        })
-        .await?;
-    Ok(user)
 }
 
 /// Audit pages: 100 by default, 1000 at most.

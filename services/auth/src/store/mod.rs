@@ -14,7 +14,6 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, Database, DatabaseConnection, EntityTrait,
     QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
-use sea_orm_migration::MigratorTrait;
 
 use entity::{audit_event, factor, session, sms_limit, user};
 
@@ -225,7 +224,7 @@ impl Store {
     /// `synchronous=FULL`, so a commit is durable when it returns.
     pub async fn connect(url: &str) -> Result<Self> {
         let db = Database::connect(db::connect_options(url)).await?;
-        migration::Migrator::up(&db, None).await?;
+        db::migrate::<migration::Migrator>(&db).await?;
         Ok(Self { db })
     }
 
@@ -234,7 +233,11 @@ impl Store {
         self.db.ping().await.is_ok()
     }
 
-    pub async fn create_user(&self, u: &User) -> Result<()> {
+    /// Creates a user and its audit record in one transaction: a user is
+    /// never created without its record (or half-created on a lost
+    /// connection).
+    pub async fn create_user(&self, u: &User, audit: AuditEvent) -> Result<()> {
+        let txn = self.db.begin().await?;
         user::Entity::insert(user::ActiveModel {
             id: Set(u.id.clone()),
             username: Set(u.username.clone()),
@@ -242,8 +245,10 @@ impl Store {
             roles: Set(u.roles.join(" ")),
             created_at: Set(u.created_at),
         })
-        .exec_without_returning(&self.db)
+        .exec_without_returning(&txn)
         .await?;
+        insert_audit(&txn, audit).await?;
+        txn.commit().await?;
         Ok(())
     }
 
@@ -665,22 +670,7 @@ impl Store {
     }
 
     pub async fn audit(&self, e: AuditEvent) -> Result<()> {
-        audit_event::Entity::insert(audit_event::ActiveModel {
-            at: Set(e.at),
-            kind: Set(e.kind.to_owned()),
-            outcome: Set(match e.outcome {
-                Outcome::Ok => "ok".to_owned(),
-                Outcome::Refused => "refused".to_owned(),
-            }),
-            actor: Set(e.actor),
-            subject: Set(e.subject),
-            session_id: Set(e.session_id),
-            detail: Set(e.detail),
-            ..Default::default()
-        })
-        .exec_without_returning(&self.db)
-        .await?;
-        Ok(())
+        insert_audit(&self.db, e).await
     }
 
     /// The newest `limit` audit records about `subject` (all when `None`).
@@ -758,6 +748,25 @@ fn accept_step_update(user_id: &str, step: i64, now: i64) -> sea_orm::UpdateMany
         .filter(factor::Column::UserId.eq(user_id))
         .filter(step_is_new(step))
         .filter(not_locked(now))
+}
+
+async fn insert_audit(conn: &impl sea_orm::ConnectionTrait, e: AuditEvent) -> Result<()> {
+    audit_event::Entity::insert(audit_event::ActiveModel {
+        at: Set(e.at),
+        kind: Set(e.kind.to_owned()),
+        outcome: Set(match e.outcome {
+            Outcome::Ok => "ok".to_owned(),
+            Outcome::Refused => "refused".to_owned(),
+        }),
+        actor: Set(e.actor),
+        subject: Set(e.subject),
+        session_id: Set(e.session_id),
+        detail: Set(e.detail),
+        ..Default::default()
+    })
+    .exec_without_returning(conn)
+    .await?;
+    Ok(())
 }
 
 fn step_is_new(step: i64) -> Condition {

@@ -11,7 +11,6 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, Database, DatabaseConnection, EntityTrait, PaginatorTrait,
     QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
-use sea_orm_migration::MigratorTrait;
 
 use crate::policy::{Env, Permission};
 use entity::{app, audit_event, deployment, node_permission, package, team_member};
@@ -152,7 +151,7 @@ impl Store {
     /// Connects and runs pending migrations.
     pub async fn connect(url: &str) -> Result<Self> {
         let db = Database::connect(db::connect_options(url)).await?;
-        migration::Migrator::up(&db, None).await?;
+        db::migrate::<migration::Migrator>(&db).await?;
         Ok(Self { db })
     }
 
