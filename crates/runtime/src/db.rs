@@ -317,7 +317,7 @@ pub async fn migrate<M: sea_orm_migration::MigratorTrait>(
 ) -> Result<(), DbErr> {
     use sea_orm::{ConnectionTrait, TransactionTrait};
     // Any fixed number; both services may share one database.
-    const MIGRATION_LOCK: i64 = 0x7061_646c_6f63_6b;
+    const MIGRATION_LOCK: i64 = 0x0070_6164_6c6f_636b; // "padlock" in ASCII
     if db.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
         let mut attempt = 0;
         loop {
