@@ -114,6 +114,42 @@ impl From<DbErr> for StoreError {
     }
 }
 
+/// How often a SQLite migration that raced another process is retried.
+const SQLITE_MIGRATION_RETRIES: u32 = 10;
+
+/// Applies `M`'s pending migrations. On PostgreSQL they run in one
+/// transaction holding an advisory lock, so replicas (or `migrate` jobs)
+/// starting together on a fresh database take turns instead of failing on
+/// "already exists". SQLite has no such lock: processes sharing one file
+/// retry a few times, and the loser finds the winner's work recorded.
+pub async fn migrate<M: sea_orm_migration::MigratorTrait>(
+    db: &sea_orm::DatabaseConnection,
+) -> Result<(), DbErr> {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    // Any fixed number; both services may share one database.
+    const MIGRATION_LOCK: i64 = 0x0070_6164_6c6f_636b; // "padlock" in ASCII
+    if db.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
+        let mut attempt = 0;
+        loop {
+            match M::up(db, None).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < SQLITE_MIGRATION_RETRIES => {
+                    attempt += 1;
+                    tracing::info!(attempt, error = %e, "migration raced another process; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(50 * u64::from(attempt)))
+                        .await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let txn = db.begin().await?;
+    txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
+        .await?;
+    M::up(&txn, None).await?;
+    txn.commit().await
+}
+
 #[cfg(test)]
 mod tests {
     use std::borrow::Cow;
@@ -302,40 +338,4 @@ mod tests {
             .expect_err("the session is gone");
         assert_eq!(classify(&err), DbFailure::Unavailable, "{err:?}");
     }
-}
-
-/// How often a SQLite migration that raced another process is retried.
-const SQLITE_MIGRATION_RETRIES: u32 = 10;
-
-/// Applies `M`'s pending migrations. On PostgreSQL they run in one
-/// transaction holding an advisory lock, so replicas (or `migrate` jobs)
-/// starting together on a fresh database take turns instead of failing on
-/// "already exists". SQLite has no such lock: processes sharing one file
-/// retry a few times, and the loser finds the winner's work recorded.
-pub async fn migrate<M: sea_orm_migration::MigratorTrait>(
-    db: &sea_orm::DatabaseConnection,
-) -> Result<(), DbErr> {
-    use sea_orm::{ConnectionTrait, TransactionTrait};
-    // Any fixed number; both services may share one database.
-    const MIGRATION_LOCK: i64 = 0x0070_6164_6c6f_636b; // "padlock" in ASCII
-    if db.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
-        let mut attempt = 0;
-        loop {
-            match M::up(db, None).await {
-                Ok(()) => return Ok(()),
-                Err(e) if attempt < SQLITE_MIGRATION_RETRIES => {
-                    attempt += 1;
-                    tracing::info!(attempt, error = %e, "migration raced another process; retrying");
-                    tokio::time::sleep(std::time::Duration::from_millis(50 * u64::from(attempt)))
-                        .await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    let txn = db.begin().await?;
-    txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
-        .await?;
-    M::up(&txn, None).await?;
-    txn.commit().await
 }
