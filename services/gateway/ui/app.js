@@ -632,8 +632,9 @@ function permissionGrid(env, users, held) {
       }
       await refreshMe();
       const mfa = stepped || (isPadlocked(what.action, env) && state.me);
-      flash('ok', `Saved ${env} permissions: ${done.join('; ')}.`, mfa && validUntil(mfa.mfa_at, mfa.mfa_expires_at));
+      // Redraw first, so the message appears with the grid as now saved.
       await drawPermissions();
+      flash('ok', `Saved ${env} permissions: ${done.join('; ')}.`, mfa && validUntil(mfa.mfa_at, mfa.mfa_expires_at));
     },
   });
 
