@@ -60,6 +60,7 @@ struct Inner {
     keys: RwLock<Arc<Keys>>,
     data_keys: DataKeys,
     dummy_password_hash: String,
+    hasher: crate::password::Hasher,
     sms: Arc<dyn SmsSender>,
     metrics: Metrics,
 }
@@ -88,7 +89,8 @@ impl App {
         sms: Arc<dyn SmsSender>,
     ) -> anyhow::Result<Self> {
         let keys = load_keys(&key_source, &settings)?;
-        let dummy_password_hash = crate::password::hash("padlock-dummy-password".into()).await?;
+        let hasher = crate::password::Hasher::per_core();
+        let dummy_password_hash = hasher.hash("padlock-dummy-password".into()).await?;
         Ok(App(Arc::new(Inner {
             store,
             clock,
@@ -97,6 +99,7 @@ impl App {
             keys: RwLock::new(Arc::new(keys)),
             data_keys,
             dummy_password_hash,
+            hasher,
             sms,
             metrics: Metrics::new(&padlock_runtime::otel::meter()),
         })))
@@ -124,6 +127,11 @@ impl App {
 
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
+    }
+
+    /// argon2id with at most one hash per core at once.
+    pub fn hasher(&self) -> &crate::password::Hasher {
+        &self.0.hasher
     }
 
     pub fn dummy_password_hash(&self) -> String {

@@ -140,6 +140,7 @@ async fn add_user(options: Options, username: String, roles: Vec<String>) -> any
     let app = padlock_auth::open(options, Arc::new(SystemClock)).await?;
     let user = padlock_auth::grpc::support::create_user(
         app.store(),
+        app.hasher(),
         app.now(),
         None,
         &username,

@@ -9,7 +9,6 @@ use tonic::{Request, Response, Status};
 use super::{MAX_PASSWORD_LEN, MAX_SESSION_TOKEN_LEN, check_username, finish, timestamp};
 use crate::app::{App, hash_session_token, new_session_token};
 use crate::error::{AuthError, Result};
-use crate::password;
 use crate::store::{AuditEvent, Outcome, Session, User};
 
 #[derive(Debug, Clone)]
@@ -36,12 +35,14 @@ impl Sessions {
 
         let app = &self.0;
         let user = app.store().user_by_username(&req.username).await?;
-        let ok = password::verify(
-            req.password,
-            user.as_ref().map(|u| u.password_hash.clone()),
-            app.dummy_password_hash(),
-        )
-        .await?;
+        let ok = app
+            .hasher()
+            .verify(
+                req.password,
+                user.as_ref().map(|u| u.password_hash.clone()),
+                app.dummy_password_hash(),
+            )
+            .await?;
         let now = app.now();
         let Some(user) = user.filter(|_| ok) else {
             app.store()

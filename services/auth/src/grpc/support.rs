@@ -50,6 +50,7 @@ pub fn validate_new_user(username: &str, password: &str, roles: &[String]) -> Re
 /// Creates a user; shared by the RPC and the `users add` command.
 pub async fn create_user(
     app_store: &crate::store::Store,
+    hasher: &crate::password::Hasher,
     now: i64,
     actor: Option<String>,
     username: &str,
@@ -62,7 +63,7 @@ pub async fn create_user(
     let user = User {
         id: uuid::Uuid::new_v4().to_string(),
         username: username.to_owned(),
-        password_hash: crate::password::hash(password).await?,
+        password_hash: hasher.hash(password).await?,
         roles,
         created_at: now,
     };
@@ -174,6 +175,7 @@ impl SupportService for Support {
         let req = request.into_inner();
         let user = create_user(
             self.0.store(),
+            self.0.hasher(),
             self.0.now(),
             Some(actor.id),
             &req.username,

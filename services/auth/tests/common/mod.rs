@@ -100,6 +100,7 @@ impl Harness {
     pub async fn add_user(&self, username: &str, roles: &[&str]) {
         padlock_auth::grpc::support::create_user(
             self.app.store(),
+            self.app.hasher(),
             self.clock.unix(),
             None,
             username,
