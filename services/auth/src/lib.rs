@@ -63,11 +63,7 @@ impl Options {
 /// migrations) and loads or generates the keys.
 pub async fn open(options: Options, clock: SharedClock) -> anyhow::Result<App> {
     ensure_private_dir(&options.data_dir)?;
-    let url = options
-        .database_url
-        .as_ref()
-        .map(|u| u.expose().clone())
-        .unwrap_or_else(|| app::default_database_url(&options.data_dir));
+    let url = database_url(&options);
     let store = store::Store::connect(&url)
         .await
         .map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))?;
@@ -89,11 +85,7 @@ pub async fn open(options: Options, clock: SharedClock) -> anyhow::Result<App> {
 /// Applies pending migrations to the configured database, and nothing else.
 pub async fn migrate(options: &Options) -> anyhow::Result<()> {
     ensure_private_dir(&options.data_dir)?;
-    let url = options
-        .database_url
-        .as_ref()
-        .map(|u| u.expose().clone())
-        .unwrap_or_else(|| app::default_database_url(&options.data_dir));
+    let url = database_url(options);
     store::Store::connect(&url)
         .await
         .map_err(|e| anyhow::anyhow!("cannot migrate the database: {e}"))?;
@@ -152,6 +144,15 @@ pub async fn serve(
     };
     server::serve(listener, routes, shutdown).await?;
     Ok(())
+}
+
+/// The configured database, or SQLite in the data directory.
+fn database_url(options: &Options) -> String {
+    options
+        .database_url
+        .as_ref()
+        .map(|u| u.expose().clone())
+        .unwrap_or_else(|| app::default_database_url(&options.data_dir))
 }
 
 fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
