@@ -201,8 +201,10 @@ async fn hanging_twilio_times_out_as_transient() {
     for _ in 0..3 {
         fake.push(Behavior::Hang);
     }
+    // Long enough for a loaded machine to deliver each request to the fake.
     let mut config = config(&fake);
-    config.request_timeout = Duration::from_millis(200);
+    config.request_timeout = Duration::from_secs(1);
+    config.retry_backoff = Duration::from_millis(10);
     let sender = TwilioSender::new(config).unwrap();
 
     let error = sender.send(TO, BODY, None).await.unwrap_err();
@@ -215,8 +217,9 @@ async fn hanging_twilio_times_out_as_transient() {
 async fn hanging_twilio_is_cut_off_at_the_deadline() {
     let fake = fake().await;
     fake.push(Behavior::Hang);
-    // The 5 s request timeout is longer than the caller can wait.
-    let deadline = Instant::now() + Duration::from_millis(300);
+    // The 5 s request timeout is longer than the caller can wait; the
+    // deadline still leaves a loaded machine ample time to reach the fake.
+    let deadline = Instant::now() + Duration::from_secs(2);
 
     let error = sender(&fake)
         .send(TO, BODY, Some(deadline))
@@ -225,23 +228,31 @@ async fn hanging_twilio_is_cut_off_at_the_deadline() {
 
     assert_eq!(error, SendError::Transient);
     assert_eq!(fake.requests(), 1, "no retry after the deadline");
+    assert!(Instant::now() < deadline + Duration::from_secs(1));
 }
 
 #[tokio::test]
 async fn near_deadline_leaves_no_room_for_a_retry() {
     let fake = fake().await;
     fake.push(Behavior::Status(503));
-    // Less than the shortest backoff plus one attempt: a retry would
-    // succeed, but it would end past the deadline.
-    let deadline = Instant::now() + Duration::from_millis(150);
+    // The first retry would wait at least 5 s, past the deadline: a retry
+    // would succeed, but it would end too late, so none is started.
+    let mut config = config(&fake);
+    config.retry_backoff = Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(3);
 
-    let error = sender(&fake)
+    let error = TwilioSender::new(config)
+        .unwrap()
         .send(TO, BODY, Some(deadline))
         .await
         .unwrap_err();
 
     assert_eq!(error, SendError::Transient);
     assert_eq!(fake.requests(), 1);
+    assert!(
+        Instant::now() < deadline,
+        "waited for a retry that could not fit"
+    );
 }
 
 #[tokio::test]

@@ -26,7 +26,7 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The first retry waits about this long; each further retry doubles it.
-const BACKOFF_BASE: Duration = Duration::from_millis(200);
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(200);
 /// The doubling stops here, so a large `max_attempts` cannot overflow.
 const BACKOFF_MAX_DOUBLINGS: u32 = 6;
 /// An attempt with less time than this before the caller's deadline is not
@@ -85,6 +85,9 @@ pub struct TwilioConfig {
     pub max_attempts: u32,
     /// Per attempt.
     pub request_timeout: Duration,
+    /// The wait before the first retry (jittered into its upper half);
+    /// each further retry doubles it.
+    pub retry_backoff: Duration,
 }
 
 impl TwilioConfig {
@@ -97,6 +100,7 @@ impl TwilioConfig {
             base_url: DEFAULT_BASE_URL.to_owned(),
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            retry_backoff: DEFAULT_RETRY_BACKOFF,
         }
     }
 }
@@ -134,6 +138,7 @@ pub struct TwilioSender {
     client: Client<HttpsConnector<HttpConnector>, Body>,
     max_attempts: u32,
     request_timeout: Duration,
+    retry_backoff: Duration,
 }
 
 impl fmt::Debug for TwilioSender {
@@ -147,6 +152,7 @@ impl fmt::Debug for TwilioSender {
             )
             .field("max_attempts", &self.max_attempts)
             .field("request_timeout", &self.request_timeout)
+            .field("retry_backoff", &self.retry_backoff)
             .finish_non_exhaustive()
     }
 }
@@ -185,6 +191,7 @@ impl TwilioSender {
             client: Client::builder().build(HttpsConnector::new()),
             max_attempts: config.max_attempts,
             request_timeout: config.request_timeout,
+            retry_backoff: config.retry_backoff,
         })
     }
 
@@ -300,8 +307,12 @@ impl SmsSender for TwilioSender {
                 );
                 return Err(SendError::Transient);
             }
-            let delay = backoff(attempt, rand::thread_rng().gen_range(0.0..1.0))
-                .max(retry_after.unwrap_or_default());
+            let delay = backoff(
+                self.retry_backoff,
+                attempt,
+                rand::thread_rng().gen_range(0.0..1.0),
+            )
+            .max(retry_after.unwrap_or_default());
             if deadline.is_some_and(|deadline| Instant::now() + delay + MIN_ATTEMPT_TIME > deadline)
             {
                 tracing::warn!(
@@ -402,11 +413,11 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(seconds))
 }
 
-/// The wait before retry number `retry` (1, 2, ...): `BACKOFF_BASE` doubled
-/// per retry, scaled into its upper half by `jitter` in `[0, 1)` so that
-/// senders that failed together do not retry together.
-fn backoff(retry: u32, jitter: f64) -> Duration {
-    let full = BACKOFF_BASE * 2u32.pow(retry.saturating_sub(1).min(BACKOFF_MAX_DOUBLINGS));
+/// The wait before retry number `retry` (1, 2, ...): `base` doubled per
+/// retry, scaled into its upper half by `jitter` in `[0, 1)` so that senders
+/// that failed together do not retry together.
+fn backoff(base: Duration, retry: u32, jitter: f64) -> Duration {
+    let full = base * 2u32.pow(retry.saturating_sub(1).min(BACKOFF_MAX_DOUBLINGS));
     full.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
 }
 
@@ -572,11 +583,26 @@ mod tests {
 
     #[test]
     fn backoff_doubles_with_jitter_in_the_upper_half() {
-        assert_eq!(backoff(1, 0.0), Duration::from_millis(100));
-        assert_eq!(backoff(1, 1.0), Duration::from_millis(200));
-        assert_eq!(backoff(2, 1.0), Duration::from_millis(400));
-        assert_eq!(backoff(3, 0.5), Duration::from_millis(600));
-        assert_eq!(backoff(u32::MAX, 1.0), BACKOFF_BASE * 64);
+        assert_eq!(
+            backoff(DEFAULT_RETRY_BACKOFF, 1, 0.0),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            backoff(DEFAULT_RETRY_BACKOFF, 1, 1.0),
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            backoff(DEFAULT_RETRY_BACKOFF, 2, 1.0),
+            Duration::from_millis(400)
+        );
+        assert_eq!(
+            backoff(DEFAULT_RETRY_BACKOFF, 3, 0.5),
+            Duration::from_millis(600)
+        );
+        assert_eq!(
+            backoff(DEFAULT_RETRY_BACKOFF, u32::MAX, 1.0),
+            DEFAULT_RETRY_BACKOFF * 64
+        );
     }
 
     #[test]
