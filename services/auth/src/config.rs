@@ -9,6 +9,7 @@ use padlock_runtime::Secret;
 use padlock_runtime::cli::CommonArgs;
 
 use crate::store::LockoutPolicy;
+use crate::throttle::TrustedProxies;
 
 /// auth's gRPC port (DESIGN.md "Ports and command lines").
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -109,6 +110,16 @@ pub struct AuthArgs {
     /// one current; default: `<data-dir>/data-keys`, generated on first start.
     #[arg(long, env = "PADLOCK_DATA_KEYS", hide_env_values = true, global = true)]
     pub data_keys: Option<Secret<String>>,
+    /// Addresses and CIDR ranges of the proxies (the gateway) whose
+    /// `padlock-client-ip` metadata names the client for sign-in throttling;
+    /// comma-separated. None by default: the connection's peer counts.
+    #[arg(
+        long,
+        env = "PADLOCK_TRUSTED_PROXIES",
+        default_value = "",
+        global = true
+    )]
+    pub trusted_proxies: String,
     #[command(flatten)]
     pub sms: SmsArgs,
 }
@@ -197,6 +208,7 @@ pub struct Settings {
     pub access_token_ttl: i64,
     pub session_ttl: i64,
     pub mfa_max_age: i64,
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Settings {
@@ -217,6 +229,8 @@ impl Settings {
             access_token_ttl: secs(args.access_token_ttl, "access-token-ttl")?,
             session_ttl: secs(args.session_ttl, "session-ttl")?,
             mfa_max_age: secs(args.mfa_max_age, "mfa-max-age")?,
+            trusted_proxies: TrustedProxies::parse(&args.trusted_proxies)
+                .map_err(|e| format!("--trusted-proxies: {e}"))?,
         };
         if settings.issuer.is_empty() {
             return Err("--issuer must not be empty".into());
@@ -240,6 +254,7 @@ impl Default for Settings {
             access_token_ttl: DEFAULT_ACCESS_TOKEN_TTL_SECS as i64,
             session_ttl: DEFAULT_SESSION_TTL_SECS as i64,
             mfa_max_age: DEFAULT_MFA_MAX_AGE_SECS as i64,
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }

@@ -17,6 +17,8 @@ pub enum AuthError {
     TokenInvalid,
     #[error("wrong username or password")]
     CredentialsInvalid,
+    #[error("too many sign-in attempts; try again later")]
+    SignInThrottled { retry_after: Duration },
     #[error("the session has ended or is unknown; sign in again")]
     SessionInvalid,
     #[error("the code is not valid")]
@@ -83,6 +85,12 @@ impl From<AuthError> for Status {
             }
             TokenInvalid => refusal(Code::Unauthenticated, "TOKEN_INVALID"),
             CredentialsInvalid => refusal(Code::Unauthenticated, "CREDENTIALS_INVALID"),
+            SignInThrottled { retry_after } => status::retry_later(
+                Code::ResourceExhausted,
+                "SIGN_IN_THROTTLED",
+                message,
+                retry_after,
+            ),
             SessionInvalid => refusal(Code::Unauthenticated, "SESSION_INVALID"),
             CodeInvalid { attempts_left } => status::refusal(
                 Code::Unauthenticated,

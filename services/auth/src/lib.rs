@@ -13,6 +13,7 @@ pub mod phone;
 pub mod sealing;
 pub mod sms;
 pub mod store;
+pub mod throttle;
 pub mod totp;
 
 use std::future::Future;

@@ -18,6 +18,7 @@ pub mod ui;
 pub mod views;
 
 use std::future::Future;
+use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 
@@ -48,7 +49,10 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, routes::router(gateway))
+    // The peer address reaches sign-in, which passes it on to auth's
+    // throttle (`routes::account::sign_in`).
+    let app = routes::router(gateway).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())

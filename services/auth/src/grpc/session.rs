@@ -1,4 +1,7 @@
-//! `SessionService`: primary sign-in with a password, refresh, sign-out.
+//! `SessionService`: primary sign-in with a password (throttled per
+//! username and client address, `crate::throttle`), refresh, sign-out.
+
+use std::net::IpAddr;
 
 use padlock_proto::auth::v1::{
     RefreshRequest, RefreshResponse, SignInRequest, SignInResponse, SignOutRequest,
@@ -10,6 +13,7 @@ use super::{MAX_PASSWORD_LEN, MAX_SESSION_TOKEN_LEN, check_username, finish, tim
 use crate::app::{App, hash_session_token, new_session_token};
 use crate::error::{AuthError, Result};
 use crate::store::{AuditEvent, Outcome, Session, User};
+use crate::throttle::SignInAttempt;
 
 #[derive(Debug, Clone)]
 pub struct Sessions(pub App);
@@ -23,7 +27,9 @@ pub fn user_message(user: &User) -> UserMessage {
 }
 
 impl Sessions {
-    async fn sign_in(&self, req: SignInRequest) -> Result<SignInResponse> {
+    /// Signs in `req` from `client`. The attempt is counted before the
+    /// password is checked; a throttled one runs no argon2 and writes nothing.
+    async fn sign_in(&self, client: Option<IpAddr>, req: SignInRequest) -> Result<SignInResponse> {
         let mut errors = Vec::new();
         check_username("username", &req.username, &mut errors);
         if req.password.is_empty() {
@@ -34,6 +40,7 @@ impl Sessions {
         finish(errors)?;
 
         let app = &self.0;
+        let attempt = SignInAttempt::admit(app.store(), &req.username, client, app.now()).await?;
         let user = app.store().user_by_username(&req.username).await?;
         let ok = app
             .hasher()
@@ -45,6 +52,7 @@ impl Sessions {
             .await?;
         let now = app.now();
         let Some(user) = user.filter(|_| ok) else {
+            attempt.failed(app.store(), now).await?;
             app.store()
                 .audit(AuditEvent {
                     at: now,
@@ -58,6 +66,7 @@ impl Sessions {
                 .await?;
             return Err(AuthError::CredentialsInvalid);
         };
+        attempt.succeeded(app.store(), now).await?;
 
         let session_token = new_session_token();
         let session = Session {
@@ -153,8 +162,13 @@ impl SessionService for Sessions {
         &self,
         request: Request<SignInRequest>,
     ) -> std::result::Result<Response<SignInResponse>, Status> {
+        let client = self
+            .0
+            .settings()
+            .trusted_proxies
+            .client_address(request.remote_addr(), request.metadata());
         Ok(Response::new(
-            Sessions::sign_in(self, request.into_inner()).await?,
+            Sessions::sign_in(self, client, request.into_inner()).await?,
         ))
     }
 

@@ -10,7 +10,11 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Init), Box::new(SmsCodes)]
+        vec![
+            Box::new(Init),
+            Box::new(SmsCodes),
+            Box::new(super::throttle::migration::SignInThrottles),
+        ]
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod entity;
 pub mod migration;
+mod throttle;
 
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use sea_orm::{
 use entity::{audit_event, factor, session, sms_limit, user};
 
 pub use padlock_runtime::db::StoreError;
+pub use throttle::{Reservation, ThrottlePolicy};
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 

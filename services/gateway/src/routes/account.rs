@@ -3,8 +3,10 @@
 //! `TwoFactorService`): enrollment, SMS codes and step-up. A verified code
 //! replaces the access cookie with a token that carries `mfa_at`.
 
+use std::net::SocketAddr;
+
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use padlock_proto::auth::v1::{
@@ -12,8 +14,10 @@ use padlock_proto::auth::v1::{
     StartSmsEnrollmentRequest, StartTotpEnrollmentRequest, StepUpResponse, VerifyRequest,
 };
 use padlock_runtime::Secret;
+use padlock_runtime::metadata::CLIENT_IP;
 use serde_json::{Value, json};
 use tonic::Code;
+use tonic::metadata::MetadataValue;
 
 use crate::backend::{anonymous, authorized};
 use crate::error::from_status;
@@ -22,17 +26,27 @@ use crate::names::time;
 use crate::session::{Cookies, SetCookies, with_session};
 use crate::{Gateway, claims, views};
 
-/// `POST /api/v1/sessions`: 201 `{user}` and both cookies.
-pub async fn sign_in(State(gw): State<Gateway>, JsonBody(mut body): JsonBody) -> Response {
+/// `POST /api/v1/sessions`: 201 `{user}` and both cookies. Auth throttles
+/// password guessing per client address, so the browser's address (the TCP
+/// peer, never a header the browser could choose) goes along as
+/// `padlock-client-ip`; auth believes it from `--trusted-proxies` only.
+pub async fn sign_in(
+    State(gw): State<Gateway>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    JsonBody(mut body): JsonBody,
+) -> Response {
     let username = body.string("username");
     let password = Secret::new(body.string("password"));
     if let Err(e) = body.finish() {
         return e.into_response();
     }
-    let request = anonymous(SignInRequest {
+    let mut request = anonymous(SignInRequest {
         username,
         password: password.expose().clone(),
     });
+    if let Ok(ip) = MetadataValue::try_from(peer.ip().to_canonical().to_string()) {
+        request.metadata_mut().insert(CLIENT_IP, ip);
+    }
     match gw.backends.sessions().sign_in(request).await {
         Ok(response) => {
             let signed_in = response.into_inner();
