@@ -25,6 +25,11 @@ use crate::error::{from_status, session_invalid_status};
 pub const SESSION_COOKIE: &str = "padlock_session";
 pub const ACCESS_COOKIE: &str = "padlock_access";
 const ATTRIBUTES: &str = "Path=/; HttpOnly; Secure; SameSite=Strict";
+/// Longer cookie values are no token of ours and count as absent: the
+/// verifiers refuse access tokens over 8 KiB (`padlock_token::
+/// MAX_TOKEN_BYTES`), session tokens are 43 characters, and passing a
+/// larger value on would only have auth or deploy refuse the header block.
+pub const MAX_TOKEN_COOKIE_BYTES: usize = 8 * 1024;
 
 /// The session and access tokens the browser sent.
 #[derive(Debug, Clone, Default)]
@@ -35,7 +40,7 @@ pub struct Cookies {
 
 impl Cookies {
     /// Reads every `Cookie` header; the first value of a name wins, empty
-    /// values count as absent.
+    /// and oversized values count as absent.
     pub fn from_headers(headers: &HeaderMap) -> Self {
         let mut cookies = Cookies::default();
         let pairs = headers
@@ -46,7 +51,7 @@ impl Cookies {
             .filter_map(|pair| pair.trim().split_once('='));
         for (name, value) in pairs {
             let value = value.trim().trim_matches('"');
-            if value.is_empty() {
+            if value.is_empty() || value.len() > MAX_TOKEN_COOKIE_BYTES {
                 continue;
             }
             let slot = match name.trim() {
@@ -258,6 +263,18 @@ mod tests {
         );
         assert_eq!(format!("{cookies:?}").matches("[redacted]").count(), 2);
         assert!(Cookies::from_headers(&HeaderMap::new()).session.is_none());
+    }
+
+    #[test]
+    fn oversized_cookie_values_count_as_absent() {
+        let fits = "a".repeat(MAX_TOKEN_COOKIE_BYTES);
+        let over = "a".repeat(MAX_TOKEN_COOKIE_BYTES + 1);
+        let mut headers = HeaderMap::new();
+        let cookie = format!("padlock_access={over}; padlock_session={fits}");
+        headers.insert(header::COOKIE, HeaderValue::from_str(&cookie).unwrap());
+        let cookies = Cookies::from_headers(&headers);
+        assert!(cookies.access.is_none());
+        assert_eq!(cookies.session.map(|s| s.expose().len()), Some(fits.len()));
     }
 
     #[test]
