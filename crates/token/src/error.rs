@@ -34,6 +34,10 @@ pub enum TokenError {
     Signing,
 }
 
+/// Why a [`crate::KeyFileFormat`] could not read a key file's text. Never
+/// carries key material.
+pub type KeyFormatError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why signing keys could not be loaded or stored.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -43,8 +47,13 @@ pub enum KeyError {
         #[source]
         source: std::io::Error,
     },
-    #[error("key file {path} is not an Ed25519 PKCS#8 PEM private key")]
-    InvalidKeyFile { path: PathBuf },
-    #[error("not an Ed25519 PKCS#8 PEM private key")]
+    /// The file exists but its format could not read it.
+    #[error("key file {path} cannot be read: {source}")]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: KeyFormatError,
+    },
+    #[error("not an Ed25519 PKCS#8 private key")]
     InvalidPem,
 }

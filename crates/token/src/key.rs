@@ -45,8 +45,21 @@ impl SigningKey {
     /// The key as PKCS#8 PEM, as read by [`SigningKey::from_pkcs8_pem`] and
     /// by `openssl pkey`.
     pub fn to_pkcs8_pem(&self) -> String {
-        let body = STANDARD.encode(pkcs8_der(&self.inner));
+        let body = STANDARD.encode(self.to_pkcs8_der());
         format!("-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----\n")
+    }
+
+    /// Reads a PKCS#8 DER Ed25519 key (v1, or v2 with the public key).
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, KeyError> {
+        ed25519_dalek::SigningKey::from_pkcs8_der(der)
+            .map(Self::from_dalek)
+            .map_err(|_| KeyError::InvalidPem)
+    }
+
+    /// The key as PKCS#8 v1 DER (RFC 8410 §7): the bytes inside the PEM,
+    /// for a format that seals them instead of writing them in clear.
+    pub fn to_pkcs8_der(&self) -> Vec<u8> {
+        pkcs8_der(&self.inner)
     }
 
     /// RFC 7638 JWK thumbprint of the public key, used as the JWS `kid`.
@@ -172,6 +185,21 @@ mod tests {
                    -----END PRIVATE KEY-----\n";
         let key = SigningKey::from_pkcs8_pem(pem).unwrap();
         assert_eq!(key.to_pkcs8_pem(), pem);
+    }
+
+    #[test]
+    fn der_round_trip_keeps_the_key_and_is_the_pem_body() {
+        let key = SigningKey::generate();
+        let der = key.to_pkcs8_der();
+        assert_eq!(der[..16], PKCS8_ED25519_PREFIX);
+        assert_eq!(der[16..], key.inner.to_bytes());
+        let pem = key.to_pkcs8_pem();
+        assert_eq!(STANDARD.decode(pem.lines().nth(1).unwrap()).unwrap(), der);
+        assert_eq!(SigningKey::from_pkcs8_der(&der).unwrap().kid(), key.kid());
+        assert!(matches!(
+            SigningKey::from_pkcs8_der(&der[..40]),
+            Err(KeyError::InvalidPem)
+        ));
     }
 
     #[test]

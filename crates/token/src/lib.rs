@@ -1,6 +1,7 @@
 //! Access-token claims, the Ed25519 signing key ring (with its on-disk key
-//! files), the JWKS that publishes it, and token verification. Depends only on
-//! JWT/crypto/serde crates: no tonic, no service code.
+//! files, in a format the service chooses), the JWKS that publishes it, and
+//! token verification. Depends only on JWT/crypto/serde crates: no tonic, no
+//! service code.
 
 mod claims;
 mod error;
@@ -9,7 +10,10 @@ mod ring;
 mod verify;
 
 pub use claims::Claims;
-pub use error::{KeyError, TokenError};
+pub use error::{KeyError, KeyFormatError, TokenError};
 pub use key::{Jwk, JwkSet, SigningKey};
-pub use ring::{CURRENT_KEY_FILE, KeyRing, PREVIOUS_KEY_FILE};
+pub use ring::{
+    CURRENT_KEY_FILE, Decoded, KeyFileFormat, KeyRing, LOCK_FILE, PREVIOUS_KEY_FILE, PlainPem,
+    Rewrite,
+};
 pub use verify::{LEEWAY_SECS, MAX_TOKEN_BYTES, Verifier};

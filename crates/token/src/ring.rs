@@ -1,5 +1,10 @@
 //! The key ring: the current signing key plus the previous one (kept in the
-//! JWKS so tokens signed before a rotation still verify), and its PEM files.
+//! JWKS so tokens signed before a rotation still verify), and its key files.
+//!
+//! What a key file holds is a [`KeyFileFormat`]: [`PlainPem`] is PKCS#8 PEM
+//! in clear; a service that holds a data key seals keys at rest with a
+//! format of its own. This module only moves files safely: 0700/0600
+//! permissions, atomic publication, and a lock around every rewrite.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write as _};
@@ -10,17 +15,69 @@ use jsonwebtoken::{Algorithm, Header};
 use rand::RngCore as _;
 
 use crate::claims::Claims;
-use crate::error::{KeyError, TokenError};
+use crate::error::{KeyError, KeyFormatError, TokenError};
 use crate::key::{JwkSet, SigningKey};
 
 /// File name of the current key inside a key directory.
 pub const CURRENT_KEY_FILE: &str = "current.pem";
 /// File name of the previous key inside a key directory.
 pub const PREVIOUS_KEY_FILE: &str = "previous.pem";
+/// Taken (exclusively) around every rewrite of a key directory's files, so
+/// a rotation and a re-encryption never interleave.
+pub const LOCK_FILE: &str = ".lock";
 
 /// Only the service user may list the key directory or read a key.
 const DIR_MODE: u32 = 0o700;
 const FILE_MODE: u32 = 0o600;
+
+/// How a signing key is written to, and read from, the text of its file.
+pub trait KeyFileFormat {
+    /// The file's text for `key`.
+    fn encode(&self, key: &SigningKey) -> String;
+    /// The key in `text`, and whether the file should be rewritten with
+    /// [`encode`](Self::encode) (e.g. it predates the format).
+    fn decode(&self, text: &str) -> Result<Decoded, KeyFormatError>;
+}
+
+/// A key read from a file.
+#[derive(Debug)]
+pub struct Decoded {
+    pub key: SigningKey,
+    /// The file is readable but not in the format [`KeyFileFormat::encode`]
+    /// writes now.
+    pub rewrite: bool,
+}
+
+/// PKCS#8 PEM in clear, as `openssl genpkey -algorithm ed25519` writes it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlainPem;
+
+impl KeyFileFormat for PlainPem {
+    fn encode(&self, key: &SigningKey) -> String {
+        key.to_pkcs8_pem()
+    }
+
+    fn decode(&self, text: &str) -> Result<Decoded, KeyFormatError> {
+        let key = SigningKey::from_pkcs8_pem(text)?;
+        Ok(Decoded {
+            key,
+            rewrite: false,
+        })
+    }
+}
+
+/// What [`KeyRing::rewrite_file`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rewrite {
+    /// There is no such file.
+    Missing,
+    /// The file is already in the format.
+    UpToDate,
+    /// The file was rewritten in the format.
+    Rewritten,
+    /// The file changed while it was being rewritten; it was left alone.
+    ChangedMeanwhile,
+}
 
 /// Signs with `current`; publishes `current` and `previous`.
 #[derive(Debug, Clone)]
@@ -60,46 +117,77 @@ impl KeyRing {
     /// Loads `dir/current.pem` and, if present, `dir/previous.pem`. Creates
     /// the directory (0700) and a new current key (0600) when missing. Safe
     /// when several processes start at once on a shared directory: the first
-    /// key published wins and the others load it.
-    pub fn load_or_generate(dir: &Path) -> Result<Self, KeyError> {
+    /// key published wins and the others load it. A file `format` asks to
+    /// rewrite is rewritten in place, unless it changed meanwhile.
+    pub fn load_or_generate(dir: &Path, format: &impl KeyFileFormat) -> Result<Self, KeyError> {
         create_dir(dir)?;
         let current_path = dir.join(CURRENT_KEY_FILE);
-        let current = match read_key(&current_path)? {
+        let current = match read_and_upgrade(&current_path, format)? {
             Some(key) => key,
             None => {
                 let key = SigningKey::generate();
-                if publish_if_absent(dir, &current_path, &key.to_pkcs8_pem())? {
+                if publish_if_absent(dir, &current_path, &format.encode(&key))? {
                     key
                 } else {
-                    read_key(&current_path)?.ok_or_else(|| not_found(&current_path))?
+                    read_and_upgrade(&current_path, format)?
+                        .ok_or_else(|| not_found(&current_path))?
                 }
             }
         };
-        let previous = read_key(&dir.join(PREVIOUS_KEY_FILE))?;
+        let previous = read_and_upgrade(&dir.join(PREVIOUS_KEY_FILE), format)?;
         Ok(Self::new(current, previous))
     }
 
     /// Loads keys whose paths come from configuration; never writes.
-    pub fn from_files(current: &Path, previous: Option<&Path>) -> Result<Self, KeyError> {
-        let current_key = read_key(current)?.ok_or_else(|| not_found(current))?;
-        let previous_key = match previous {
-            Some(path) => Some(read_key(path)?.ok_or_else(|| not_found(path))?),
-            None => None,
+    pub fn from_files(
+        current: &Path,
+        previous: Option<&Path>,
+        format: &impl KeyFileFormat,
+    ) -> Result<Self, KeyError> {
+        let read = |path: &Path| {
+            read_key(path, format)?
+                .map(|(_, decoded)| decoded.key)
+                .ok_or_else(|| not_found(path))
         };
-        Ok(Self::new(current_key, previous_key))
+        let previous_key = previous.map(read).transpose()?;
+        Ok(Self::new(read(current)?, previous_key))
     }
 
     /// Moves `dir/current.pem` to `dir/previous.pem` (dropping the old
     /// previous key) and writes a new current key; returns the new ring.
     /// The previous key is written first, so a crash in between leaves both
     /// files holding the old current key and nothing is lost.
-    pub fn rotate(dir: &Path) -> Result<Self, KeyError> {
+    pub fn rotate(dir: &Path, format: &impl KeyFileFormat) -> Result<Self, KeyError> {
         let current_path = dir.join(CURRENT_KEY_FILE);
-        let old = read_key(&current_path)?.ok_or_else(|| not_found(&current_path))?;
+        let _lock = lock_dir(dir)?;
+        let (_, old) = read_key(&current_path, format)?.ok_or_else(|| not_found(&current_path))?;
         let new = SigningKey::generate();
-        replace(dir, &dir.join(PREVIOUS_KEY_FILE), &old.to_pkcs8_pem())?;
-        replace(dir, &current_path, &new.to_pkcs8_pem())?;
-        Ok(Self::new(new, Some(old)))
+        replace(dir, &dir.join(PREVIOUS_KEY_FILE), &format.encode(&old.key))?;
+        replace(dir, &current_path, &format.encode(&new))?;
+        Ok(Self::new(new, Some(old.key)))
+    }
+
+    /// Rewrites the key file at `path` in `format` if `format` asks to,
+    /// keeping the key. The rewrite holds the directory's lock and happens
+    /// only if the file still holds what was read, so a concurrent rotation
+    /// is never undone.
+    pub fn rewrite_file(path: &Path, format: &impl KeyFileFormat) -> Result<Rewrite, KeyError> {
+        let Some((text, decoded)) = read_key(path, format)? else {
+            return Ok(Rewrite::Missing);
+        };
+        if !decoded.rewrite {
+            return Ok(Rewrite::UpToDate);
+        }
+        let dir = parent(path);
+        let _lock = lock_dir(dir)?;
+        match fs::read_to_string(path) {
+            Ok(now) if now == text => {}
+            Ok(_) => return Ok(Rewrite::ChangedMeanwhile),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Rewrite::ChangedMeanwhile),
+            Err(e) => return Err(io_error(path)(e)),
+        }
+        replace(dir, path, &format.encode(&decoded.key))?;
+        Ok(Rewrite::Rewritten)
     }
 }
 
@@ -117,6 +205,13 @@ fn not_found(path: &Path) -> KeyError {
     }
 }
 
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
 fn create_dir(dir: &Path) -> Result<(), KeyError> {
     DirBuilder::new()
         .recursive(true)
@@ -125,22 +220,55 @@ fn create_dir(dir: &Path) -> Result<(), KeyError> {
         .map_err(io_error(dir))
 }
 
-/// `Ok(None)` when the file does not exist.
-fn read_key(path: &Path) -> Result<Option<SigningKey>, KeyError> {
-    let pem = match fs::read_to_string(path) {
-        Ok(pem) => pem,
+/// An exclusive lock on `dir/.lock`, released when the file is dropped.
+fn lock_dir(dir: &Path) -> Result<File, KeyError> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .open(&path)
+        .map_err(io_error(&path))?;
+    file.lock().map_err(io_error(&path))?;
+    Ok(file)
+}
+
+/// The file's text and key; `Ok(None)` when the file does not exist.
+fn read_key(
+    path: &Path,
+    format: &impl KeyFileFormat,
+) -> Result<Option<(String, Decoded)>, KeyError> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_error(path)(e)),
     };
-    SigningKey::from_pkcs8_pem(&pem)
-        .map(Some)
-        .map_err(|_| KeyError::InvalidKeyFile {
+    let decoded = format
+        .decode(&text)
+        .map_err(|source| KeyError::Unreadable {
             path: path.to_owned(),
-        })
+            source,
+        })?;
+    Ok(Some((text, decoded)))
 }
 
-/// Writes `pem` to a new 0600 temporary file in `dir`, flushed to disk.
-fn write_temp(dir: &Path, target: &Path, pem: &str) -> Result<PathBuf, KeyError> {
+/// [`read_key`], then [`KeyRing::rewrite_file`] if the format asks for it.
+fn read_and_upgrade(
+    path: &Path,
+    format: &impl KeyFileFormat,
+) -> Result<Option<SigningKey>, KeyError> {
+    let Some((_, decoded)) = read_key(path, format)? else {
+        return Ok(None);
+    };
+    if decoded.rewrite {
+        KeyRing::rewrite_file(path, format)?;
+    }
+    Ok(Some(decoded.key))
+}
+
+/// Writes `text` to a new 0600 temporary file in `dir`, flushed to disk.
+fn write_temp(dir: &Path, target: &Path, text: &str) -> Result<PathBuf, KeyError> {
     let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("key");
     let tmp = dir.join(format!(".{name}.{:016x}.tmp", rand::rngs::OsRng.next_u64()));
     let write = || -> io::Result<()> {
@@ -149,7 +277,7 @@ fn write_temp(dir: &Path, target: &Path, pem: &str) -> Result<PathBuf, KeyError>
             .create_new(true)
             .mode(FILE_MODE)
             .open(&tmp)?;
-        file.write_all(pem.as_bytes())?;
+        file.write_all(text.as_bytes())?;
         file.sync_all()
     };
     match write() {
@@ -169,8 +297,8 @@ fn sync_dir(dir: &Path) -> Result<(), KeyError> {
 }
 
 /// Atomically replaces `target` (temp file + rename).
-fn replace(dir: &Path, target: &Path, pem: &str) -> Result<(), KeyError> {
-    let tmp = write_temp(dir, target, pem)?;
+fn replace(dir: &Path, target: &Path, text: &str) -> Result<(), KeyError> {
+    let tmp = write_temp(dir, target, text)?;
     if let Err(e) = fs::rename(&tmp, target) {
         let _ = fs::remove_file(&tmp);
         return Err(io_error(target)(e));
@@ -181,8 +309,8 @@ fn replace(dir: &Path, target: &Path, pem: &str) -> Result<(), KeyError> {
 /// Atomically creates `target` unless it exists (temp file + hard link,
 /// which, unlike rename, fails instead of overwriting). `Ok(false)` when
 /// another process got there first.
-fn publish_if_absent(dir: &Path, target: &Path, pem: &str) -> Result<bool, KeyError> {
-    let tmp = write_temp(dir, target, pem)?;
+fn publish_if_absent(dir: &Path, target: &Path, text: &str) -> Result<bool, KeyError> {
+    let tmp = write_temp(dir, target, text)?;
     let linked = fs::hard_link(&tmp, target);
     let _ = fs::remove_file(&tmp);
     match linked {
@@ -201,32 +329,60 @@ mod tests {
         fs::metadata(path).unwrap().permissions().mode() & 0o777
     }
 
+    /// A format that writes `tagged` + PEM and reads plain PEM as outdated,
+    /// like a sealing format meeting files from before it.
+    struct Tagged;
+
+    impl KeyFileFormat for Tagged {
+        fn encode(&self, key: &SigningKey) -> String {
+            format!("tagged\n{}", key.to_pkcs8_pem())
+        }
+
+        fn decode(&self, text: &str) -> Result<Decoded, KeyFormatError> {
+            match text.strip_prefix("tagged\n") {
+                Some(pem) => Ok(Decoded {
+                    key: SigningKey::from_pkcs8_pem(pem)?,
+                    rewrite: false,
+                }),
+                None => Ok(Decoded {
+                    key: SigningKey::from_pkcs8_pem(text)?,
+                    rewrite: true,
+                }),
+            }
+        }
+    }
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
     #[test]
     fn load_or_generate_writes_private_files_and_is_stable() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("keys");
-        let first = KeyRing::load_or_generate(&dir).unwrap();
+        let first = KeyRing::load_or_generate(&dir, &PlainPem).unwrap();
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&dir.join(CURRENT_KEY_FILE)), 0o600);
         assert!(first.previous.is_none());
         assert!(!dir.join(PREVIOUS_KEY_FILE).exists());
 
-        let second = KeyRing::load_or_generate(&dir).unwrap();
+        let second = KeyRing::load_or_generate(&dir, &PlainPem).unwrap();
         assert_eq!(second.current.kid(), first.current.kid());
-        // No temporary files are left behind.
-        let names: Vec<_> = fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from(CURRENT_KEY_FILE)]);
+        // No temporary files are left behind, and nothing was locked.
+        assert_eq!(files(&dir), vec![CURRENT_KEY_FILE]);
     }
 
     #[test]
     fn rotate_moves_current_to_previous_and_persists() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
-        let original = KeyRing::load_or_generate(dir).unwrap();
-        let rotated = KeyRing::rotate(dir).unwrap();
+        let original = KeyRing::load_or_generate(dir, &PlainPem).unwrap();
+        let rotated = KeyRing::rotate(dir, &PlainPem).unwrap();
         assert_ne!(rotated.current.kid(), original.current.kid());
         assert_eq!(
             rotated.previous.as_ref().map(SigningKey::kid),
@@ -234,15 +390,16 @@ mod tests {
         );
         assert_eq!(mode(&dir.join(CURRENT_KEY_FILE)), 0o600);
         assert_eq!(mode(&dir.join(PREVIOUS_KEY_FILE)), 0o600);
+        assert_eq!(mode(&dir.join(LOCK_FILE)), 0o600);
 
-        let reloaded = KeyRing::load_or_generate(dir).unwrap();
+        let reloaded = KeyRing::load_or_generate(dir, &PlainPem).unwrap();
         assert_eq!(reloaded.current.kid(), rotated.current.kid());
         assert_eq!(
             reloaded.previous.as_ref().map(SigningKey::kid),
             Some(original.current.kid())
         );
 
-        let twice = KeyRing::rotate(dir).unwrap();
+        let twice = KeyRing::rotate(dir, &PlainPem).unwrap();
         assert_eq!(
             twice.previous.as_ref().map(SigningKey::kid),
             Some(rotated.current.kid())
@@ -260,10 +417,25 @@ mod tests {
     #[test]
     fn rotate_without_a_current_key_is_an_error() {
         let tmp = tempfile::tempdir().unwrap();
-        let err = KeyRing::rotate(tmp.path()).unwrap_err();
+        let err = KeyRing::rotate(tmp.path(), &PlainPem).unwrap_err();
         assert!(
             matches!(err, KeyError::Io { ref source, .. } if source.kind() == io::ErrorKind::NotFound)
         );
+    }
+
+    #[test]
+    fn rotate_writes_in_the_format() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        KeyRing::load_or_generate(dir, &PlainPem).unwrap();
+        KeyRing::rotate(dir, &Tagged).unwrap();
+        for name in [CURRENT_KEY_FILE, PREVIOUS_KEY_FILE] {
+            assert!(
+                fs::read_to_string(dir.join(name))
+                    .unwrap()
+                    .starts_with("tagged\n")
+            );
+        }
     }
 
     #[test]
@@ -276,24 +448,125 @@ mod tests {
         fs::write(&a_path, a.to_pkcs8_pem()).unwrap();
         fs::write(&b_path, b.to_pkcs8_pem()).unwrap();
 
-        let ring = KeyRing::from_files(&a_path, Some(&b_path)).unwrap();
+        let ring = KeyRing::from_files(&a_path, Some(&b_path), &PlainPem).unwrap();
         assert_eq!(ring.current.kid(), a.kid());
         assert_eq!(ring.previous.as_ref().map(SigningKey::kid), Some(b.kid()));
 
-        let only = KeyRing::from_files(&b_path, None).unwrap();
+        let only = KeyRing::from_files(&b_path, None, &PlainPem).unwrap();
         assert_eq!(only.current.kid(), b.kid());
         assert!(only.previous.is_none());
 
         let missing = tmp.path().join("missing.pem");
         assert!(matches!(
-            KeyRing::from_files(&a_path, Some(&missing)),
+            KeyRing::from_files(&a_path, Some(&missing), &PlainPem),
             Err(KeyError::Io { .. })
         ));
         fs::write(&missing, "not a key").unwrap();
         assert!(matches!(
-            KeyRing::from_files(&missing, None),
-            Err(KeyError::InvalidKeyFile { .. })
+            KeyRing::from_files(&missing, None, &PlainPem),
+            Err(KeyError::Unreadable { .. })
         ));
+    }
+
+    #[test]
+    fn from_files_never_rewrites() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("a.pem");
+        let pem = SigningKey::generate().to_pkcs8_pem();
+        fs::write(&path, &pem).unwrap();
+        KeyRing::from_files(&path, None, &Tagged).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), pem);
+        assert_eq!(files(tmp.path()), vec!["a.pem"]);
+    }
+
+    #[test]
+    fn loading_rewrites_outdated_files_in_the_format_keeping_the_keys() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        KeyRing::load_or_generate(dir, &PlainPem).unwrap();
+        let plain = KeyRing::rotate(dir, &PlainPem).unwrap();
+
+        let upgraded = KeyRing::load_or_generate(dir, &Tagged).unwrap();
+        assert_eq!(upgraded.current.kid(), plain.current.kid());
+        assert_eq!(
+            upgraded.previous.as_ref().map(SigningKey::kid),
+            plain.previous.as_ref().map(SigningKey::kid)
+        );
+        for name in [CURRENT_KEY_FILE, PREVIOUS_KEY_FILE] {
+            let text = fs::read_to_string(dir.join(name)).unwrap();
+            assert!(text.starts_with("tagged\n"), "{name}");
+            assert_eq!(mode(&dir.join(name)), 0o600);
+        }
+        assert_eq!(
+            files(dir),
+            vec![LOCK_FILE, CURRENT_KEY_FILE, PREVIOUS_KEY_FILE]
+        );
+    }
+
+    #[test]
+    fn rewrite_file_reports_what_it_did() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(CURRENT_KEY_FILE);
+        assert_eq!(
+            KeyRing::rewrite_file(&path, &Tagged).unwrap(),
+            Rewrite::Missing
+        );
+        let key = SigningKey::generate();
+        fs::write(&path, key.to_pkcs8_pem()).unwrap();
+        assert_eq!(
+            KeyRing::rewrite_file(&path, &Tagged).unwrap(),
+            Rewrite::Rewritten
+        );
+        assert_eq!(
+            KeyRing::rewrite_file(&path, &Tagged).unwrap(),
+            Rewrite::UpToDate
+        );
+        let back = KeyRing::from_files(&path, None, &Tagged).unwrap();
+        assert_eq!(back.current.kid(), key.kid());
+        fs::write(&path, "garbage").unwrap();
+        assert!(matches!(
+            KeyRing::rewrite_file(&path, &Tagged),
+            Err(KeyError::Unreadable { .. })
+        ));
+        assert_eq!(fs::read_to_string(&path).unwrap(), "garbage");
+    }
+
+    /// A format whose decode lets the test replace the file between the
+    /// read and the rewrite, as a concurrent rotation would.
+    struct Racing<'a> {
+        path: &'a Path,
+        replacement: String,
+    }
+
+    impl KeyFileFormat for Racing<'_> {
+        fn encode(&self, key: &SigningKey) -> String {
+            Tagged.encode(key)
+        }
+
+        fn decode(&self, text: &str) -> Result<Decoded, KeyFormatError> {
+            let decoded = Tagged.decode(text)?;
+            if decoded.rewrite {
+                fs::write(self.path, &self.replacement).unwrap();
+            }
+            Ok(decoded)
+        }
+    }
+
+    #[test]
+    fn a_file_changed_during_a_rewrite_is_left_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(CURRENT_KEY_FILE);
+        fs::write(&path, SigningKey::generate().to_pkcs8_pem()).unwrap();
+        let rotated = Tagged.encode(&SigningKey::generate());
+        let racing = Racing {
+            path: &path,
+            replacement: rotated.clone(),
+        };
+        assert_eq!(
+            KeyRing::rewrite_file(&path, &racing).unwrap(),
+            Rewrite::ChangedMeanwhile
+        );
+        assert_eq!(fs::read_to_string(&path).unwrap(), rotated);
     }
 
     #[test]
@@ -301,10 +574,9 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join(CURRENT_KEY_FILE);
         fs::write(&path, "garbage").unwrap();
-        assert!(matches!(
-            KeyRing::load_or_generate(tmp.path()),
-            Err(KeyError::InvalidKeyFile { .. })
-        ));
+        let err = KeyRing::load_or_generate(tmp.path(), &PlainPem).unwrap_err();
+        assert!(matches!(err, KeyError::Unreadable { .. }));
+        assert!(err.to_string().contains(CURRENT_KEY_FILE), "{err}");
         assert_eq!(fs::read_to_string(&path).unwrap(), "garbage");
     }
 

@@ -274,10 +274,10 @@ mod tests {
     #[test]
     fn token_from_before_rotation_verifies_with_rotated_jwks() {
         let tmp = tempfile::tempdir().unwrap();
-        let old_ring = KeyRing::load_or_generate(tmp.path()).unwrap();
+        let old_ring = KeyRing::load_or_generate(tmp.path(), &crate::PlainPem).unwrap();
         let old_token = old_ring.sign(&claims()).unwrap();
 
-        let rotated = KeyRing::rotate(tmp.path()).unwrap();
+        let rotated = KeyRing::rotate(tmp.path(), &crate::PlainPem).unwrap();
         let v = verifier(&rotated);
         assert_eq!(v.key_count(), 2);
         assert_eq!(v.verify(&old_token, NOW).unwrap(), claims());
@@ -285,7 +285,7 @@ mod tests {
         assert_eq!(v.verify(&new_token, NOW).unwrap(), claims());
 
         // After a second rotation the oldest key is gone from the set.
-        let twice = KeyRing::rotate(tmp.path()).unwrap();
+        let twice = KeyRing::rotate(tmp.path(), &crate::PlainPem).unwrap();
         assert_eq!(
             verifier(&twice).verify(&old_token, NOW),
             Err(TokenError::UnknownKid(old_ring.current.kid().to_owned()))

@@ -1,6 +1,8 @@
 //! The application state, built once (in `main` or a test) and shared by
 //! every handler: storage, clock, signing keys, data keys and settings. Also
 //! the two things every handler needs: who is calling, and a fresh token.
+//! Both kinds of keys are read again on reload (SIGHUP), so rotating either
+//! needs no restart.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -13,17 +15,20 @@ use tonic::metadata::MetadataMap;
 
 use crate::config::Settings;
 use crate::error::{AuthError, Result};
+use crate::key_files::{SealedKeyFiles, Upgrade};
 use crate::metrics::Metrics;
-use crate::sealing::DataKeys;
+use crate::sealing::{DataKeySource, DataKeys};
 use crate::sms::SmsSender;
 use crate::store::{Method, Session, Store, User};
 
 /// Where the signing keys come from, so a reload reads the same place.
 #[derive(Debug, Clone)]
 pub enum KeySource {
-    /// `current.pem` (generated if missing) and `previous.pem` in a directory.
+    /// `current.pem` (generated if missing) and `previous.pem` in a
+    /// directory, sealed under the data keys; keys found there in clear
+    /// (from before sealing) are sealed when first read.
     Dir(PathBuf),
-    /// Files named by configuration.
+    /// Files named by configuration, sealed or in clear; never written.
     Files {
         current: PathBuf,
         previous: Option<PathBuf>,
@@ -31,20 +36,40 @@ pub enum KeySource {
 }
 
 impl KeySource {
-    pub fn load(&self) -> std::result::Result<KeyRing, padlock_token::KeyError> {
+    /// Reads the keys, opening sealed files with `data_keys`.
+    pub fn load(
+        &self,
+        data_keys: &DataKeys,
+    ) -> std::result::Result<KeyRing, padlock_token::KeyError> {
+        let format = SealedKeyFiles::new(data_keys, Upgrade::Clear);
         match self {
-            KeySource::Dir(dir) => KeyRing::load_or_generate(dir),
+            KeySource::Dir(dir) => KeyRing::load_or_generate(dir, &format),
             KeySource::Files { current, previous } => {
-                KeyRing::from_files(current, previous.as_deref())
+                KeyRing::from_files(current, previous.as_deref(), &format)
+            }
+        }
+    }
+
+    /// The key files, current first; some may not exist.
+    pub fn files(&self) -> Vec<PathBuf> {
+        match self {
+            KeySource::Dir(dir) => vec![
+                dir.join(padlock_token::CURRENT_KEY_FILE),
+                dir.join(padlock_token::PREVIOUS_KEY_FILE),
+            ],
+            KeySource::Files { current, previous } => {
+                std::iter::once(current).chain(previous).cloned().collect()
             }
         }
     }
 }
 
+/// Every key the service holds, swapped as one on reload.
 #[derive(Debug)]
 struct Keys {
     ring: KeyRing,
     verifier: Verifier,
+    data: Arc<DataKeys>,
 }
 
 /// Shared, cheap to clone.
@@ -57,8 +82,8 @@ struct Inner {
     clock: SharedClock,
     settings: Settings,
     key_source: KeySource,
+    data_key_source: DataKeySource,
     keys: RwLock<Arc<Keys>>,
-    data_keys: DataKeys,
     dummy_password_hash: String,
     hasher: crate::password::Hasher,
     sms: Arc<dyn SmsSender>,
@@ -85,10 +110,10 @@ impl App {
         clock: SharedClock,
         settings: Settings,
         key_source: KeySource,
-        data_keys: DataKeys,
+        data_key_source: DataKeySource,
         sms: Arc<dyn SmsSender>,
     ) -> anyhow::Result<Self> {
-        let keys = load_keys(&key_source, &settings)?;
+        let keys = load_keys(&key_source, &data_key_source, &settings)?;
         let hasher = crate::password::Hasher::per_core();
         let dummy_password_hash = hasher.hash("padlock-dummy-password".into()).await?;
         Ok(App(Arc::new(Inner {
@@ -96,8 +121,8 @@ impl App {
             clock,
             settings,
             key_source,
+            data_key_source,
             keys: RwLock::new(Arc::new(keys)),
-            data_keys,
             dummy_password_hash,
             hasher,
             sms,
@@ -117,8 +142,9 @@ impl App {
         &self.0.settings
     }
 
-    pub fn data_keys(&self) -> &DataKeys {
-        &self.0.data_keys
+    /// The data keys as of now (a reload may replace them).
+    pub fn data_keys(&self) -> Arc<DataKeys> {
+        self.keys().data.clone()
     }
 
     pub fn sms(&self) -> &dyn SmsSender {
@@ -150,15 +176,21 @@ impl App {
         self.keys().ring.jwks()
     }
 
-    /// Re-reads the signing keys (after `padlock-auth keys rotate`).
+    /// Re-reads the data keys and the signing keys (after `padlock-auth
+    /// keys rotate` or `data-keys rotate`). On any error nothing changes.
     pub fn reload_keys(&self) -> anyhow::Result<()> {
-        let keys = load_keys(&self.0.key_source, &self.0.settings)?;
+        let keys = load_keys(
+            &self.0.key_source,
+            &self.0.data_key_source,
+            &self.0.settings,
+        )?;
         let kid = keys.ring.jwks().keys.first().map(|k| k.kid.clone());
+        let data_key = keys.data.current_key_id().to_owned();
         match self.0.keys.write() {
             Ok(mut slot) => *slot = Arc::new(keys),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(keys),
         }
-        tracing::info!(current_kid = ?kid, "signing keys reloaded");
+        tracing::info!(current_kid = ?kid, current_data_key = %data_key, "keys reloaded");
         Ok(())
     }
 
@@ -236,14 +268,23 @@ impl App {
     }
 }
 
-fn load_keys(source: &KeySource, settings: &Settings) -> anyhow::Result<Keys> {
-    let ring = source.load()?;
+fn load_keys(
+    source: &KeySource,
+    data_source: &DataKeySource,
+    settings: &Settings,
+) -> anyhow::Result<Keys> {
+    let data = data_source.load()?;
+    let ring = source.load(&data)?;
     let verifier = Verifier::new(
         &ring.jwks(),
         settings.issuer.clone(),
         settings.audience.clone(),
     );
-    Ok(Keys { ring, verifier })
+    Ok(Keys {
+        ring,
+        verifier,
+        data: Arc::new(data),
+    })
 }
 
 /// A new opaque session token: 256 random bits, base64url.

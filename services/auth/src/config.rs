@@ -10,6 +10,7 @@ use padlock_runtime::cli::CommonArgs;
 
 use crate::store::LockoutPolicy;
 use crate::throttle::TrustedProxies;
+use crate::throttle::TrustedProxies;
 
 /// auth's gRPC port (DESIGN.md "Ports and command lines").
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -110,6 +111,16 @@ pub struct AuthArgs {
     /// one current; default: `<data-dir>/data-keys`, generated on first start.
     #[arg(long, env = "PADLOCK_DATA_KEYS", hide_env_values = true, global = true)]
     pub data_keys: Option<Secret<String>>,
+    /// Addresses and CIDR ranges of the proxies (the gateway) whose
+    /// `padlock-client-ip` metadata names the client for sign-in throttling;
+    /// comma-separated. None by default: the connection's peer counts.
+    #[arg(
+        long,
+        env = "PADLOCK_TRUSTED_PROXIES",
+        default_value = "",
+        global = true
+    )]
+    pub trusted_proxies: String,
     /// Addresses and CIDR ranges of the proxies (the gateway) whose
     /// `padlock-client-ip` metadata names the client for sign-in throttling;
     /// comma-separated. None by default: the connection's peer counts.

@@ -4,7 +4,8 @@ use std::io::BufRead;
 use std::sync::Arc;
 
 use clap::Parser;
-use padlock_auth::config::{Cli, Command, KeysCommand, Settings, UsersCommand};
+use padlock_auth::config::{Cli, Command, DataKeysCommand, KeysCommand, Settings, UsersCommand};
+use padlock_auth::sealing::DataKeySource;
 use padlock_auth::{KeySource, Options};
 use padlock_runtime::{SystemClock, server, telemetry};
 
@@ -46,7 +47,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         database_url: cli.common.database_url.clone(),
         settings,
         signing_keys,
-        data_keys: cli.auth.data_keys.clone(),
+        data_keys: data_key_source(&cli.auth),
         sms: sms_sender(&cli.auth.sms)?,
     };
     match cli.command.unwrap_or(Command::Serve) {
@@ -62,6 +63,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             add_user(options, username, roles).await
         }
         Command::Keys(KeysCommand::Rotate) => rotate_keys(&options),
+        Command::DataKeys(command) => data_keys(&options, command).await,
         Command::Migrate => padlock_auth::migrate(&options).await,
     }
 }
@@ -118,14 +120,15 @@ async fn serve(
     padlock_auth::serve(app, listener, shutdown).await
 }
 
-/// SIGHUP re-reads the signing keys, so a rotation needs no restart. The
+/// SIGHUP re-reads the data keys and the signing keys, so a rotation of
+/// either needs no restart. The
 /// handler is installed before the service says it is ready.
 fn spawn_key_reloader(app: padlock_auth::App) -> anyhow::Result<()> {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             if let Err(e) = app.reload_keys() {
-                tracing::error!(error = %e, "reloading signing keys failed; keeping the old ones");
+                tracing::error!(error = %e, "reloading keys failed; keeping the old ones");
             }
         }
     });
@@ -171,11 +174,52 @@ async fn add_user(options: Options, username: String, roles: Vec<String>) -> any
 #[allow(clippy::print_stdout)]
 fn rotate_keys(options: &Options) -> anyhow::Result<()> {
     let dir = options.data_dir.join("keys");
-    let ring = padlock_token::KeyRing::rotate(&dir)?;
+    let data_keys = options.data_key_source().load()?;
+    let format = padlock_auth::key_files::SealedKeyFiles::new(
+        &data_keys,
+        padlock_auth::key_files::Upgrade::Clear,
+    );
+    let ring = padlock_token::KeyRing::rotate(&dir, &format)?;
     println!(
         "new signing key {} in {}; send SIGHUP to running padlock-auth processes to load it",
         ring.current.kid(),
         dir.display()
     );
+    Ok(())
+}
+
+/// `--data-keys`, else `--data-keys-file`, else the generated default.
+fn data_key_source(args: &padlock_auth::config::AuthArgs) -> Option<DataKeySource> {
+    match (&args.data_keys, &args.data_keys_file) {
+        (Some(spec), _) => Some(DataKeySource::Spec(spec.clone())),
+        (None, Some(path)) => Some(DataKeySource::File(path.clone())),
+        (None, None) => None,
+    }
+}
+
+#[allow(clippy::print_stdout)]
+async fn data_keys(options: &Options, command: DataKeysCommand) -> anyhow::Result<()> {
+    match command {
+        DataKeysCommand::Status => {
+            let now = padlock_runtime::Clock::unix(&SystemClock);
+            print!("{}", padlock_auth::data_keys::status(options, now).await?);
+        }
+        DataKeysCommand::Rotate { id } => {
+            let keys = options.data_key_source().add_key(id.as_deref())?;
+            println!(
+                "new current data key {} (then {}); send SIGHUP to running padlock-auth \
+                 processes to load it, then run `padlock-auth data-keys reseal`",
+                keys.current_key_id(),
+                keys.key_ids().skip(1).collect::<Vec<_>>().join(", ")
+            );
+        }
+        DataKeysCommand::Reseal { batch } => {
+            let report = padlock_auth::data_keys::reseal(options, batch).await?;
+            print!("{report}");
+            if !report.is_complete() {
+                anyhow::bail!("some secrets or key files could not be resealed (see above)");
+            }
+        }
+    }
     Ok(())
 }

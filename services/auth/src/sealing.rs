@@ -2,6 +2,11 @@
 //! ciphertext is stored with the id of the key that sealed it, so keys can
 //! rotate: new data is sealed with the current key, old data still opens with
 //! the key it names. Key bytes never appear in `Debug` output or errors.
+//!
+//! Where the keys come from is a [`DataKeySource`]: a spec from the
+//! environment, a key file outside the data directory (read again on SIGHUP,
+//! so a rotation needs no restart), or, for development, a generated file
+//! inside the data directory.
 
 use std::fmt;
 use std::fs::{self, DirBuilder, OpenOptions};
@@ -13,6 +18,7 @@ use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use padlock_runtime::Secret;
 use rand::RngCore;
 use rand::rngs::OsRng;
 
@@ -51,6 +57,65 @@ pub enum KeysError {
         path: PathBuf,
         source: Box<KeysError>,
     },
+    #[error(
+        "the data keys come from --data-keys / PADLOCK_DATA_KEYS: put the new key first there \
+         (`k2:$(openssl rand -base64 32),k1:...`)"
+    )]
+    NotAFile,
+}
+
+/// Where the data keys come from, so a reload reads the same place.
+#[derive(Debug, Clone)]
+pub enum DataKeySource {
+    /// `--data-keys` / `PADLOCK_DATA_KEYS`: fixed for the life of the process.
+    Spec(Secret<String>),
+    /// `--data-keys-file`: a spec file the operator keeps outside the data
+    /// directory; read again on reload.
+    File(PathBuf),
+    /// `<data-dir>/data-keys`, generated on first start. Development only:
+    /// it lies beside the secrets it seals, so a copy of the data directory
+    /// is enough to open them.
+    Generated(PathBuf),
+}
+
+impl DataKeySource {
+    pub fn load(&self) -> Result<DataKeys, KeysError> {
+        match self {
+            DataKeySource::Spec(spec) => DataKeys::parse(spec.expose()),
+            DataKeySource::File(path) => DataKeys::load(path),
+            DataKeySource::Generated(path) => DataKeys::load_or_generate(path),
+        }
+    }
+
+    /// The file the keys are read from, if they come from one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            DataKeySource::Spec(_) => None,
+            DataKeySource::File(path) | DataKeySource::Generated(path) => Some(path),
+        }
+    }
+
+    /// Puts a fresh key named `id` (default: the next free `kN`) first in the
+    /// key file, keeping the others to open what they sealed, and returns
+    /// the new keys. The file is replaced atomically. A spec from the
+    /// command line or the environment cannot be changed from here.
+    pub fn add_key(&self, id: Option<&str>) -> Result<DataKeys, KeysError> {
+        let path = self.path().ok_or(KeysError::NotAFile)?;
+        let keys = self.load()?;
+        let id = id.map_or_else(|| keys.next_key_id(), str::to_owned);
+        if keys.contains(&id) {
+            return Err(KeysError::DuplicateKeyId { id });
+        }
+        let mut added = DataKeys::generate(&id)?;
+        added.older = keys.all().cloned().collect();
+        replace_file(path, format!("{}\n", added.to_spec()).as_bytes()).map_err(|source| {
+            KeysError::Io {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
+        Ok(added)
+    }
 }
 
 /// Why a sealed secret did not open. No message carries data.
@@ -196,7 +261,6 @@ impl DataKeys {
         })
     }
 
-    /// Id of the key [`seal`](Self::seal) uses.
     /// HMAC-SHA-256 of `message` under the current key, with that key's
     /// id: for values that are only ever compared, never read back (SMS
     /// codes, phone numbers as limit keys). Keyed, so a database dump alone
@@ -225,8 +289,29 @@ impl DataKeys {
         mac.verify_slice(tag).is_ok()
     }
 
+    /// Id of the key [`seal`](Self::seal) and [`mac`](Self::mac) use.
     pub fn current_key_id(&self) -> &str {
         &self.current.id
+    }
+
+    /// Every key id, current first.
+    pub fn key_ids(&self) -> impl Iterator<Item = &str> {
+        self.all().map(|k| k.id.as_str())
+    }
+
+    /// Whether a key named `id` is here to open what it sealed.
+    pub fn contains(&self, id: &str) -> bool {
+        self.all().any(|k| k.id == id)
+    }
+
+    /// `k<N+1>` for the highest `k<N>` here (`k2` after `k1`).
+    fn next_key_id(&self) -> String {
+        let highest = self
+            .all()
+            .filter_map(|k| k.id.strip_prefix('k')?.parse::<u32>().ok())
+            .max()
+            .unwrap_or(0);
+        format!("k{}", highest.saturating_add(1))
     }
 
     /// Encrypts `plaintext` under the current key, bound to `aad` (the
@@ -308,6 +393,23 @@ fn is_valid_key_id(id: &str) -> bool {
 /// `path`. Linking, unlike renaming, fails with `AlreadyExists` instead of
 /// replacing a file another process published meanwhile.
 fn publish_new_file(path: &Path, contents: &[u8]) -> io::Result<()> {
+    write_then(path, contents, |temp| fs::hard_link(temp, path))
+}
+
+/// Replaces `path` with `contents` atomically: a reader sees the old file or
+/// the new one, never half of either.
+fn replace_file(path: &Path, contents: &[u8]) -> io::Result<()> {
+    write_then(path, contents, |temp| fs::rename(temp, path))
+}
+
+/// Writes `contents` to a fresh 0600 temporary file beside `path` (creating
+/// the directory 0700), calls `publish` with it, and removes the temporary
+/// name whatever happened.
+fn write_then(
+    path: &Path,
+    contents: &[u8],
+    publish: impl FnOnce(&Path) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -324,8 +426,8 @@ fn publish_new_file(path: &Path, contents: &[u8]) -> io::Result<()> {
     temp_name.push(format!(".{}.tmp", hex::encode(suffix)));
     let temp = dir.join(temp_name);
 
-    let published = write_and_link(&temp, path, contents);
-    // The temporary name is never needed again, whether or not the link worked.
+    let published = write_private(&temp, contents).and_then(|()| publish(&temp));
+    // The temporary name is never needed again, whether or not that worked.
     let removed = match fs::remove_file(&temp) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         other => other,
@@ -336,15 +438,14 @@ fn publish_new_file(path: &Path, contents: &[u8]) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
-fn write_and_link(temp: &Path, path: &Path, contents: &[u8]) -> io::Result<()> {
+fn write_private(temp: &Path, contents: &[u8]) -> io::Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(temp)?;
     file.write_all(contents)?;
-    file.sync_all()?;
-    fs::hard_link(temp, path)
+    file.sync_all()
 }
 
 #[cfg(test)]
@@ -634,6 +735,64 @@ mod tests {
         );
         assert!(err.to_string().contains("data-keys"), "{err}");
         assert_eq!(fs::read_to_string(&path).unwrap(), "k1:not-a-key");
+    }
+
+    #[test]
+    fn each_source_loads_its_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec(&[("k2", &KEY_B), ("k1", &KEY_A)]);
+        let from_spec = DataKeySource::Spec(Secret::new(spec.clone()));
+        assert_eq!(from_spec.load().unwrap().to_spec(), spec);
+        assert_eq!(from_spec.path(), None);
+
+        let file = dir.path().join("keys");
+        let from_file = DataKeySource::File(file.clone());
+        assert!(matches!(from_file.load(), Err(KeysError::Io { .. })));
+        assert!(!file.exists(), "a configured file is never generated");
+        fs::write(&file, format!("{spec}\n")).unwrap();
+        assert_eq!(from_file.load().unwrap().to_spec(), spec);
+
+        let generated = DataKeySource::Generated(dir.path().join("data").join("data-keys"));
+        let first = generated.load().unwrap();
+        assert_eq!(generated.load().unwrap().to_spec(), first.to_spec());
+    }
+
+    #[test]
+    fn add_key_puts_a_fresh_key_first_and_keeps_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data-keys");
+        let source = DataKeySource::File(path.clone());
+        fs::write(&path, spec(&[("k1", &KEY_A)])).unwrap();
+        let old = source.load().unwrap();
+        let sealed = old.seal(b"secret", b"user-1");
+
+        let added = source.add_key(None).unwrap();
+        assert_eq!(added.key_ids().collect::<Vec<_>>(), ["k2", "k1"]);
+        let reloaded = source.load().unwrap();
+        assert_eq!(reloaded.to_spec(), added.to_spec());
+        assert_eq!(
+            reloaded.open("k1", &sealed.blob, b"user-1").unwrap(),
+            b"secret"
+        );
+        assert_eq!(reloaded.seal(b"x", b"y").key_id, "k2");
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+
+        let named = source.add_key(Some("2027-q1")).unwrap();
+        assert_eq!(named.key_ids().collect::<Vec<_>>(), ["2027-q1", "k2", "k1"]);
+        assert_eq!(source.add_key(None).unwrap().current_key_id(), "k3");
+        assert!(matches!(
+            source.add_key(Some("k1")),
+            Err(KeysError::DuplicateKeyId { .. })
+        ));
+        assert!(matches!(
+            source.add_key(Some("bad id")),
+            Err(KeysError::InvalidKeyId { .. })
+        ));
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+
+        let from_env = DataKeySource::Spec(Secret::new(spec(&[("k1", &KEY_A)])));
+        assert!(matches!(from_env.add_key(None), Err(KeysError::NotAFile)));
     }
 
     #[test]

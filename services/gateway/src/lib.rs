@@ -19,6 +19,7 @@ pub mod views;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 

@@ -6,6 +6,7 @@
 mod entity;
 pub mod migration;
 mod throttle;
+mod throttle;
 
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use sea_orm::{
 use entity::{audit_event, factor, session, sms_limit, user};
 
 pub use padlock_runtime::db::StoreError;
+pub use throttle::{Reservation, ThrottlePolicy};
 pub use throttle::{Reservation, ThrottlePolicy};
 
 pub type Result<T> = std::result::Result<T, StoreError>;
