@@ -117,6 +117,16 @@ impl Verifier {
         if claims.aud != self.audience {
             return Err(TokenError::Audience);
         }
+        Self::check_times(&claims, now)?;
+        Ok(claims)
+    }
+
+    /// The checks of [`Verifier::verify`] that depend on `now`: `exp` and
+    /// `iat` within [`LEEWAY_SECS`], and `mfa_at` no further than that in
+    /// the future. A caller that keeps verified claims (deploy's token
+    /// cache) runs them again at every use, so keeping never extends a
+    /// token.
+    pub fn check_times(claims: &Claims, now: i64) -> Result<(), TokenError> {
         if now > claims.exp.saturating_add(LEEWAY_SECS) {
             return Err(TokenError::Expired);
         }
@@ -127,7 +137,7 @@ impl Verifier {
         if claims.mfa_at.is_some_and(|mfa_at| mfa_at > latest) {
             return Err(TokenError::MfaInFuture);
         }
-        Ok(claims)
+        Ok(())
     }
 }
 

@@ -9,6 +9,7 @@ use padlock_token::{Claims, TokenError};
 use tonic::metadata::MetadataMap;
 
 use crate::blobs::BlobStore;
+use crate::cache::{DEFAULT_TOKEN_CACHE_ENTRIES, TokenCache};
 use crate::error::{DeployError, Result};
 use crate::keys::{KeyCache, VerifyError};
 use crate::metrics::Metrics;
@@ -26,6 +27,8 @@ struct Inner {
     store: Store,
     clock: SharedClock,
     keys: KeyCache,
+    /// Verifications of tokens seen before, reused while exact.
+    tokens: TokenCache,
     policy: Policy,
     blobs: BlobStore,
     metrics: Metrics,
@@ -62,6 +65,7 @@ impl App {
             store,
             clock,
             keys,
+            tokens: TokenCache::new(DEFAULT_TOKEN_CACHE_ENTRIES),
             policy,
             blobs,
             metrics: Metrics::new(&padlock_runtime::otel::meter()),
@@ -96,13 +100,25 @@ impl App {
 
     /// The caller's verified claims, for actions without a padlock rule.
     pub async fn caller(&self, metadata: &MetadataMap) -> Result<Claims> {
+        Ok(Claims::clone(&*self.caller_shared(metadata).await?))
+    }
+
+    /// [`App::caller`] without copying the claims out of the token cache.
+    pub async fn caller_shared(&self, metadata: &MetadataMap) -> Result<Arc<Claims>> {
         let token =
             padlock_runtime::metadata::bearer_token(metadata).ok_or(DeployError::TokenInvalid)?;
-        match self.0.keys.verify(token).await {
+        match self.verify_token(token).await {
             Ok(claims) => Ok(claims),
             Err(VerifyError::KeysUnavailable) => Err(DeployError::KeysUnavailable),
             Err(VerifyError::Token(_)) => Err(DeployError::TokenInvalid),
         }
+    }
+
+    /// Every token goes through here: [`KeyCache::verify`], or a reuse of
+    /// an earlier verification of the same token that gives the same answer
+    /// ([`TokenCache`]).
+    async fn verify_token(&self, token: &str) -> std::result::Result<Arc<Claims>, VerifyError> {
+        self.0.tokens.verify(&self.0.keys, token, self.now()).await
     }
 
     /// The caller's team membership of `app_id`, required.
@@ -146,8 +162,8 @@ impl App {
     /// the policy refuses that as `MFA_EXPIRED` for padlocked actions.
     pub async fn verify(&self, metadata: &MetadataMap) -> Result<Verified> {
         let token = padlock_runtime::metadata::bearer_token(metadata).unwrap_or_default();
-        match self.0.keys.verify(token).await {
-            Ok(claims) => Ok(Ok(claims)),
+        match self.verify_token(token).await {
+            Ok(claims) => Ok(Ok(Claims::clone(&claims))),
             Err(VerifyError::Token(TokenError::MfaInFuture)) => Ok(Err(TokenError::MfaInFuture)),
             Err(VerifyError::Token(_)) => Err(DeployError::TokenInvalid),
             Err(VerifyError::KeysUnavailable) => Err(DeployError::KeysUnavailable),

@@ -191,6 +191,13 @@ impl KeyCache {
             .unwrap_or_default()
     }
 
+    /// Whether the keys in use hold `kid` (deploy's token cache asks before
+    /// reusing a verification made with that key).
+    pub fn trusts_kid(&self, kid: &str) -> bool {
+        self.current()
+            .is_some_and(|cached| cached.verifier.has_kid(kid))
+    }
+
     fn current(&self) -> Option<Arc<Cached>> {
         self.cached
             .read()

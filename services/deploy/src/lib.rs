@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod blobs;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod grpc;

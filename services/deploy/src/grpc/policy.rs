@@ -21,7 +21,7 @@ impl Policies {
         &self,
         request: Request<CheckAccessRequest>,
     ) -> Result<CheckAccessResponse> {
-        let claims = self.0.caller(request.metadata()).await?;
+        let claims = self.0.caller_shared(request.metadata()).await?;
         let req = request.into_inner();
         let mut check = Check::new();
         let action = Action::from_proto(req.action);
