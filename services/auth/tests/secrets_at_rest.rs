@@ -711,6 +711,63 @@ async fn data_keys_rotate_while_the_service_runs() {
         .await
         .unwrap();
 
+        // A replica still on the first step of a multi-replica rollout
+        // (k1 current, k2 known) opens the resealed secrets, and what it
+        // seals under k1 meanwhile a second reseal picks up.
+        let k1_first = rotated
+            .to_spec()
+            .split(',')
+            .rev()
+            .collect::<Vec<_>>()
+            .join(",");
+        let replica = Harness::start_with(&db, move |mut o| {
+            o.data_keys = Some(DataKeySource::Spec(Secret::new(k1_first)));
+            o
+        })
+        .await;
+        replica.clock.set_unix(s.h.clock.unix() + 30);
+        // Its own signing key, so alice signs in there.
+        let on_replica = replica
+            .sessions()
+            .sign_in(SignInRequest {
+                username: "alice".into(),
+                password: password.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        replica
+            .verify(&on_replica.access_token, &replica.code(&alice_seed, 0))
+            .await
+            .unwrap();
+        let erin_password = "another long password";
+        s.add_user("erin", erin_password).await;
+        let erin = replica
+            .sessions()
+            .sign_in(SignInRequest {
+                username: "erin".into(),
+                password: erin_password.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        replica.start_totp(&erin.access_token).await.unwrap();
+        let mixed = key_use(&operator, &rotated, &key_source, s.h.clock.unix())
+            .await
+            .unwrap();
+        assert_eq!(
+            mixed.secrets.get("k1"),
+            Some(&1),
+            "erin's, from the replica"
+        );
+        let second = reseal_all(&operator, &rotated, &key_source, 1)
+            .await
+            .unwrap();
+        assert_eq!(second.resealed.get("k1"), Some(&1), "{second}");
+        replica.stop().await;
+        // Past the step alice used on the replica.
+        s.h.clock.advance(STEP);
+
         // Idempotent: nothing left to do.
         let again = reseal_all(&operator, &rotated, &s.key_source(), 1)
             .await
