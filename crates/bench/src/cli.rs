@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use padlock_runtime::Secret;
+
 #[derive(Debug, clap::Parser)]
 #[command(
     name = "padlock-bench",
@@ -59,6 +61,14 @@ pub enum Command {
         /// the start and one more per 30 s step: see BENCHMARKS.md.
         #[arg(long, default_value_t = 1000)]
         users: usize,
+        /// Instead of creating and enrolling new users, sign in `--users`
+        /// of the first N users `bulk-users` made (evenly spread over them)
+        /// and present their codes. None of the sample may have verified
+        /// within the last 90 s. No support user is needed.
+        #[arg(long, value_name = "N")]
+        existing: Option<usize>,
+        #[command(flatten)]
+        bulk: BulkArgs,
         #[command(flatten)]
         support: SupportArgs,
         #[command(flatten)]
@@ -86,6 +96,43 @@ pub enum Command {
         #[command(flatten)]
         load: LoadArgs,
     },
+    /// Writes users with active TOTP factors straight into the auth
+    /// database (for the scale figure), then prints rows/s. Runs auth's
+    /// migrations first if the schema is missing.
+    BulkUsers(BulkUsersArgs),
+}
+
+/// Where `bulk-users` writes and what.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BulkUsersArgs {
+    /// auth's database, `postgres://...` or `sqlite://...`.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Secret<String>,
+    /// auth's data keys, `id:base64key,...`: the TOTP secrets are sealed
+    /// under the first, so auth must run with the same keys.
+    #[arg(long, env = "PADLOCK_DATA_KEYS", hide_env_values = true)]
+    pub data_keys: Secret<String>,
+    /// Users to insert.
+    #[arg(long)]
+    pub users: usize,
+    /// Number of the first one, to add to an earlier load with the same
+    /// prefix (e.g. `--first 1000 --users 999000` after `--users 1000`).
+    #[arg(long, default_value_t = 0)]
+    pub first: usize,
+    #[command(flatten)]
+    pub bulk: BulkArgs,
+}
+
+/// Which bulk users, and the seed their passwords and TOTP secrets derive
+/// from.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BulkArgs {
+    /// Bulk usernames are `<prefix>-<7-digit number>`.
+    #[arg(long, default_value = "bulk")]
+    pub prefix: String,
+    /// Any string; `bulk-users` and `verify --existing` must use the same.
+    #[arg(long, env = "PADLOCK_BENCH_BULK_SEED", hide_env_values = true)]
+    pub bulk_seed: Option<Secret<String>>,
 }
 
 /// The support user the setup provisions through. Create it first with
@@ -100,10 +147,23 @@ pub struct SupportArgs {
     pub support_username: String,
     /// Prefer the environment variable: arguments show in process lists.
     #[arg(long, env = "PADLOCK_BENCH_SUPPORT_PASSWORD", hide_env_values = true)]
-    pub support_password: String,
+    pub support_password: Option<String>,
     /// Users provisioned at once during the setup.
     #[arg(long, default_value_t = 16)]
     pub setup_concurrency: usize,
+}
+
+impl SupportArgs {
+    /// The support user's password, which every setup but `verify
+    /// --existing` signs in with.
+    pub fn password(&self) -> anyhow::Result<&str> {
+        self.support_password.as_deref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "the setup signs in as the support user: give --support-password \
+                 (or PADLOCK_BENCH_SUPPORT_PASSWORD)"
+            )
+        })
+    }
 }
 
 /// How hard and how long to push.

@@ -1,9 +1,12 @@
 //! padlock-bench: loads padlock's services over gRPC, as any client would
-//! (the generated clients of padlock-proto, never a service's code), and
-//! measures each RPC beside the `grpc.health.v1.Health/Check` floor of the
-//! same server in the same run. Also the RFC 6238 code path the load tool
-//! uses as its authenticator, shared with the criterion micro-benchmarks.
+//! (the generated clients of padlock-proto), and measures each RPC beside
+//! the `grpc.health.v1.Health/Check` floor of the same server in the same
+//! run. Also the RFC 6238 code path the load tool uses as its
+//! authenticator, shared with the criterion micro-benchmarks, and a bulk
+//! loader of users for the scale figure: the one part that links the auth
+//! service's code (`bulk`), to write rows as auth itself would.
 
+pub mod bulk;
 pub mod cli;
 pub mod clock;
 pub mod grpc;

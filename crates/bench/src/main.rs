@@ -1,6 +1,6 @@
-//! `padlock-bench`: run one load scenario, print the table, optionally
-//! write JSON. Exits 1 when any measured request failed or a phase got no
-//! answer, 2 when the setup or a connection failed.
+//! `padlock-bench`: run one load scenario (or a bulk load of users), print
+//! the table, optionally write JSON. Exits 1 when any measured request
+//! failed or a phase got no answer, 2 when the setup or a connection failed.
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use padlock_bench::cli::{Cli, Command};
 use padlock_bench::report::Report;
-use padlock_bench::scenario;
+use padlock_bench::{bulk, scenario};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -22,14 +22,11 @@ fn main() -> ExitCode {
         .map_err(anyhow::Error::from)
         .and_then(|rt| rt.block_on(run(&cli)));
     match result {
-        Ok(report) => {
-            if report.clean() {
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("padlock-bench: some requests failed or a phase got no answer");
-                ExitCode::from(1)
-            }
+        Ok(Some(report)) if !report.clean() => {
+            eprintln!("padlock-bench: some requests failed or a phase got no answer");
+            ExitCode::from(1)
         }
+        Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("padlock-bench: {e:#}");
             ExitCode::from(2)
@@ -37,8 +34,13 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: &Cli) -> anyhow::Result<Report> {
+/// The scenario's report; `None` for `bulk-users`, which measures no RPC.
+async fn run(cli: &Cli) -> anyhow::Result<Option<Report>> {
     let report = match &cli.command {
+        Command::BulkUsers(args) => {
+            bulk::run(args, cli.json.as_deref()).await?;
+            return Ok(None);
+        }
         Command::Health { addr, load } => scenario::health(addr, load).await?,
         Command::CheckAccess {
             auth,
@@ -51,9 +53,11 @@ async fn run(cli: &Cli) -> anyhow::Result<Report> {
         Command::Verify {
             auth,
             users,
+            existing,
+            bulk,
             support,
             load,
-        } => scenario::verify(auth, *users, support, load).await?,
+        } => scenario::verify(auth, *users, *existing, bulk, support, load).await?,
         Command::SignIn {
             auth,
             users,
@@ -75,5 +79,5 @@ async fn run(cli: &Cli) -> anyhow::Result<Report> {
         std::fs::write(path, json + "\n")
             .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
     }
-    Ok(report)
+    Ok(Some(report))
 }

@@ -23,12 +23,12 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::cli::{LoadArgs, SupportArgs};
+use crate::cli::{BulkArgs, LoadArgs, SupportArgs};
 use crate::grpc::{authed, bearer, connect, endpoint, failure_key, rpc_error};
 use crate::load::{self, Attempt, LoadShape, Measurement, Workload};
 use crate::report::{Phase, Report};
 use crate::setup::Provisioner;
-use crate::{clock, steps, totp};
+use crate::{bulk, clock, steps, totp};
 
 /// The reason CheckAccess gives a token without `mfa_at`.
 pub const MFA_REQUIRED: &str = "MFA_REQUIRED";
@@ -399,7 +399,7 @@ pub async fn check_access(
     let p = Provisioner::connect(
         auth,
         &support.support_username,
-        &support.support_password,
+        support.password()?,
         support.setup_concurrency,
         load.timeout,
     )
@@ -509,10 +509,13 @@ pub async fn check_access(
     Ok(run.finish())
 }
 
-/// `verify`: `users` users enroll TOTP, then the floor and Verify on auth.
+/// `verify`: `users` users enroll TOTP (or, with `existing`, sign in that
+/// many of the bulk users), then the floor and Verify on auth.
 pub async fn verify(
     auth: &str,
     users: usize,
+    existing: Option<usize>,
+    bulk: &BulkArgs,
     support: &SupportArgs,
     load: &LoadArgs,
 ) -> anyhow::Result<Report> {
@@ -527,17 +530,34 @@ pub async fn verify(
         run.report.concurrency = users;
     }
     run.start_setup();
-    let p = Provisioner::connect(
-        auth,
-        &support.support_username,
-        &support.support_password,
-        support.setup_concurrency,
-        load.timeout,
-    )
-    .await?;
-    let mut enrolled = p.totp_users(users).await?;
-    p.keep_fresh_for(enrolled.iter_mut().map(|u| &mut u.session), run.run_secs())
-        .await?;
+    let enrolled = match existing {
+        Some(existing) => {
+            bulk::sign_in_existing(
+                auth,
+                bulk,
+                existing,
+                users,
+                support.setup_concurrency,
+                load.timeout,
+                run.run_secs(),
+            )
+            .await?
+        }
+        None => {
+            let p = Provisioner::connect(
+                auth,
+                &support.support_username,
+                support.password()?,
+                support.setup_concurrency,
+                load.timeout,
+            )
+            .await?;
+            let mut enrolled = p.totp_users(users).await?;
+            p.keep_fresh_for(enrolled.iter_mut().map(|u| &mut u.session), run.run_secs())
+                .await?;
+            enrolled
+        }
+    };
     run.end_setup(users);
 
     let channels = run.connect(auth).await?;
@@ -567,7 +587,10 @@ pub async fn verify(
     };
     let m = run
         .measure(
-            &format!("Verify TOTP ({users} users)"),
+            &match existing {
+                Some(existing) => format!("Verify TOTP ({users} of {existing} bulk users)"),
+                None => format!("Verify TOTP ({users} users)"),
+            },
             auth,
             "padlock.auth.v1.TwoFactorService/Verify",
             workload,
@@ -603,7 +626,7 @@ pub async fn sign_in(
     let p = Provisioner::connect(
         auth,
         &support.support_username,
-        &support.support_password,
+        support.password()?,
         support.setup_concurrency,
         load.timeout,
     )
@@ -645,7 +668,7 @@ pub async fn refresh(
     let p = Provisioner::connect(
         auth,
         &support.support_username,
-        &support.support_password,
+        support.password()?,
         support.setup_concurrency,
         load.timeout,
     )

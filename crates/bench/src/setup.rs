@@ -106,7 +106,11 @@ fn now_secs() -> i64 {
 }
 
 /// Signs `username` in on `channel`.
-async fn sign_in_on(channel: &Channel, username: &str, password: &str) -> anyhow::Result<Session> {
+pub async fn sign_in_on(
+    channel: &Channel,
+    username: &str,
+    password: &str,
+) -> anyhow::Result<Session> {
     let reply = SessionServiceClient::new(channel.clone())
         .sign_in(SignInRequest {
             username: username.to_owned(),
@@ -121,6 +125,34 @@ async fn sign_in_on(channel: &Channel, username: &str, password: &str) -> anyhow
         session_token: reply.session_token,
         expires_at: seconds(reply.expires_at),
     })
+}
+
+/// Runs `task(i)` for `i` in `0..n`, `concurrency` at a time, printing
+/// progress on standard error; stops at the first error.
+pub async fn parallel<T, F, Fut>(
+    what: &str,
+    n: usize,
+    concurrency: usize,
+    task: F,
+) -> anyhow::Result<Vec<T>>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let done = AtomicUsize::new(0);
+    // Progress every tenth for large setups; small ones just finish.
+    let every = if n >= PROGRESS_FROM { n / 10 } else { n.max(1) };
+    futures::stream::iter(0..n)
+        .map(&task)
+        .buffer_unordered(concurrency.max(1))
+        .inspect_ok(|_| {
+            let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+            if d.is_multiple_of(every) || d == n {
+                eprintln!("  {what}: {d}/{n}");
+            }
+        })
+        .try_collect()
+        .await
 }
 
 impl Provisioner {
@@ -286,27 +318,13 @@ impl Provisioner {
         Ok(n)
     }
 
-    /// Runs `task(i)` for `i` in `0..n`, `concurrency` at a time, printing
-    /// progress on standard error; stops at the first error.
+    /// [`parallel`] at this provisioner's concurrency.
     pub async fn parallel<T, F, Fut>(&self, what: &str, n: usize, task: F) -> anyhow::Result<Vec<T>>
     where
         F: Fn(usize) -> Fut,
         Fut: Future<Output = anyhow::Result<T>>,
     {
-        let done = AtomicUsize::new(0);
-        // Progress every tenth for large setups; small ones just finish.
-        let every = if n >= PROGRESS_FROM { n / 10 } else { n.max(1) };
-        futures::stream::iter(0..n)
-            .map(&task)
-            .buffer_unordered(self.concurrency)
-            .inspect_ok(|_| {
-                let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-                if d.is_multiple_of(every) || d == n {
-                    eprintln!("  {what}: {d}/{n}");
-                }
-            })
-            .try_collect()
-            .await
+        parallel(what, n, self.concurrency, task).await
     }
 
     /// Creates users `0..n` (no roles) and signs each in.
