@@ -9,7 +9,9 @@ use padlock_token::{Claims, TokenError};
 use tonic::metadata::MetadataMap;
 
 use crate::blobs::BlobStore;
-use crate::cache::{DEFAULT_TOKEN_CACHE_ENTRIES, TokenCache};
+use crate::cache::{
+    DEFAULT_HOLDINGS_CACHE_ENTRIES, DEFAULT_TOKEN_CACHE_ENTRIES, HoldingsCache, TokenCache,
+};
 use crate::error::{DeployError, Result};
 use crate::keys::{KeyCache, VerifyError};
 use crate::metrics::Metrics;
@@ -29,6 +31,8 @@ struct Inner {
     keys: KeyCache,
     /// Verifications of tokens seen before, reused while exact.
     tokens: TokenCache,
+    /// What people hold, for `CheckAccess` only.
+    holdings: HoldingsCache,
     policy: Policy,
     blobs: BlobStore,
     metrics: Metrics,
@@ -60,12 +64,14 @@ impl App {
         keys: KeyCache,
         policy: Policy,
         blobs: BlobStore,
+        permission_recheck: std::time::Duration,
     ) -> Self {
         App(Arc::new(Inner {
             store,
             clock,
             keys,
             tokens: TokenCache::new(DEFAULT_TOKEN_CACHE_ENTRIES),
+            holdings: HoldingsCache::new(permission_recheck, DEFAULT_HOLDINGS_CACHE_ENTRIES),
             policy,
             blobs,
             metrics: Metrics::new(&padlock_runtime::otel::meter()),
@@ -154,6 +160,36 @@ impl App {
             technical_contact_of,
             grants,
         })
+    }
+
+    /// What `username` holds on `app_id`, for `CheckAccess`: from the
+    /// [`HoldingsCache`] while the app's permissions version is current by
+    /// its rules, else from the database. `AppNotFound` if there is no such
+    /// app. Padlocked actions use [`App::holdings`], always the database.
+    pub async fn check_holdings(&self, username: &str, app_id: &str) -> Result<Arc<Holdings>> {
+        let cache = &self.0.holdings;
+        // Read before the version, so a change committed here after this
+        // point makes the next call read the version again.
+        let local_changes = self.0.store.local_permission_changes();
+        let now_ms = self.0.clock.now().timestamp_millis();
+        let version = match cache.version(app_id, now_ms, local_changes) {
+            Some(version) => version,
+            None => {
+                let Some(version) = self.0.store.permissions_version(app_id).await? else {
+                    cache.forget(app_id);
+                    return Err(DeployError::AppNotFound);
+                };
+                cache.checked(app_id, version, now_ms, local_changes);
+                version
+            }
+        };
+        if let Some(holdings) = cache.holdings(app_id, username, version) {
+            return Ok(holdings);
+        }
+        // Read after the version: at least as new as what it stands for.
+        let holdings = Arc::new(self.holdings(username, app_id).await?);
+        cache.keep(app_id, username, version, Arc::clone(&holdings));
+        Ok(holdings)
     }
 
     /// The caller's token, verified first thing in every padlocked RPC, so

@@ -51,4 +51,10 @@ pub struct DeployArgs {
     /// Largest package accepted, in bytes.
     #[arg(long, env = "PADLOCK_MAX_PACKAGE_BYTES", default_value_t = DEFAULT_MAX_PACKAGE_BYTES)]
     pub max_package_bytes: u64,
+    /// At most how many milliseconds CheckAccess may go on answering from
+    /// cached permissions after another replica changed them (this
+    /// replica's own changes count at once); 0 checks the database on
+    /// every call. Padlocked actions always read the database.
+    #[arg(long, env = "PADLOCK_PERMISSION_RECHECK_MS", default_value_t = 1000)]
+    pub permission_recheck_ms: u64,
 }

@@ -39,6 +39,9 @@ pub struct Options {
     pub audience: String,
     pub policy: policy::Policy,
     pub max_package_bytes: u64,
+    /// How stale `CheckAccess` may see another replica's permission
+    /// changes ([`cache::HoldingsCache`]).
+    pub permission_recheck: std::time::Duration,
 }
 
 impl Options {
@@ -51,6 +54,7 @@ impl Options {
             audience: "padlock-deploy".into(),
             policy: policy::Policy::default(),
             max_package_bytes: blobs::DEFAULT_MAX_PACKAGE_BYTES,
+            permission_recheck: cache::DEFAULT_PERMISSION_RECHECK,
         }
     }
 }
@@ -72,7 +76,14 @@ pub async fn open(
         options.max_package_bytes,
     )?;
     let keys = keys::KeyCache::new(jwks, options.issuer, options.audience, clock.clone());
-    Ok(App::new(store, clock, keys, options.policy, blobs))
+    Ok(App::new(
+        store,
+        clock,
+        keys,
+        options.policy,
+        blobs,
+        options.permission_recheck,
+    ))
 }
 
 /// The database URL `options` name: the configured one or SQLite in the

@@ -50,6 +50,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         audience: cli.deploy.audience.clone(),
         policy,
         max_package_bytes: cli.deploy.max_package_bytes,
+        permission_recheck: std::time::Duration::from_millis(cli.deploy.permission_recheck_ms),
     };
     if matches!(cli.command, Some(Command::Migrate)) {
         return padlock_deploy::migrate(&options).await;

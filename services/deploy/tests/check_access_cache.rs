@@ -1,6 +1,8 @@
-//! `CheckAccess` answers from a cache of verified tokens and still gives
-//! the answers the verifier would: a token never outlives its `exp`, and a
-//! key dropped from the JWKS drops the tokens it signed.
+//! `CheckAccess` answers from caches (verified tokens, people's holdings)
+//! and still gives the answers the database and the verifier would: a
+//! token never outlives its `exp`, a key dropped from the JWKS drops the
+//! tokens it signed, and a revoked permission counts at once on the replica
+//! that revoked it and within the documented recheck on another one.
 
 #![allow(clippy::unwrap_used)]
 
@@ -9,6 +11,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use padlock_deploy::policy::{Action, Env};
 use padlock_proto::deploy::v1::{self as pb, Environment::*, NodePermission::*};
 use tonic::Code;
 
@@ -28,6 +31,21 @@ async fn check(h: &Harness, token: &str, app: &str) -> Result<String, tonic::Sta
         .map(|r| r.into_inner().reason)
 }
 
+async fn revoke(h: &Harness, app: &str, username: &str) {
+    h.permissions()
+        .revoke_node_permissions(bearer(
+            &h.stepped_up("tina"),
+            pb::RevokeNodePermissionsRequest {
+                app_id: app.into(),
+                environment: Production as i32,
+                username: username.into(),
+                permissions: vec![Transport as i32],
+            },
+        ))
+        .await
+        .unwrap();
+}
+
 /// `h`'s app with "dev" as a Deploy member holding TRANSPORT on production.
 async fn shop_with_dev(h: &Harness) -> String {
     let app = h.shop().await;
@@ -36,6 +54,21 @@ async fn shop_with_dev(h: &Harness) -> String {
         .await
         .unwrap();
     app
+}
+
+/// A second replica on `h`'s database, trusting the same auth keys.
+async fn replica(h: &Harness, db: &padlock_test_support::TestDatabase) -> Harness {
+    replica_with(h, db, |o| o).await
+}
+
+async fn replica_with(
+    h: &Harness,
+    db: &padlock_test_support::TestDatabase,
+    configure: impl FnOnce(padlock_deploy::Options) -> padlock_deploy::Options,
+) -> Harness {
+    let other = Harness::start_with(db, configure).await;
+    *other.jwks.0.lock().unwrap() = h.ring.lock().unwrap().jwks();
+    other
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,6 +133,128 @@ async fn a_key_dropped_from_the_jwks_drops_the_tokens_it_signed() {
             Code::Unauthenticated,
             "TOKEN_INVALID",
         );
+        h.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_counts_at_once_on_the_replica_that_made_it() {
+    for db in padlock_test_support::databases().await {
+        let h = Harness::start(&db).await;
+        let app = shop_with_dev(&h).await;
+        let dev = h.stepped_up("dev");
+        assert_eq!(check(&h, &dev, &app).await.unwrap(), "");
+        revoke(&h, &app, "dev").await;
+        assert_eq!(
+            check(&h, &dev, &app).await.unwrap(),
+            "NODE_PERMISSION_MISSING",
+            "{}",
+            h.backend
+        );
+        // Granting again counts at once too.
+        h.grant(&h.stepped_up("tina"), &app, Production, "dev", &[Transport])
+            .await
+            .unwrap();
+        assert_eq!(check(&h, &dev, &app).await.unwrap(), "");
+        // So does leaving the team, which takes the permissions with it.
+        h.apps()
+            .remove_team_member(bearer(
+                &h.token("tina", &[], None),
+                pb::RemoveTeamMemberRequest {
+                    app_id: app.clone(),
+                    username: "dev".into(),
+                },
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            check(&h, &dev, &app).await.unwrap(),
+            "NODE_PERMISSION_MISSING"
+        );
+        h.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_replica_sees_a_revocation_within_the_recheck_and_acts_on_it_at_once() {
+    for db in padlock_test_support::databases().await {
+        let h = Harness::start(&db).await;
+        let other = replica(&h, &db).await;
+        let app = shop_with_dev(&h).await;
+        let dev = h.stepped_up("dev");
+        assert_eq!(check(&other, &dev, &app).await.unwrap(), "");
+        revoke(&h, &app, "dev").await;
+
+        // A padlocked action reads the database: refused at once.
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        metadata.insert("authorization", format!("Bearer {dev}").parse().unwrap());
+        let verified = other.app.verify(&metadata).await.unwrap();
+        let authorized = other
+            .app
+            .authorize(&verified, Action::TransportPackage, &app, Env::Production)
+            .await
+            .map_err(tonic::Status::from);
+        refused(
+            authorized,
+            Code::PermissionDenied,
+            "NODE_PERMISSION_MISSING",
+        );
+
+        // CheckAccess within the documented recheck (1 s by default).
+        other
+            .clock
+            .advance(padlock_deploy::cache::DEFAULT_PERMISSION_RECHECK);
+        assert_eq!(
+            check(&other, &dev, &app).await.unwrap(),
+            "NODE_PERMISSION_MISSING",
+            "{}",
+            h.backend
+        );
+        other.stop().await;
+        h.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_zero_recheck_another_replica_sees_a_revocation_at_once() {
+    for db in padlock_test_support::databases().await {
+        let h = Harness::start(&db).await;
+        let other = replica_with(&h, &db, |mut o| {
+            o.permission_recheck = Duration::ZERO;
+            o
+        })
+        .await;
+        let app = shop_with_dev(&h).await;
+        let dev = h.stepped_up("dev");
+        assert_eq!(check(&other, &dev, &app).await.unwrap(), "");
+        assert_eq!(check(&other, &dev, &app).await.unwrap(), "");
+        revoke(&h, &app, "dev").await;
+        assert_eq!(
+            check(&other, &dev, &app).await.unwrap(),
+            "NODE_PERMISSION_MISSING",
+            "{}",
+            h.backend
+        );
+        other.stop().await;
+        h.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_app_is_not_found_even_after_a_known_one_was_kept() {
+    for db in padlock_test_support::databases().await {
+        let h = Harness::start(&db).await;
+        let app = shop_with_dev(&h).await;
+        let dev = h.stepped_up("dev");
+        assert_eq!(check(&h, &dev, &app).await.unwrap(), "");
+        let unknown = uuid::Uuid::new_v4().to_string();
+        for _ in 0..2 {
+            refused(
+                check(&h, &dev, &unknown).await,
+                Code::NotFound,
+                "APP_NOT_FOUND",
+            );
+        }
         h.stop().await;
     }
 }

@@ -34,14 +34,9 @@ impl Policies {
         let (Some(action), Some(env)) = (action, env) else {
             return Err(DeployError::Internal);
         };
-        self.0
-            .store()
-            .app(&req.app_id)
-            .await?
-            .ok_or(DeployError::AppNotFound)?;
         let holdings = self
             .0
-            .holdings(&claims.preferred_username, &req.app_id)
+            .check_holdings(&claims.preferred_username, &req.app_id)
             .await?;
         let decision = policy::decide(
             Ok(&claims),

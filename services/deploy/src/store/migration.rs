@@ -9,7 +9,10 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Init)]
+        vec![
+            Box::new(Init),
+            Box::new(super::permission_version::AddVersion),
+        ]
     }
 }
 

@@ -4,6 +4,10 @@
 
 mod entity;
 pub mod migration;
+mod permission_version;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use padlock_runtime::db;
 use sea_orm::sea_query::OnConflict;
@@ -145,6 +149,10 @@ pub struct AuditRecord {
 #[derive(Debug, Clone)]
 pub struct Store {
     db: DatabaseConnection,
+    /// Team and node-permission changes committed through this store (all
+    /// clones share it): a cache of what people hold rechecks the version
+    /// as soon as this moves, so this replica's own changes count at once.
+    permission_changes: Arc<AtomicU64>,
 }
 
 impl Store {
@@ -152,7 +160,35 @@ impl Store {
     pub async fn connect(url: &str) -> Result<Self> {
         let db = Database::connect(db::connect_options(url)).await?;
         db::migrate::<migration::Migrator>(&db).await?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            permission_changes: Arc::default(),
+        })
+    }
+
+    /// `app_id`'s permissions version, bumped by every change to its team
+    /// or node permissions; `None` if there is no such app.
+    pub async fn permissions_version(&self, app_id: &str) -> Result<Option<i64>> {
+        permission_version::read(&self.db, app_id).await
+    }
+
+    /// How many team or node-permission changes this store (this replica)
+    /// has committed. Read it before [`Store::permissions_version`].
+    pub fn local_permission_changes(&self) -> u64 {
+        self.permission_changes.load(Ordering::Acquire)
+    }
+
+    /// Bumps `app_id`'s permissions version inside `txn`, commits, and
+    /// counts the change.
+    async fn commit_permission_change(
+        &self,
+        txn: sea_orm::DatabaseTransaction,
+        app_id: &str,
+    ) -> Result<()> {
+        permission_version::bump(&txn, app_id).await?;
+        txn.commit().await?;
+        self.permission_changes.fetch_add(1, Ordering::AcqRel);
+        Ok(())
     }
 
     pub async fn ping(&self) -> bool {
@@ -278,7 +314,7 @@ impl Store {
                 .exec(&txn)
                 .await?;
         }
-        txn.commit().await?;
+        self.commit_permission_change(txn, app_id).await?;
         self.member(app_id, username)
             .await?
             .ok_or(StoreError::Internal)
@@ -298,7 +334,7 @@ impl Store {
             .exec(&txn)
             .await?
             .rows_affected;
-        txn.commit().await?;
+        self.commit_permission_change(txn, app_id).await?;
         Ok(removed == 1)
     }
 
@@ -349,6 +385,7 @@ impl Store {
             granted_at: Set(now),
             granted_by: Set(by.to_owned()),
         });
+        let txn = self.db.begin().await?;
         node_permission::Entity::insert_many(rows)
             .on_conflict(
                 OnConflict::columns([
@@ -360,9 +397,9 @@ impl Store {
                 .do_nothing()
                 .to_owned(),
             )
-            .exec_without_returning(&self.db)
+            .exec_without_returning(&txn)
             .await?;
-        Ok(())
+        self.commit_permission_change(txn, app_id).await
     }
 
     pub async fn revoke(
@@ -373,14 +410,15 @@ impl Store {
         permissions: &[Permission],
     ) -> Result<()> {
         let names: Vec<&str> = permissions.iter().map(|p| p.as_str()).collect();
+        let txn = self.db.begin().await?;
         node_permission::Entity::delete_many()
             .filter(node_permission::Column::AppId.eq(app_id))
             .filter(node_permission::Column::Environment.eq(env.as_str()))
             .filter(node_permission::Column::Username.eq(username))
             .filter(node_permission::Column::Permission.is_in(names))
-            .exec(&self.db)
+            .exec(&txn)
             .await?;
-        Ok(())
+        self.commit_permission_change(txn, app_id).await
     }
 
     pub async fn insert_package(&self, p: &Package) -> Result<()> {
