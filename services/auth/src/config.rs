@@ -10,7 +10,6 @@ use padlock_runtime::cli::CommonArgs;
 
 use crate::store::LockoutPolicy;
 use crate::throttle::TrustedProxies;
-use crate::throttle::TrustedProxies;
 
 /// auth's gRPC port (DESIGN.md "Ports and command lines").
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -108,19 +107,17 @@ pub struct AuthArgs {
     #[arg(long, env = "PADLOCK_PREVIOUS_SIGNING_KEY_FILE", global = true)]
     pub previous_signing_key_file: Option<PathBuf>,
     /// Data-encryption keys for secrets at rest, `id:base64key[,id:base64key]`, the first
-    /// one current; default: `<data-dir>/data-keys`, generated on first start.
+    /// one current; default: `<data-dir>/data-keys`, generated on first start (development only).
     #[arg(long, env = "PADLOCK_DATA_KEYS", hide_env_values = true, global = true)]
     pub data_keys: Option<Secret<String>>,
-    /// Addresses and CIDR ranges of the proxies (the gateway) whose
-    /// `padlock-client-ip` metadata names the client for sign-in throttling;
-    /// comma-separated. None by default: the connection's peer counts.
+    /// A file holding the data keys spec, kept outside the data directory; read again on SIGHUP.
     #[arg(
         long,
-        env = "PADLOCK_TRUSTED_PROXIES",
-        default_value = "",
+        env = "PADLOCK_DATA_KEYS_FILE",
+        conflicts_with = "data_keys",
         global = true
     )]
-    pub trusted_proxies: String,
+    pub data_keys_file: Option<PathBuf>,
     /// Addresses and CIDR ranges of the proxies (the gateway) whose
     /// `padlock-client-ip` metadata names the client for sign-in throttling;
     /// comma-separated. None by default: the connection's peer counts.
@@ -189,6 +186,9 @@ pub enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage the data keys that seal secrets at rest.
+    #[command(subcommand)]
+    DataKeys(DataKeysCommand),
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -208,6 +208,28 @@ pub enum KeysCommand {
     /// Makes a new current signing key in `<data-dir>/keys`, keeping the old
     /// one as previous; send SIGHUP to running services to load it.
     Rotate,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DataKeysCommand {
+    /// How many secrets, live SMS codes and signing key files each data key
+    /// protects: an older key can go when it protects nothing.
+    Status,
+    /// Puts a fresh key first in the data keys file (`--data-keys-file` or
+    /// the generated one), keeping the others; send SIGHUP to running
+    /// services to load it, then run `reseal`.
+    Rotate {
+        /// The new key's id; default: the next free `kN`.
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Re-encrypts every sealed secret and signing key file under the
+    /// current data key, while the service runs; idempotent.
+    Reseal {
+        /// Rows per batch.
+        #[arg(long, default_value_t = crate::data_keys::DEFAULT_BATCH)]
+        batch: u64,
+    },
 }
 
 /// Token and factor settings, checked.

@@ -5,8 +5,10 @@
 
 pub mod app;
 pub mod config;
+pub mod data_keys;
 pub mod error;
 pub mod grpc;
+pub mod key_files;
 pub mod metrics;
 pub mod password;
 pub mod phone;
@@ -40,13 +42,27 @@ pub struct Options {
     pub settings: Settings,
     /// Default: `data_dir/keys`.
     pub signing_keys: Option<KeySource>,
-    /// `id:base64key,...`; default: `data_dir/data-keys`.
-    pub data_keys: Option<Secret<String>>,
+    /// Default: `data_dir/data-keys`, generated (development only).
+    pub data_keys: Option<sealing::DataKeySource>,
     /// How SMS codes go out; `None` refuses SMS enrollment.
     pub sms: Option<Arc<dyn sms::SmsSender>>,
 }
 
 impl Options {
+    /// The configured signing keys, or the key directory in `data_dir`.
+    pub fn key_source(&self) -> KeySource {
+        self.signing_keys
+            .clone()
+            .unwrap_or_else(|| KeySource::Dir(self.data_dir.join("keys")))
+    }
+
+    /// The configured data keys, or the generated file in `data_dir`.
+    pub fn data_key_source(&self) -> sealing::DataKeySource {
+        self.data_keys
+            .clone()
+            .unwrap_or_else(|| sealing::DataKeySource::Generated(self.data_dir.join("data-keys")))
+    }
+
     /// Defaults for everything, state in `data_dir`.
     pub fn in_dir(data_dir: impl Into<PathBuf>) -> Self {
         Options {
@@ -68,19 +84,30 @@ pub async fn open(options: Options, clock: SharedClock) -> anyhow::Result<App> {
     let store = store::Store::connect(&url)
         .await
         .map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))?;
-    let keys = options
-        .signing_keys
-        .clone()
-        .unwrap_or_else(|| KeySource::Dir(options.data_dir.join("keys")));
-    let data_keys = match &options.data_keys {
-        Some(spec) => sealing::DataKeys::parse(spec.expose())?,
-        None => sealing::DataKeys::load_or_generate(&options.data_dir.join("data-keys"))?,
-    };
+    let data_keys = options.data_key_source();
+    if let Some(path) = data_keys
+        .path()
+        .filter(|p| p.starts_with(&options.data_dir))
+    {
+        tracing::warn!(
+            path = %path.display(),
+            "the data keys are stored in the data directory, beside the secrets they seal: \
+             development only; in production give --data-keys-file outside it or PADLOCK_DATA_KEYS"
+        );
+    }
     let sms = options
         .sms
         .clone()
         .unwrap_or_else(|| Arc::new(sms::Unconfigured));
-    App::new(store, clock, options.settings, keys, data_keys, sms).await
+    App::new(
+        store,
+        clock,
+        options.settings.clone(),
+        options.key_source(),
+        data_keys,
+        sms,
+    )
+    .await
 }
 
 /// Applies pending migrations to the configured database, and nothing else.
@@ -148,7 +175,7 @@ pub async fn serve(
 }
 
 /// The configured database, or SQLite in the data directory.
-fn database_url(options: &Options) -> String {
+pub(crate) fn database_url(options: &Options) -> String {
     options
         .database_url
         .as_ref()

@@ -19,7 +19,6 @@ pub mod views;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 

@@ -5,7 +5,7 @@
 
 mod entity;
 pub mod migration;
-mod throttle;
+mod reseal;
 mod throttle;
 
 use std::time::Duration;
@@ -20,7 +20,7 @@ use sea_orm::{
 use entity::{audit_event, factor, session, sms_limit, user};
 
 pub use padlock_runtime::db::StoreError;
-pub use throttle::{Reservation, ThrottlePolicy};
+pub use reseal::{Resealed, SealedSecret};
 pub use throttle::{Reservation, ThrottlePolicy};
 
 pub type Result<T> = std::result::Result<T, StoreError>;
