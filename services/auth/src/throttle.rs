@@ -4,22 +4,26 @@
 //! their second factor (DESIGN.md "Lockout (separate from password
 //! failures)").
 //!
-//! Every attempt is counted *before* argon2 runs, by one conditional
-//! statement per bucket in one transaction (`store::throttle`), so parallel
-//! guesses cannot get past a budget, replicas share it, and a refused
-//! attempt costs an indexed statement, no hash and no write. A bucket lets
-//! [`ThrottlePolicy::free`] attempts through; each further one must wait,
-//! the wait doubling from `first_delay` to `max_delay`; a bucket is forgotten
-//! `forget_after` once its wait is over. A right password clears the
-//! username's bucket and gives the address its attempt back.
+//! The counters live in the database (`store::throttle`), so replicas share
+//! them. A bucket lets [`ThrottlePolicy::free`] attempts through; each
+//! further one must wait, the wait doubling from `first_delay` to
+//! `max_delay`; a bucket is forgotten `forget_after` once its wait is over.
+//! A refused attempt costs a read or two, no hash and no write.
 //!
 //! The buckets of one attempt:
 //! - `user:NAME`, whether or not the user exists, so being throttled says
-//!   nothing about which usernames exist;
-//! - `addr:IP` (IPv6 by /64, what one subscriber usually gets), a larger
-//!   budget against spraying one password over many usernames;
+//!   nothing about which usernames exist. Every attempt is counted here
+//!   *before* argon2 runs, by one conditional statement, so parallel
+//!   guesses at a username cannot get past its budget; a right password
+//!   clears it.
 //! - `known:HASH` instead of `user:NAME` when the user signed in from this
 //!   address within [`KNOWN_ADDRESS_TTL`].
+//! - `addr:IP` (IPv6 by /64, what one subscriber usually gets), a larger
+//!   budget against spraying one password over many usernames. It counts
+//!   wrong passwords only, after the check, so many people behind one
+//!   address signing in at once are never slowed; guesses arriving together
+//!   before the budget is spent are all checked (at most the server's
+//!   concurrent request limit), and the waits then start from there.
 //!
 //! Why the legitimate user still gets in while someone guesses their
 //! password: the username bucket delays, it never locks (at most
@@ -200,11 +204,10 @@ impl SignInAttempt {
             address: group.map(|group| format!("addr:{group}")),
             known_key,
         };
-        let mut buckets = vec![(attempt.account.as_str(), PER_USER)];
-        if let Some(address) = &attempt.address {
-            buckets.push((address.as_str(), PER_ADDRESS));
-        }
-        match store.reserve_sign_in(&buckets, now).await? {
+        let reservation = store
+            .reserve_sign_in(&attempt.account, attempt.address.as_deref(), PER_USER, now)
+            .await?;
+        match reservation {
             Reservation::Counted => Ok(attempt),
             Reservation::Throttled { bucket, until } => {
                 let scope = if bucket.starts_with("addr:") {
@@ -222,15 +225,14 @@ impl SignInAttempt {
         }
     }
 
-    /// The password was right: the username's bucket starts over, the
-    /// address gets its attempt back and is remembered for the user.
+    /// The password was right: the username's bucket starts over and the
+    /// address is remembered for the user.
     pub async fn succeeded(self, store: &Store, now: i64) -> Result<()> {
         let ttl = i64::try_from(KNOWN_ADDRESS_TTL.as_secs()).unwrap_or(i64::MAX);
         let known_until = now.saturating_add(ttl);
         store
             .sign_in_succeeded(
                 &self.account,
-                self.address.as_deref().map(|a| (a, PER_ADDRESS)),
                 self.known_key.as_deref().map(|k| (k, known_until)),
                 now,
             )
@@ -238,10 +240,14 @@ impl SignInAttempt {
         Ok(())
     }
 
-    /// The password was wrong: the attempt stays counted; buckets that
-    /// were forgotten are removed while we are at it.
+    /// The password was wrong: it stays counted for the username, and now
+    /// counts for the address too.
     pub async fn failed(self, store: &Store, now: i64) -> Result<()> {
-        store.prune_sign_in_throttles(now).await?;
+        if let Some(address) = &self.address {
+            store
+                .count_sign_in_failure(address, PER_ADDRESS, now)
+                .await?;
+        }
         Ok(())
     }
 }

@@ -143,7 +143,7 @@ async fn a_throttled_attempt_checks_no_password_and_writes_nothing() {
 }
 
 #[tokio::test]
-async fn a_success_resets_the_username_and_gives_the_address_its_attempt_back() {
+async fn a_success_resets_the_username_and_neither_counts_nor_clears_the_address() {
     for db in databases().await {
         let h = start(&db).await;
         h.add_user("alice", &[]).await;
@@ -159,8 +159,8 @@ async fn a_success_resets_the_username_and_gives_the_address_its_attempt_back() 
         }
         assert_throttled(sign_in_from(&h, from, "alice", WRONG).await, 1);
 
-        // The address keeps its failures (9 so far): a success neither
-        // clears them nor counts as one.
+        // The address counts wrong passwords only (9 so far): a success
+        // neither clears them nor counts as one.
         for i in 9..PER_ADDRESS.free - 1 {
             assert_wrong(sign_in_from(&h, from, &format!("user{i}"), WRONG).await);
         }
@@ -194,6 +194,30 @@ async fn one_address_guessing_over_many_usernames_is_throttled() {
         sign_in_from(&h, "198.51.100.1", "alice", PASSWORD)
             .await
             .unwrap_or_else(|s| panic!("{}: {s:?}", db.backend));
+        h.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn many_people_behind_one_address_sign_in_at_once() {
+    for db in databases().await {
+        let h = start(&db).await;
+        let people: Vec<String> = (0..PER_ADDRESS.free + 10)
+            .map(|i| format!("colleague{i}"))
+            .collect();
+        for name in &people {
+            h.add_user(name, &[]).await;
+        }
+        let office = "198.51.100.200";
+        let calls = people
+            .iter()
+            .map(|name| sign_in_from(&h, office, name, PASSWORD));
+        let results = futures::future::join_all(calls).await;
+        let refused: Vec<String> = results
+            .iter()
+            .filter_map(|r| r.as_ref().err().map(reason))
+            .collect();
+        assert!(refused.is_empty(), "{}: {refused:?}", db.backend);
         h.stop().await;
     }
 }

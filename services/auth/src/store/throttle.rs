@@ -1,7 +1,7 @@
 //! Sign-in throttle counters and the addresses users signed in from (the
-//! rules are in `crate::throttle`). Counting is one conditional upsert per
-//! bucket, in one transaction: a bucket whose wait is not over refuses the
-//! whole attempt and nothing is written.
+//! rules are in `crate::throttle`). Counting an attempt is one upsert; for
+//! the username it is conditional, so a bucket whose wait is not over
+//! refuses the attempt and nothing is written.
 
 use std::time::Duration;
 
@@ -109,70 +109,65 @@ pub(super) mod known_address {
 }
 
 impl Store {
-    /// Counts one attempt in each bucket, all or nothing: when a bucket's
-    /// wait is not over, nothing is counted anywhere.
+    /// Admits an attempt for `account` from `address`: refused, writing
+    /// nothing, while the address waits; otherwise counted in `account`
+    /// unless its wait is not over. Counting the account first means
+    /// parallel guesses at one username cannot get past its budget.
     pub async fn reserve_sign_in(
         &self,
-        buckets: &[(&str, ThrottlePolicy)],
+        account: &str,
+        address: Option<&str>,
+        policy: ThrottlePolicy,
         now: i64,
     ) -> Result<Reservation> {
-        let table = "sign_in_throttles";
-        // The existing row's count plus this attempt; 1 once it is forgotten.
-        let n =
-            format!("(CASE WHEN {table}.forget_at <= {now} THEN 1 ELSE {table}.failures + 1 END)");
-        let txn = self.db.begin().await?;
-        for (bucket, policy) in buckets {
-            let forget = secs(policy.forget_after);
-            let first = policy.delay_after(1);
-            let delay = policy.delay_sql(&n);
-            let counted = counter::Entity::insert(counter::ActiveModel {
-                bucket: Set((*bucket).to_owned()),
-                failures: Set(1),
-                next_attempt_at: Set(now + first),
-                forget_at: Set(now + first + forget),
-            })
-            .on_conflict(
-                OnConflict::column(counter::Column::Bucket)
-                    .value(counter::Column::Failures, Expr::cust(n.clone()))
-                    .value(
-                        counter::Column::NextAttemptAt,
-                        Expr::cust(format!("{now} + {delay}")),
-                    )
-                    .value(
-                        counter::Column::ForgetAt,
-                        Expr::cust(format!("{now} + {delay} + {forget}")),
-                    )
-                    .action_and_where(
-                        Expr::col((counter::Entity, counter::Column::NextAttemptAt)).lte(now),
-                    )
-                    .to_owned(),
-            )
-            .exec_without_returning(&txn)
-            .await?;
-            if counted == 0 {
-                txn.rollback().await?;
-                let until = counter::Entity::find_by_id((*bucket).to_owned())
-                    .one(&self.db)
-                    .await?
-                    .map_or(now, |row| row.next_attempt_at);
+        if let Some(bucket) = address {
+            let until = self.next_attempt_at(bucket).await?;
+            if until > now {
                 return Ok(Reservation::Throttled {
-                    bucket: (*bucket).to_owned(),
+                    bucket: bucket.to_owned(),
                     until,
                 });
             }
         }
-        txn.commit().await?;
+        let counted = count(account, policy, now, true)
+            .exec_without_returning(&self.db)
+            .await?;
+        if counted == 0 {
+            let until = Ord::max(self.next_attempt_at(account).await?, now);
+            return Ok(Reservation::Throttled {
+                bucket: account.to_owned(),
+                until,
+            });
+        }
         Ok(Reservation::Counted)
     }
 
-    /// After a right password: `account` starts over, `address` gets the
-    /// attempt back (and no wait while under its budget), and `known`
-    /// (key, until) remembers the address for the user. Expired memories
-    /// go at the same time.
+    /// Counts a wrong password against `address`; forgotten buckets go
+    /// while we are at it (they would count from 1 again anyway).
+    pub async fn count_sign_in_failure(
+        &self,
+        address: &str,
+        policy: ThrottlePolicy,
+        now: i64,
+    ) -> Result<()> {
+        let txn = self.db.begin().await?;
+        count(address, policy, now, false)
+            .exec_without_returning(&txn)
+            .await?;
+        counter::Entity::delete_many()
+            .filter(counter::Column::ForgetAt.lte(now))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// After a right password: `account` starts over and `known` (key,
+    /// until) remembers the address for the user. Expired memories go at
+    /// the same time.
     pub async fn sign_in_succeeded(
         &self,
         account: &str,
-        address: Option<(&str, ThrottlePolicy)>,
         known: Option<(&str, i64)>,
         now: i64,
     ) -> Result<()> {
@@ -180,24 +175,6 @@ impl Store {
         counter::Entity::delete_by_id(account.to_owned())
             .exec(&txn)
             .await?;
-        if let Some((bucket, policy)) = address {
-            counter::Entity::update_many()
-                .col_expr(
-                    counter::Column::Failures,
-                    Expr::col(counter::Column::Failures).sub(1),
-                )
-                .col_expr(
-                    counter::Column::NextAttemptAt,
-                    Expr::cust(format!(
-                        "CASE WHEN failures <= {} THEN {now} ELSE next_attempt_at END",
-                        policy.free
-                    )),
-                )
-                .filter(counter::Column::Bucket.eq(bucket))
-                .filter(counter::Column::Failures.gt(0))
-                .exec(&txn)
-                .await?;
-        }
         if let Some((key, until)) = known {
             known_address::Entity::insert(known_address::ActiveModel {
                 key: Set(key.to_owned()),
@@ -227,14 +204,52 @@ impl Store {
             .is_some_and(|row| row.expires_at > now))
     }
 
-    /// Removes forgotten buckets (they would count from 1 again anyway).
-    pub async fn prune_sign_in_throttles(&self, now: i64) -> Result<u64> {
-        Ok(counter::Entity::delete_many()
-            .filter(counter::Column::ForgetAt.lte(now))
-            .exec(&self.db)
+    /// When `bucket` lets the next attempt through (0: it does not exist).
+    async fn next_attempt_at(&self, bucket: &str) -> Result<i64> {
+        Ok(counter::Entity::find_by_id(bucket.to_owned())
+            .one(&self.db)
             .await?
-            .rows_affected)
+            .map_or(0, |row| row.next_attempt_at))
     }
+}
+
+/// Counts one attempt in `bucket` and sets the wait after it; with
+/// `unless_waiting`, only when the bucket's wait is over (0 rows otherwise).
+fn count(
+    bucket: &str,
+    policy: ThrottlePolicy,
+    now: i64,
+    unless_waiting: bool,
+) -> sea_orm::Insert<counter::ActiveModel> {
+    let table = "sign_in_throttles";
+    // The existing row's count plus this attempt; 1 once it is forgotten.
+    let n = format!("(CASE WHEN {table}.forget_at <= {now} THEN 1 ELSE {table}.failures + 1 END)");
+    let forget = secs(policy.forget_after);
+    let first = policy.delay_after(1);
+    let delay = policy.delay_sql(&n);
+    let mut on_conflict = OnConflict::column(counter::Column::Bucket);
+    on_conflict
+        .value(counter::Column::Failures, Expr::cust(n))
+        .value(
+            counter::Column::NextAttemptAt,
+            Expr::cust(format!("{now} + {delay}")),
+        )
+        .value(
+            counter::Column::ForgetAt,
+            Expr::cust(format!("{now} + {delay} + {forget}")),
+        );
+    if unless_waiting {
+        on_conflict.action_and_where(
+            Expr::col((counter::Entity, counter::Column::NextAttemptAt)).lte(now),
+        );
+    }
+    counter::Entity::insert(counter::ActiveModel {
+        bucket: Set(bucket.to_owned()),
+        failures: Set(1),
+        next_attempt_at: Set(now + first),
+        forget_at: Set(now + first + forget),
+    })
+    .on_conflict(on_conflict.to_owned())
 }
 
 /// The tables, as a migration of their own.
