@@ -72,7 +72,7 @@ step() {
 }
 
 install_tools() {
-  local pkgs=(oathtool zbar-tools libssl-dev pkg-config) missing=() p
+  local pkgs=(oathtool zbar-tools libssl-dev pkg-config curl) missing=() p
   for p in "${pkgs[@]}"; do
     if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]; then
       missing+=("$p")
@@ -109,6 +109,8 @@ install_tools() {
   grpcurl -version >/dev/null 2>&1 || { echo "grpcurl does not run" >&2; ok=0; }
   oathtool --totp -b JBSWY3DPEHPK3PXP >/dev/null 2>&1 || { echo "oathtool does not run" >&2; ok=0; }
   zbarimg --version >/dev/null 2>&1 || { echo "zbarimg does not run" >&2; ok=0; }
+  # The attack suite sends over-limit HTTP/2 header blocks with curl.
+  curl --version 2>/dev/null | grep HTTP2 >/dev/null || { echo "curl with HTTP/2 does not run" >&2; ok=0; }
   command -v cargo >/dev/null || { echo "no cargo on PATH" >&2; ok=0; }
   [ "$ok" = 1 ] && echo "tools: $(grpcurl -version 2>&1), $(oathtool --version | head -1), zbarimg $(zbarimg --version)"
   [ "$ok" = 1 ]
