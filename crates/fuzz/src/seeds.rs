@@ -1,0 +1,729 @@
+//! The seed corpus: a few hand-made inputs per target, each valid or one
+//! step from valid (a good sign-in, an enrollment confirmed with the code
+//! that was texted, a transport to production by a stepped-up Technical
+//! Contact, a token auth would sign, ...), so fuzzing starts at the
+//! interesting branches instead of the parsers' first checks.
+//! `examples/write_seeds.rs` writes them to `corpus/<target>/`; the tests
+//! below check that they reach what they are meant to reach.
+
+use padlock_proto::auth::v1 as auth_pb;
+use padlock_proto::deploy::v1 as deploy_pb;
+use prost::Message as _;
+
+use crate::input::{self, Call, join_messages};
+use crate::{auth, codes, deploy, gateway, token};
+
+/// Every target's name, as `fuzz_targets/<name>.rs` and `corpus/<name>/`.
+pub const TARGETS: &[&str] = &["token", "codes", "auth_rpc", "deploy_rpc", "gateway_json"];
+
+/// The seeds of `target`, as (file name, bytes).
+///
+/// # Panics
+///
+/// For a target name not in [`TARGETS`].
+pub fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
+    match target {
+        "token" => token_seeds(),
+        "codes" => code_seeds(),
+        "auth_rpc" => auth_seeds(),
+        "deploy_rpc" => deploy_seeds(),
+        "gateway_json" => gateway_seeds(),
+        other => panic!("no fuzz target {other:?}"),
+    }
+}
+
+fn with_mode(mode: u8, rest: &[u8]) -> Vec<u8> {
+    let mut out = vec![mode];
+    out.extend(rest);
+    out
+}
+
+fn token_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let target = token::TokenTarget::new();
+    let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": target.kid()});
+    let claims = serde_json::to_value(token::valid_claims()).expect("claims as JSON");
+    let mut future_mfa = claims.clone();
+    future_mfa["mfa_at"] = (token::NOW + 3600).into();
+    let signed = |payload: &serde_json::Value| {
+        with_mode(
+            1,
+            &token::join_header(
+                header.to_string().as_bytes(),
+                payload.to_string().as_bytes(),
+            ),
+        )
+    };
+    vec![
+        ("raw-valid", with_mode(0, target.valid_token().as_bytes())),
+        (
+            "raw-alg-none",
+            with_mode(0, b"eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.e30."),
+        ),
+        ("signed-valid", signed(&claims)),
+        ("signed-mfa-in-future", signed(&future_mfa)),
+        ("mutated-none", vec![2]),
+        ("mutated-signature", vec![2, 0x01, 0x00, b'A']),
+    ]
+}
+
+fn code_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("phone-nl", with_mode(0, b"+31612345678")),
+        ("phone-us", with_mode(0, b"+14155550123")),
+        ("phone-premium", with_mode(0, b"+19005551234")),
+        // RFC 6238 Appendix B, SHA-1 at T = 59: 94287082, six digits 287082.
+        ("code-rfc", with_mode(1, &codes::join_time(59, b"287082"))),
+        ("code-wrong", with_mode(1, &codes::join_time(59, b"000000"))),
+        (
+            "compute-sha256-8",
+            with_mode(
+                2,
+                &codes::join_time(1_111_111_111, b"\x01\x02123456789012345678901234567890ab"),
+            ),
+        ),
+        ("uri-account", with_mode(3, b"tina@example.com")),
+        ("uri-colon", with_mode(3, b"tina:admin")),
+    ]
+}
+
+/// The index of `path`'s method in `methods`, as an input's method byte.
+fn method(methods: &[&str], name: &str) -> u8 {
+    let index = methods
+        .iter()
+        .position(|m| m.ends_with(&format!("/{name}")))
+        .unwrap_or_else(|| panic!("no method {name}"));
+    u8::try_from(index).expect("fewer than 256 methods")
+}
+
+fn auth_call(name: &str, caller: auth::Caller, body: &[u8]) -> Vec<u8> {
+    encode_calls(&[(auth_method(name), auth_caller(caller), body.to_vec())])
+}
+
+fn auth_method(name: &str) -> u8 {
+    method(auth::METHODS, name)
+}
+
+fn auth_caller(caller: auth::Caller) -> u8 {
+    let index = auth::CALLERS.iter().position(|c| *c == caller);
+    u8::try_from(index.expect("a caller of the cast")).expect("a small cast")
+}
+
+fn encode_calls(calls: &[(u8, u8, Vec<u8>)]) -> Vec<u8> {
+    let calls: Vec<Call<'_>> = calls
+        .iter()
+        .map(|(method, caller, body)| Call {
+            method: *method,
+            caller: *caller,
+            body,
+        })
+        .collect();
+    input::encode(&calls)
+}
+
+fn auth_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use auth::Caller::{Nobody, Plain, Support, Totp};
+    let sign_in = |password: &str| auth_pb::SignInRequest {
+        username: auth::PLAIN_USER.into(),
+        password: password.into(),
+    };
+    let session = auth_pb::RefreshRequest {
+        session_token: auth::SESSION_PLACEHOLDER.into(),
+    };
+    let sms_enrollment = encode_calls(&[
+        (
+            auth_method("StartSmsEnrollment"),
+            auth_caller(Plain),
+            auth_pb::StartSmsEnrollmentRequest {
+                phone_number: "+31612345678".into(),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            auth_method("ConfirmEnrollment"),
+            auth_caller(Plain),
+            auth_pb::ConfirmEnrollmentRequest {
+                enrollment_id: auth::ENROLLMENT_PLACEHOLDER.into(),
+                code: auth::CODE_PLACEHOLDER.into(),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            auth_method("ResetFactor"),
+            auth_caller(Support),
+            reset_plain_user(),
+        ),
+    ]);
+    let totp_enrollment = encode_calls(&[
+        (
+            auth_method("StartTotpEnrollment"),
+            auth_caller(Plain),
+            Vec::new(),
+        ),
+        (
+            auth_method("ConfirmEnrollment"),
+            auth_caller(Plain),
+            auth_pb::ConfirmEnrollmentRequest {
+                enrollment_id: auth::ENROLLMENT_PLACEHOLDER.into(),
+                code: "123456".into(),
+            }
+            .encode_to_vec(),
+        ),
+        (auth_method("GetFactor"), auth_caller(Plain), Vec::new()),
+    ]);
+    vec![
+        (
+            "sign-in",
+            auth_call("SignIn", Nobody, &sign_in(auth::PASSWORD).encode_to_vec()),
+        ),
+        (
+            "sign-in-wrong-password",
+            auth_call(
+                "SignIn",
+                Nobody,
+                &sign_in("not the password").encode_to_vec(),
+            ),
+        ),
+        (
+            "refresh",
+            auth_call("Refresh", Plain, &session.encode_to_vec()),
+        ),
+        (
+            "sign-out",
+            auth_call("SignOut", Plain, &session.encode_to_vec()),
+        ),
+        ("totp-enrollment", totp_enrollment),
+        ("sms-enrollment", sms_enrollment),
+        (
+            "verify-totp",
+            auth_call(
+                "Verify",
+                Totp,
+                &auth_pb::VerifyRequest {
+                    code: auth::CODE_PLACEHOLDER.into(),
+                }
+                .encode_to_vec(),
+            ),
+        ),
+        ("get-jwks", auth_call("GetJwks", Nobody, &[])),
+        (
+            "create-user",
+            auth_call(
+                "CreateUser",
+                Support,
+                &auth_pb::CreateUserRequest {
+                    username: "fuzz-new".into(),
+                    password: auth::PASSWORD.into(),
+                    roles: vec!["operator".into()],
+                }
+                .encode_to_vec(),
+            ),
+        ),
+        (
+            "unlock",
+            auth_call(
+                "Unlock",
+                Support,
+                &auth_pb::UnlockRequest {
+                    username: auth::TOTP_USER.into(),
+                    ticket: "CHG0012345".into(),
+                }
+                .encode_to_vec(),
+            ),
+        ),
+        (
+            "get-user-factor",
+            auth_call(
+                "GetUserFactor",
+                Support,
+                &auth_pb::GetUserFactorRequest {
+                    username: auth::TOTP_USER.into(),
+                }
+                .encode_to_vec(),
+            ),
+        ),
+        (
+            "list-audit-events",
+            auth_call(
+                "ListAuditEvents",
+                Support,
+                &auth_pb::ListAuditEventsRequest {
+                    username: auth::TOTP_USER.into(),
+                    kind: "verify".into(),
+                    since: Some(prost_types_timestamp(crate::START - 3600)),
+                    until: Some(prost_types_timestamp(crate::START + 86_400)),
+                    page_size: 10,
+                    page_token: String::new(),
+                }
+                .encode_to_vec(),
+            ),
+        ),
+    ]
+}
+
+fn reset_plain_user() -> Vec<u8> {
+    auth_pb::ResetFactorRequest {
+        username: auth::PLAIN_USER.into(),
+        ticket: "CHG0012345".into(),
+        reason: "Standard change: Reset SMS".into(),
+    }
+    .encode_to_vec()
+}
+
+fn prost_types_timestamp(seconds: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds, nanos: 0 }
+}
+
+fn deploy_call(name: &str, caller: deploy::Caller, body: Vec<u8>) -> (u8, u8, Vec<u8>) {
+    let index = deploy::CALLERS.iter().position(|c| *c == caller);
+    (
+        method(deploy::METHODS, name),
+        u8::try_from(index.expect("a caller of the cast")).expect("a small cast"),
+        body,
+    )
+}
+
+fn deploy_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use deploy::Caller::{DevSteppedUp, Operator, TinaStale, TinaSteppedUp, TinaWithoutMfa};
+    use deploy_pb::Environment::{Acceptance, Production, Test};
+    let app = || deploy::APP_PLACEHOLDER.to_owned();
+    let package = || deploy::PACKAGE_PLACEHOLDER.to_owned();
+    let transport = |from: deploy_pb::Environment, to: deploy_pb::Environment| {
+        deploy_pb::TransportPackageRequest {
+            package_id: package(),
+            from_environment: from.into(),
+            to_environment: to.into(),
+        }
+        .encode_to_vec()
+    };
+    let at = |environment: deploy_pb::Environment| {
+        deploy_pb::GetNodeDetailsRequest {
+            app_id: app(),
+            environment: environment.into(),
+        }
+        .encode_to_vec()
+    };
+    let permissions = |environment: deploy_pb::Environment| {
+        deploy_pb::GrantNodePermissionsRequest {
+            app_id: app(),
+            environment: environment.into(),
+            username: "dev".into(),
+            permissions: vec![
+                deploy_pb::NodePermission::Operate.into(),
+                deploy_pb::NodePermission::Logs.into(),
+            ],
+        }
+        .encode_to_vec()
+    };
+    let one = |call: (u8, u8, Vec<u8>)| encode_calls(&[call]);
+    let upload = join_messages(
+        &deploy::upload_messages(&app(), "2.0.0", b"shop 2.0.0", deploy::SHA256_PLACEHOLDER)
+            .iter()
+            .map(Vec::as_slice)
+            .collect::<Vec<_>>(),
+    );
+    vec![
+        (
+            "create-app",
+            one(deploy_call(
+                "CreateApp",
+                Operator,
+                deploy_pb::CreateAppRequest {
+                    name: "Web shop".into(),
+                    technical_contact: "tina".into(),
+                }
+                .encode_to_vec(),
+            )),
+        ),
+        (
+            "team",
+            encode_calls(&[
+                deploy_call(
+                    "AddTeamMember",
+                    TinaWithoutMfa,
+                    deploy_pb::AddTeamMemberRequest {
+                        app_id: app(),
+                        username: "erin".into(),
+                        role: deploy_pb::TeamRole::Member.into(),
+                    }
+                    .encode_to_vec(),
+                ),
+                deploy_call(
+                    "ListTeamMembers",
+                    DevSteppedUp,
+                    deploy_pb::ListTeamMembersRequest { app_id: app() }.encode_to_vec(),
+                ),
+                deploy_call(
+                    "RemoveTeamMember",
+                    TinaWithoutMfa,
+                    deploy_pb::RemoveTeamMemberRequest {
+                        app_id: app(),
+                        username: "erin".into(),
+                    }
+                    .encode_to_vec(),
+                ),
+            ]),
+        ),
+        (
+            "reads",
+            encode_calls(&[
+                deploy_call(
+                    "GetApp",
+                    DevSteppedUp,
+                    deploy_pb::GetAppRequest { app_id: app() }.encode_to_vec(),
+                ),
+                deploy_call("ListApps", DevSteppedUp, Vec::new()),
+                deploy_call(
+                    "ListEnvironments",
+                    DevSteppedUp,
+                    deploy_pb::ListEnvironmentsRequest { app_id: app() }.encode_to_vec(),
+                ),
+                deploy_call(
+                    "ListPackages",
+                    DevSteppedUp,
+                    deploy_pb::ListPackagesRequest { app_id: app() }.encode_to_vec(),
+                ),
+                deploy_call(
+                    "ListDeployments",
+                    DevSteppedUp,
+                    deploy_pb::ListDeploymentsRequest {
+                        app_id: app(),
+                        environment: Test.into(),
+                    }
+                    .encode_to_vec(),
+                ),
+                deploy_call(
+                    "ListNodePermissions",
+                    TinaWithoutMfa,
+                    deploy_pb::ListNodePermissionsRequest { app_id: app() }.encode_to_vec(),
+                ),
+                deploy_call("ListActions", DevSteppedUp, Vec::new()),
+            ]),
+        ),
+        (
+            "upload",
+            one(deploy_call("UploadPackage", TinaSteppedUp, upload)),
+        ),
+        (
+            "transport-to-production",
+            encode_calls(&[
+                deploy_call(
+                    "TransportPackage",
+                    TinaSteppedUp,
+                    transport(Test, Acceptance),
+                ),
+                deploy_call(
+                    "TransportPackage",
+                    TinaSteppedUp,
+                    transport(Acceptance, Production),
+                ),
+            ]),
+        ),
+        (
+            "transport-stale-mfa",
+            one(deploy_call(
+                "TransportPackage",
+                TinaStale,
+                transport(Acceptance, Production),
+            )),
+        ),
+        (
+            "deploy-test",
+            one(deploy_call(
+                "DeployPackage",
+                DevSteppedUp,
+                deploy_pb::DeployPackageRequest {
+                    package_id: package(),
+                    environment: Test.into(),
+                }
+                .encode_to_vec(),
+            )),
+        ),
+        (
+            "production-node",
+            encode_calls(&[
+                deploy_call("GetNodeDetails", TinaSteppedUp, at(Production)),
+                deploy_call("DownloadBackup", TinaSteppedUp, at(Production)),
+            ]),
+        ),
+        (
+            "permissions",
+            encode_calls(&[
+                deploy_call(
+                    "GrantNodePermissions",
+                    TinaWithoutMfa,
+                    permissions(Acceptance),
+                ),
+                deploy_call(
+                    "RevokeNodePermissions",
+                    TinaWithoutMfa,
+                    permissions(Acceptance),
+                ),
+            ]),
+        ),
+        (
+            "check-access",
+            one(deploy_call(
+                "CheckAccess",
+                DevSteppedUp,
+                deploy_pb::CheckAccessRequest {
+                    action: deploy_pb::Action::TransportPackage.into(),
+                    app_id: app(),
+                    environment: Production.into(),
+                }
+                .encode_to_vec(),
+            )),
+        ),
+    ]
+}
+
+fn gateway_request(route: &str, flags: u8, segment: &str, query: &str, body: &str) -> Vec<u8> {
+    let index = gateway::ROUTES
+        .iter()
+        .position(|(method, path)| format!("{method} {path}") == route)
+        .unwrap_or_else(|| panic!("no route {route}"));
+    let mut out = vec![u8::try_from(index).expect("fewer than 256 routes"), flags];
+    out.extend(join_messages(&[
+        segment.as_bytes(),
+        query.as_bytes(),
+        body.as_bytes(),
+    ]));
+    out
+}
+
+fn gateway_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use gateway::{FLAG_ACCESS_COOKIE, FLAG_CSRF, FLAG_JSON, FLAG_SESSION_COOKIE};
+    let write = FLAG_CSRF | FLAG_JSON | FLAG_SESSION_COOKIE | FLAG_ACCESS_COOKIE;
+    let read = FLAG_SESSION_COOKIE | FLAG_ACCESS_COOKIE;
+    let app = "3f2b8c1e-5d7a-4e9b-8c6d-1a2b3c4d5e6f";
+    vec![
+        (
+            "sign-in",
+            gateway_request(
+                "POST /api/v1/sessions",
+                FLAG_CSRF | FLAG_JSON,
+                "",
+                "",
+                r#"{"username":"tina","password":"correct horse battery staple"}"#,
+            ),
+        ),
+        (
+            "sign-in-no-csrf",
+            gateway_request("POST /api/v1/sessions", FLAG_JSON, "", "", "{}"),
+        ),
+        (
+            "sms-enrollment",
+            gateway_request(
+                "POST /api/v1/me/factor/sms",
+                write,
+                "",
+                "",
+                r#"{"phone_number":"+31612345678"}"#,
+            ),
+        ),
+        (
+            "confirm",
+            gateway_request(
+                "POST /api/v1/me/factor/confirmation",
+                write,
+                "",
+                "",
+                r#"{"enrollment_id":"0b4a6c2e-1f3d-4a5b-9c8d-7e6f5a4b3c2d","code":"123456"}"#,
+            ),
+        ),
+        (
+            "verify",
+            gateway_request(
+                "POST /api/v1/me/factor/verification",
+                write,
+                "",
+                "",
+                r#"{"code":"123456"}"#,
+            ),
+        ),
+        (
+            "add-member",
+            gateway_request(
+                "POST /api/v1/apps/{}/members",
+                write,
+                app,
+                "",
+                r#"{"username":"erin","role":"deploy"}"#,
+            ),
+        ),
+        (
+            "grant",
+            gateway_request(
+                "POST /api/v1/apps/{}/permissions/grants",
+                write,
+                app,
+                "",
+                r#"{"environment":"acceptance","username":"dev","permissions":["transport","logs"]}"#,
+            ),
+        ),
+        (
+            "transport",
+            gateway_request(
+                "POST /api/v1/packages/{}/transports",
+                write,
+                app,
+                "",
+                r#"{"from_environment":"acceptance","to_environment":"production"}"#,
+            ),
+        ),
+        (
+            "deploy",
+            gateway_request(
+                "POST /api/v1/packages/{}/deployments",
+                write,
+                app,
+                "",
+                r#"{"environment":"test"}"#,
+            ),
+        ),
+        (
+            "upload",
+            gateway_request(
+                "POST /api/v1/apps/{}/packages",
+                FLAG_CSRF | read,
+                app,
+                "version=2.0.0&file_name=shop-2.0.0.mda",
+                "MDA package bytes",
+            ),
+        ),
+        (
+            "access",
+            gateway_request(
+                "GET /api/v1/apps/{}/access",
+                read,
+                app,
+                "action=transport_package&environment=production",
+                "",
+            ),
+        ),
+        (
+            "deployments",
+            gateway_request(
+                "GET /api/v1/apps/{}/deployments",
+                read,
+                app,
+                "environment=test",
+                "",
+            ),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    fn seed(target: &str, name: &str) -> Vec<u8> {
+        seeds(target)
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("no seed {name}"))
+            .1
+    }
+
+    #[test]
+    fn the_committed_corpus_is_what_the_seeds_are() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
+        for target in TARGETS {
+            for (name, bytes) in seeds(target) {
+                let path = root.join(target).join(name);
+                let committed = std::fs::read(&path).unwrap_or_else(|e| {
+                    panic!("{}: {e}; run examples/write_seeds", path.display())
+                });
+                assert_eq!(
+                    committed,
+                    bytes,
+                    "{} is stale; run examples/write_seeds",
+                    path.display()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn auth_seeds_reach_the_handlers_success_paths() {
+        let target = auth::AuthTarget::new();
+        assert_eq!(target.run(&seed("auth_rpc", "sign-in")), [Code::Ok]);
+        assert_eq!(
+            target.run(&seed("auth_rpc", "sign-in-wrong-password")),
+            [Code::Unauthenticated]
+        );
+        assert_eq!(target.run(&seed("auth_rpc", "refresh")), [Code::Ok]);
+        assert_eq!(target.run(&seed("auth_rpc", "sign-out")), [Code::Ok]);
+        assert_eq!(
+            target.run(&seed("auth_rpc", "sms-enrollment")),
+            [Code::Ok; 3],
+            "start, confirm with the texted code, reset"
+        );
+        assert_eq!(
+            target.run(&seed("auth_rpc", "totp-enrollment")),
+            [Code::Ok, Code::Unauthenticated, Code::Ok]
+        );
+        assert_eq!(target.run(&seed("auth_rpc", "verify-totp")), [Code::Ok]);
+        for name in [
+            "get-jwks",
+            "create-user",
+            "unlock",
+            "get-user-factor",
+            "list-audit-events",
+        ] {
+            assert_eq!(target.run(&seed("auth_rpc", name)), [Code::Ok], "{name}");
+        }
+    }
+
+    #[test]
+    fn deploy_seeds_reach_the_handlers_success_paths() {
+        let target = deploy::DeployTarget::new();
+        for name in [
+            "create-app",
+            "team",
+            "reads",
+            "upload",
+            "transport-to-production",
+            "deploy-test",
+            "production-node",
+            "permissions",
+            "check-access",
+        ] {
+            let codes = target.run(&seed("deploy_rpc", name));
+            assert!(
+                !codes.is_empty() && codes.iter().all(|c| *c == Code::Ok),
+                "{name}: {codes:?}"
+            );
+        }
+        assert_eq!(
+            target.run(&seed("deploy_rpc", "transport-stale-mfa")),
+            [Code::Unauthenticated]
+        );
+    }
+
+    #[test]
+    fn gateway_seeds_pass_the_gateway_checks() {
+        let target = gateway::GatewayTarget::new();
+        for (name, bytes) in seeds("gateway_json") {
+            let status = target.run(&bytes).expect("a response");
+            let expected = if name == "sign-in-no-csrf" {
+                http::StatusCode::FORBIDDEN
+            } else {
+                http::StatusCode::SERVICE_UNAVAILABLE
+            };
+            assert_eq!(status, expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn token_and_code_seeds_pass_the_oracle() {
+        let target = token::TokenTarget::new();
+        for (_, bytes) in seeds("token") {
+            target.run(&bytes);
+        }
+        for (_, bytes) in seeds("codes") {
+            codes::run(&bytes);
+        }
+    }
+}
