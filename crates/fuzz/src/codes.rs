@@ -120,8 +120,9 @@ fn code_computation(time: u64, algorithm: u8, digits: u8, secret: &[u8]) {
     }
 }
 
-/// Long accounts make big QR codes; the limit on usernames is 64.
-const MAX_QR_ACCOUNT: usize = 256;
+/// Accounts are usernames, at most 64 characters; longer ones only make
+/// bigger QR codes, slowly, and reach no other code.
+const MAX_QR_ACCOUNT: usize = padlock_auth::grpc::MAX_USERNAME_LEN;
 
 fn enrollment_uri(account: &str) {
     let secret = TotpSecret::from_bytes(SECRET.to_vec());
