@@ -11,7 +11,8 @@
 #    (tests/validate-manifests.sh), the Rust tests, the end-to-end suite
 #    (tests/e2e), the browser test (tests/browser: installs Debian's
 #    chromium and the npm packages first) and a few-second smoke run of the
-#    load tool that must see zero errors (tests/bench-smoke.sh), stopping at
+#    load tool that must see zero errors (tests/bench-smoke.sh) and a
+#    few-second smoke of every fuzz target (tests/fuzz.sh), stopping at
 #    the first step that fails;
 # 4. prints one summary line with each step's time; exits non-zero on failure.
 #
@@ -204,6 +205,25 @@ browser_tests() {
   PADLOCK_BIN_DIR=$target/debug node --test tests/browser/
 }
 
+# The fuzz targets (crates/fuzz, a workspace of its own) in a short smoke:
+# cargo-fuzz at a pinned version if it is missing, then each target for a
+# few seconds from the committed seeds. An unoptimised build without a
+# sanitizer keeps the cold build short; tests/fuzz.sh's defaults (release,
+# AddressSanitizer) are for real runs.
+CARGO_FUZZ_VERSION=0.13.2
+fuzz_smoke() {
+  if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]; then
+    if [ "${PADLOCK_SKIP_INSTALL:-}" = 1 ]; then
+      echo "cargo-fuzz $CARGO_FUZZ_VERSION is missing: cargo install cargo-fuzz --locked --version $CARGO_FUZZ_VERSION" >&2
+      return 1
+    fi
+    cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION" || return 1
+  fi
+  cargo fmt --manifest-path crates/fuzz/Cargo.toml --check || return 1
+  PADLOCK_FUZZ_PROFILE=dev PADLOCK_FUZZ_SANITIZER=none \
+    bash "$ROOT/tests/fuzz.sh" "${PADLOCK_FUZZ_SMOKE_SECS:-5}"
+}
+
 step install install_tools
 step postgres start_postgres
 step fmt rust_fmt
@@ -215,4 +235,5 @@ step e2e e2e_tests
 step browser-install install_browser
 step browser browser_tests
 step bench-smoke bash "$ROOT/tests/bench-smoke.sh"
+step fuzz-smoke fuzz_smoke
 CURRENT=""
