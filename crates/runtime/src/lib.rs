@@ -1,9 +1,11 @@
 //! What every padlock service process needs and nothing service-specific:
 //! the clock, redacted secrets, the common command-line flags, rich gRPC
 //! statuses, tracing and OpenTelemetry set-up (trace context in and out of
-//! gRPC, RPC spans and latency), and the server bootstrap (health,
-//! reflection, graceful shutdown). Depends only on the generated contracts.
+//! gRPC, RPC spans and latency), the server bootstrap (health,
+//! reflection, graceful shutdown), and the audit trails' hash chain.
+//! Depends only on the generated contracts.
 
+pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod db;

@@ -189,6 +189,9 @@ pub enum Command {
     /// Manage the data keys that seal secrets at rest.
     #[command(subcommand)]
     DataKeys(DataKeysCommand),
+    /// Check the audit trail's hash chain.
+    #[command(subcommand)]
+    Audit(padlock_runtime::audit::AuditCommand),
 }
 
 #[derive(Debug, clap::Subcommand)]

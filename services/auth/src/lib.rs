@@ -121,6 +121,18 @@ pub async fn migrate(options: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `audit verify`: walks the configured database's audit chain, without
+/// migrating it. A broken chain is an error naming the first break.
+pub async fn verify_audit(
+    options: &Options,
+    expect_head: Option<padlock_runtime::audit::Link>,
+) -> anyhow::Result<padlock_runtime::audit::Intact> {
+    let verdict = store::verify_audit_chain(&database_url(options), expect_head)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the audit chain (has `migrate` run?): {e}"))?;
+    Ok(verdict.into_result()?)
+}
+
 /// Serves every auth gRPC service, plus health and reflection, on
 /// `listener` until `shutdown` resolves.
 pub async fn serve(

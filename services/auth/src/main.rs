@@ -7,6 +7,7 @@ use clap::Parser;
 use padlock_auth::config::{Cli, Command, DataKeysCommand, KeysCommand, Settings, UsersCommand};
 use padlock_auth::sealing::DataKeySource;
 use padlock_auth::{KeySource, Options};
+use padlock_runtime::audit::{AuditCommand, Link};
 use padlock_runtime::{SystemClock, server, telemetry};
 
 const SERVICE: &str = "padlock-auth";
@@ -65,6 +66,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(KeysCommand::Rotate) => rotate_keys(&options),
         Command::DataKeys(command) => data_keys(&options, command).await,
         Command::Migrate => padlock_auth::migrate(&options).await,
+        Command::Audit(AuditCommand::Verify { expect_head }) => {
+            verify_audit(&options, expect_head).await
+        }
     }
 }
 
@@ -168,6 +172,13 @@ async fn add_user(options: Options, username: String, roles: Vec<String>) -> any
         user.id,
         user.roles.join(",")
     );
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+async fn verify_audit(options: &Options, expect_head: Option<Link>) -> anyhow::Result<()> {
+    let intact = padlock_auth::verify_audit(options, expect_head).await?;
+    println!("{intact}");
     Ok(())
 }
 

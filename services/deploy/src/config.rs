@@ -27,6 +27,9 @@ pub enum Command {
     /// Apply pending database migrations and exit (run once before rolling
     /// out replicas; serving also migrates, idempotently).
     Migrate,
+    /// Check the audit trail's hash chain.
+    #[command(subcommand)]
+    Audit(padlock_runtime::audit::AuditCommand),
 }
 
 #[derive(Debug, Clone, clap::Args)]

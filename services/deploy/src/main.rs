@@ -7,6 +7,7 @@ use padlock_deploy::Options;
 use padlock_deploy::config::{Cli, Command};
 use padlock_deploy::keys::GrpcJwksSource;
 use padlock_deploy::policy::{Policy, parse_max_age_override};
+use padlock_runtime::audit::{AuditCommand, Link};
 use padlock_runtime::{server, telemetry};
 
 const SERVICE: &str = "padlock-deploy";
@@ -52,8 +53,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         max_package_bytes: cli.deploy.max_package_bytes,
         permission_recheck: std::time::Duration::from_millis(cli.deploy.permission_recheck_ms),
     };
-    if matches!(cli.command, Some(Command::Migrate)) {
-        return padlock_deploy::migrate(&options).await;
+    match cli.command {
+        Some(Command::Migrate) => return padlock_deploy::migrate(&options).await,
+        Some(Command::Audit(AuditCommand::Verify { expect_head })) => {
+            return verify_audit(&options, expect_head).await;
+        }
+        Some(Command::Serve) | None => {}
     }
     let jwks = GrpcJwksSource::connect_lazy(cli.deploy.auth_url.clone())
         .map_err(|e| anyhow::anyhow!("--auth-url: {e}"))?;
@@ -67,4 +72,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let shutdown = server::shutdown_signal();
     server::announce(SERVICE, addr);
     padlock_deploy::serve(app, listener, shutdown).await
+}
+
+#[allow(clippy::print_stdout)]
+async fn verify_audit(options: &Options, expect_head: Option<Link>) -> anyhow::Result<()> {
+    let intact = padlock_deploy::verify_audit(options, expect_head).await?;
+    println!("{intact}");
+    Ok(())
 }

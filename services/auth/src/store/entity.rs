@@ -80,6 +80,8 @@ pub mod factor {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+/// Read only: records are written through `audit_chain`, which also owns
+/// the chain's columns (`seq`, `prev_hash`, `hash`).
 pub mod audit_event {
     use sea_orm::entity::prelude::*;
 

@@ -14,6 +14,7 @@ impl MigratorTrait for Migrator {
             Box::new(Init),
             Box::new(SmsCodes),
             Box::new(super::throttle::migration::SignInThrottles),
+            Box::new(super::audit_chain::MIGRATION),
         ]
     }
 }

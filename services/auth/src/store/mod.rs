@@ -3,6 +3,7 @@
 //! is one conditional UPDATE, so it holds under concurrency and across
 //! replicas sharing one database.
 
+mod audit_chain;
 mod entity;
 pub mod migration;
 mod reseal;
@@ -10,15 +11,16 @@ mod throttle;
 
 use std::time::Duration;
 
-use padlock_runtime::db;
+use padlock_runtime::{audit, db};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, Database, DatabaseConnection, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, Condition, Database, DatabaseConnection, DatabaseTransaction,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 
 use entity::{audit_event, factor, session, sms_limit, user};
 
+pub use audit_chain::verify as verify_audit_chain;
 pub use padlock_runtime::db::StoreError;
 pub use reseal::{Resealed, SealedSecret};
 pub use throttle::{Reservation, ThrottlePolicy};
@@ -241,7 +243,7 @@ impl Store {
     /// never created without its record (or half-created on a lost
     /// connection).
     pub async fn create_user(&self, u: &User, audit: AuditEvent) -> Result<()> {
-        let txn = self.db.begin().await?;
+        let txn = audit::begin(&self.db).await?;
         user::Entity::insert(user::ActiveModel {
             id: Set(u.id.clone()),
             username: Set(u.username.clone()),
@@ -251,7 +253,7 @@ impl Store {
         })
         .exec_without_returning(&txn)
         .await?;
-        insert_audit(&txn, audit).await?;
+        insert_audit(&txn, vec![audit]).await?;
         txn.commit().await?;
         Ok(())
     }
@@ -673,8 +675,12 @@ impl Store {
         Ok(result.rows_affected == 1)
     }
 
+    /// Appends one record to the audit chain, in a transaction of its own.
     pub async fn audit(&self, e: AuditEvent) -> Result<()> {
-        insert_audit(&self.db, e).await
+        let txn = audit::begin(&self.db).await?;
+        insert_audit(&txn, vec![e]).await?;
+        txn.commit().await?;
+        Ok(())
     }
 
     /// The newest `limit` audit records about `subject` (all when `None`).
@@ -754,22 +760,12 @@ fn accept_step_update(user_id: &str, step: i64, now: i64) -> sea_orm::UpdateMany
         .filter(not_locked(now))
 }
 
-async fn insert_audit(conn: &impl sea_orm::ConnectionTrait, e: AuditEvent) -> Result<()> {
-    audit_event::Entity::insert(audit_event::ActiveModel {
-        at: Set(e.at),
-        kind: Set(e.kind.to_owned()),
-        outcome: Set(match e.outcome {
-            Outcome::Ok => "ok".to_owned(),
-            Outcome::Refused => "refused".to_owned(),
-        }),
-        actor: Set(e.actor),
-        subject: Set(e.subject),
-        session_id: Set(e.session_id),
-        detail: Set(e.detail),
-        ..Default::default()
-    })
-    .exec_without_returning(conn)
-    .await?;
+/// Appends `events` to the audit chain, in order, in `txn` (begun with
+/// [`audit::begin`]): one head read and one INSERT however many there are.
+/// Call it after the transaction's other writes.
+async fn insert_audit(txn: &DatabaseTransaction, events: Vec<AuditEvent>) -> Result<()> {
+    let records = events.into_iter().map(audit_chain::values).collect();
+    audit::append(txn, &audit_chain::CHAIN, records).await?;
     Ok(())
 }
 

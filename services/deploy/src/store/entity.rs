@@ -105,6 +105,8 @@ pub mod deployment {
     no_relations!();
 }
 
+/// Read only: records are written through `audit_chain`, which also owns
+/// the chain's columns (`seq`, `prev_hash`, `hash`).
 pub mod audit_event {
     use sea_orm::entity::prelude::*;
 

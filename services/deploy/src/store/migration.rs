@@ -12,6 +12,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(Init),
             Box::new(super::permission_version::AddVersion),
+            Box::new(super::audit_chain::MIGRATION),
         ]
     }
 }

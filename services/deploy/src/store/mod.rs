@@ -2,6 +2,7 @@
 //! packages, deployments and the audit trail, behind plain functions over
 //! domain types. Handlers never see sea-orm types.
 
+mod audit_chain;
 mod entity;
 pub mod migration;
 mod permission_version;
@@ -9,7 +10,7 @@ mod permission_version;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use padlock_runtime::db;
+use padlock_runtime::{audit, db};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Database, DatabaseConnection, EntityTrait, PaginatorTrait,
@@ -19,6 +20,7 @@ use sea_orm::{
 use crate::policy::{Env, Permission};
 use entity::{app, audit_event, deployment, node_permission, package, team_member};
 
+pub use audit_chain::verify as verify_audit_chain;
 pub use padlock_runtime::db::StoreError;
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -509,25 +511,11 @@ impl Store {
             .next())
     }
 
+    /// Appends one record to the audit chain, in a transaction of its own.
     pub async fn audit(&self, e: AuditEvent) -> Result<()> {
-        audit_event::Entity::insert(audit_event::ActiveModel {
-            at: Set(e.at),
-            actor: Set(e.actor),
-            action: Set(e.action.to_owned()),
-            app_id: Set(e.app_id),
-            environment: Set(e.env.map(|env| env.as_str().to_owned())),
-            outcome: Set(match e.outcome {
-                Outcome::Ok => "ok".to_owned(),
-                Outcome::Refused => "refused".to_owned(),
-            }),
-            reason: Set(e.reason.map(str::to_owned)),
-            mfa_at: Set(e.mfa_at),
-            mfa_method: Set(e.mfa_method),
-            detail: Set(e.detail),
-            ..Default::default()
-        })
-        .exec_without_returning(&self.db)
-        .await?;
+        let txn = audit::begin(&self.db).await?;
+        audit::append(&txn, &audit_chain::CHAIN, vec![audit_chain::values(e)]).await?;
+        txn.commit().await?;
         Ok(())
     }
 
