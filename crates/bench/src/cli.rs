@@ -188,6 +188,11 @@ pub struct LoadArgs {
     /// Skip the health floor (no ratio then).
     #[arg(long)]
     pub no_floor: bool,
+    /// Requests started per second across all workers, evenly spaced
+    /// (default: as many as the concurrency allows). For soaks at a share
+    /// of the peak.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate: Option<u32>,
 }
 
 /// `10s`, `500ms`, `2m`, `1.5s`; a bare number is seconds.

@@ -1,5 +1,6 @@
 //! The load engine: `concurrency` workers, each with one request in flight,
-//! spread over a few HTTP/2 connections, for a fixed time. Latencies go into
+//! spread over a few HTTP/2 connections, for a fixed time; optionally paced
+//! to a fixed rate of request starts. Latencies go into
 //! an HdrHistogram per worker (microseconds, three significant digits),
 //! merged at the end; failures are counted by gRPC status and reason.
 
@@ -44,6 +45,27 @@ pub struct LoadShape {
     /// Requests started in this time after the start are not counted.
     pub warmup: Duration,
     pub duration: Duration,
+    /// Requests started per second across all workers; `None`: no pause
+    /// between one answer and the next request.
+    pub rate: Option<u32>,
+}
+
+/// Hands out evenly spaced start times, one per request, across workers.
+/// A worker that falls behind sends at once: the rate is a ceiling the
+/// concurrency may keep the run under.
+struct Pacer {
+    start: Instant,
+    rate: f64,
+    issued: std::sync::atomic::AtomicU64,
+}
+
+impl Pacer {
+    fn next_start(&self) -> Instant {
+        let n = self
+            .issued
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.start + Duration::from_secs_f64(n as f64 / self.rate)
+    }
 }
 
 /// What a measured phase saw.
@@ -104,10 +126,18 @@ pub async fn run<W: Workload>(
     let start = Instant::now();
     let measure_from = start + shape.warmup;
     let end = measure_from + shape.duration;
+    let pacer = shape.rate.map(|rate| {
+        Arc::new(Pacer {
+            start,
+            rate: f64::from(rate),
+            issued: 0.into(),
+        })
+    });
     let mut workers = tokio::task::JoinSet::new();
     for i in 0..shape.concurrency.max(1) {
         let workload = workload.clone();
         let channel = channels[i % channels.len()].clone();
+        let pacer = pacer.clone();
         workers.spawn(async move {
             let mut client = workload.client(channel);
             let mut result = WorkerResult {
@@ -117,6 +147,13 @@ pub async fn run<W: Workload>(
                 waited: Duration::ZERO,
             };
             loop {
+                if let Some(pacer) = &pacer {
+                    let at = pacer.next_start();
+                    if at >= end {
+                        break;
+                    }
+                    tokio::time::sleep_until(at.into()).await;
+                }
                 let sent = Instant::now();
                 if sent >= end {
                     break;
@@ -195,6 +232,7 @@ mod tests {
             concurrency: 4,
             warmup: Duration::from_millis(20),
             duration: Duration::from_millis(200),
+            rate: None,
         };
         let m = run(Arc::new(Every3rdFails::default()), &[channel], shape)
             .await
@@ -206,5 +244,43 @@ mod tests {
         assert!(m.latency.value_at_quantile(0.5) >= 1000, "at least 1 ms");
         assert_eq!(m.elapsed, shape.duration);
         assert!(m.throughput() > 0.0);
+    }
+
+    /// Always succeeds at once.
+    struct Instant0;
+
+    impl Workload for Instant0 {
+        type Client = ();
+        fn client(&self, _channel: Channel) {}
+        async fn call(&self, _client: &mut ()) -> Attempt {
+            Attempt::Done(Ok(()))
+        }
+    }
+
+    #[test]
+    fn the_pacer_spaces_start_times_evenly() {
+        let start = Instant::now();
+        let pacer = Pacer {
+            start,
+            rate: 50.0,
+            issued: 0.into(),
+        };
+        let offsets: Vec<Duration> = (0..4).map(|_| pacer.next_start() - start).collect();
+        let ms = Duration::from_millis;
+        assert_eq!(offsets, [ms(0), ms(20), ms(40), ms(60)]);
+    }
+
+    #[tokio::test]
+    async fn a_rate_caps_the_requests_started_whatever_the_concurrency() {
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
+        let shape = LoadShape {
+            concurrency: 8,
+            warmup: Duration::ZERO,
+            duration: Duration::from_millis(200),
+            rate: Some(50),
+        };
+        let m = run(Arc::new(Instant0), &[channel], shape).await.unwrap();
+        // Unpaced, eight workers answering at once would make thousands.
+        assert!(m.ok <= 10, "{m:?}");
     }
 }

@@ -268,6 +268,7 @@ impl Run {
             concurrency,
             warmup: load.warmup,
             duration: load.duration,
+            rate: load.rate,
         };
         Self {
             report: Report {

@@ -59,7 +59,7 @@ async fn bulk_users_sign_in_and_their_derived_codes_verify() {
         let addr = listener.local_addr().unwrap().to_string();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            padlock_auth::serve(app, listener, async {
+            padlock_auth::serve(app, listener, &Default::default(), async {
                 let _ = stopped.await;
             })
             .await

@@ -16,7 +16,8 @@
 use axum::Router;
 use axum::body::Body;
 use http_body_util::BodyExt as _;
-use padlock_gateway::{Backends, Gateway, Settings};
+use padlock_gateway::{Gateway, Settings};
+use padlock_runtime::server::Limits;
 use tower::ServiceExt as _;
 
 use crate::input::split_messages;
@@ -79,15 +80,15 @@ impl GatewayTarget {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
             format!("http://{}", listener.local_addr().expect("its address"))
         };
-        let backends =
-            runtime.block_on(async { Backends::connect_lazy(&url, &url).expect("lazy channels") });
-        let gateway = Gateway {
-            backends,
-            settings: Settings {
-                session_ttl_secs: 43_200,
-                max_upload_bytes: 64 * 1024,
-            },
+        let settings = Settings {
+            session_ttl_secs: 43_200,
+            max_upload_bytes: 64 * 1024,
+            max_concurrent_uploads: 1,
+            backend_timeout: std::time::Duration::from_secs(15),
         };
+        let gateway = runtime.block_on(async {
+            Gateway::with_settings(settings, &url, &url, &Limits::default()).expect("lazy channels")
+        });
         let router = padlock_gateway::routes::router(gateway);
         GatewayTarget { runtime, router }
     }

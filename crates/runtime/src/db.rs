@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{ConnectOptions, DbErr, RuntimeErr, SqlErr, sqlx};
 
@@ -14,7 +15,26 @@ use sea_orm::{ConnectOptions, DbErr, RuntimeErr, SqlErr, sqlx};
 /// UNAVAILABLE while the database is down: short, so callers fail fast.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Pool and pragma settings for `url` (`sqlite://...` or `postgres://...`).
+/// On PostgreSQL, the longest one statement may run (`statement_timeout`):
+/// no longer than the request that issued it may
+/// ([`crate::server::DEFAULT_REQUEST_TIMEOUT`]). A statement that runs
+/// this long waits on a lock or an overloaded server; it is cancelled
+/// (SQLSTATE 57014, reported UNAVAILABLE) rather than holding its
+/// connection. Migrations are exempt ([`migrate`]). SQLite's counterpart is
+/// the busy timeout: how long a statement waits for the write lock.
+pub const STATEMENT_TIMEOUT: Duration = crate::server::DEFAULT_REQUEST_TIMEOUT;
+/// See [`STATEMENT_TIMEOUT`].
+pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Prepared statements each SQLite connection keeps: 32, not sqlx's 100.
+/// Once a service has run each of its queries on every connection, 100
+/// cost about 2 MB per connection (auth: 57 MB resident after 2,000
+/// sign-ups, 33 MB with 24; BENCHMARKS.md). A request's few statements stay
+/// cached; a rare one is prepared again.
+const SQLITE_STATEMENT_CACHE: usize = 32;
+
+/// Pool, timeout and pragma settings for `url` (`sqlite://...` or
+/// `postgres://...`).
 pub fn connect_options(url: &str) -> ConnectOptions {
     let mut options = ConnectOptions::new(url.to_owned());
     options
@@ -25,9 +45,16 @@ pub fn connect_options(url: &str) -> ConnectOptions {
         .map_sqlx_sqlite_opts(|o: SqliteConnectOptions| {
             o.journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
-                .busy_timeout(Duration::from_secs(10))
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
                 .foreign_keys(true)
                 .create_if_missing(true)
+                .statement_cache_capacity(SQLITE_STATEMENT_CACHE)
+        })
+        .map_sqlx_postgres_opts(|o: PgConnectOptions| {
+            o.options([(
+                "statement_timeout",
+                format!("{}ms", STATEMENT_TIMEOUT.as_millis()),
+            )])
         });
     options
 }
@@ -86,10 +113,11 @@ fn lost_connection(err: &sqlx::Error) -> bool {
 /// PostgreSQL SQLSTATEs that mean "not now" rather than "never":
 /// connection exceptions (class 08), `admin_shutdown` (57P01, what a
 /// `pg_ctl stop -m fast` sends to open sessions), `crash_shutdown`
-/// (57P02), `cannot_connect_now` (57P03, starting or stopping) and
-/// `too_many_connections` (53300).
+/// (57P02), `cannot_connect_now` (57P03, starting or stopping),
+/// `too_many_connections` (53300) and `query_canceled` (57014, what
+/// [`STATEMENT_TIMEOUT`] raises).
 fn unavailable_sqlstate(code: &str) -> bool {
-    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300" | "57014")
 }
 
 /// A storage failure as the services report it. Messages never carry SQL
@@ -144,6 +172,10 @@ pub async fn migrate<M: sea_orm_migration::MigratorTrait>(
         }
     }
     let txn = db.begin().await?;
+    // Waiting for another replica's migrations, and the migrations
+    // themselves, may take longer than any request's statement.
+    txn.execute_unprepared("SET LOCAL statement_timeout = 0")
+        .await?;
     txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
         .await?;
     M::up(&txn, None).await?;
@@ -230,6 +262,7 @@ mod tests {
             DbErr::Exec(sqlx_err(server("08006"))),
             DbErr::Exec(sqlx_err(server("08003"))),
             DbErr::Query(sqlx_err(server("53300"))),
+            DbErr::Query(sqlx_err(server("57014"))),
         ];
         for err in cases {
             assert_eq!(classify(&err), DbFailure::Unavailable, "{err:?}");
@@ -299,21 +332,59 @@ mod tests {
         assert!(ACQUIRE_TIMEOUT <= Duration::from_secs(2));
     }
 
-    /// With a real PostgreSQL (`PADLOCK_TEST_DATABASE_URL`): a session the
-    /// server ends in the middle of a transaction, as `pg_ctl stop -m fast`
-    /// does, is reported as unavailable, not as an internal error.
+    /// With a real PostgreSQL (`PADLOCK_TEST_DATABASE_URL`): every pooled
+    /// session carries the statement timeout, and a migration lifts it.
     #[tokio::test]
-    async fn a_session_the_server_ends_mid_transaction_is_unavailable() {
-        let url = match std::env::var("PADLOCK_TEST_DATABASE_URL") {
-            Ok(url) if !url.is_empty() => url,
+    async fn postgres_sessions_carry_the_statement_timeout() {
+        let Some(url) = test_database_url() else {
+            return;
+        };
+        let db = Database::connect(connect_options(&url))
+            .await
+            .expect("connect");
+        assert_eq!(statement_timeout(&db).await, "30s");
+        let txn = db.begin().await.expect("begin");
+        txn.execute_unprepared("SET LOCAL statement_timeout = 0")
+            .await
+            .expect("set local");
+        let lifted = statement_timeout(&txn).await;
+        assert_eq!(lifted, "0");
+    }
+
+    async fn statement_timeout<C: ConnectionTrait>(conn: &C) -> String {
+        conn.query_one_raw(sea_orm::Statement::from_string(
+            conn.get_database_backend(),
+            "SHOW statement_timeout",
+        ))
+        .await
+        .expect("show")
+        .expect("a row")
+        .try_get("", "statement_timeout")
+        .expect("text")
+    }
+
+    /// `PADLOCK_TEST_DATABASE_URL`, required under CI; `None` skips.
+    fn test_database_url() -> Option<String> {
+        match std::env::var("PADLOCK_TEST_DATABASE_URL") {
+            Ok(url) if !url.is_empty() => Some(url),
             _ => {
                 assert!(
                     !matches!(std::env::var("CI").as_deref(), Ok("true") | Ok("1")),
                     "PADLOCK_TEST_DATABASE_URL must be set under CI"
                 );
                 eprintln!("PADLOCK_TEST_DATABASE_URL not set: skipping");
-                return;
+                None
             }
+        }
+    }
+
+    /// With a real PostgreSQL (`PADLOCK_TEST_DATABASE_URL`): a session the
+    /// server ends in the middle of a transaction, as `pg_ctl stop -m fast`
+    /// does, is reported as unavailable, not as an internal error.
+    #[tokio::test]
+    async fn a_session_the_server_ends_mid_transaction_is_unavailable() {
+        let Some(url) = test_database_url() else {
+            return;
         };
         let db = Database::connect(connect_options(&url))
             .await

@@ -134,24 +134,37 @@ pub async fn verify_audit(
 }
 
 /// Serves every auth gRPC service, plus health and reflection, on
-/// `listener` until `shutdown` resolves.
+/// `listener` within `limits` until `shutdown` resolves. No auth request
+/// carries bulk data: every message is held to
+/// [`server::MAX_REQUEST_MESSAGE_BYTES`].
 pub async fn serve(
     app: App,
     listener: TcpListener,
+    limits: &server::Limits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let (health, routes) = server::base_routes(padlock_proto::AUTH_DESCRIPTOR_SET)?;
     let routes = routes
-        .add_service(SessionServiceServer::new(grpc::session::Sessions(
-            app.clone(),
-        )))
-        .add_service(TwoFactorServiceServer::new(grpc::two_factor::TwoFactor(
-            app.clone(),
-        )))
-        .add_service(KeyServiceServer::new(grpc::keys::Keys(app.clone())))
-        .add_service(SupportServiceServer::new(grpc::support::Support(
-            app.clone(),
-        )));
+        .add_service(
+            SessionServiceServer::new(grpc::session::Sessions(app.clone()))
+                .max_decoding_message_size(server::MAX_REQUEST_MESSAGE_BYTES)
+                .max_encoding_message_size(server::MAX_RESPONSE_MESSAGE_BYTES),
+        )
+        .add_service(
+            TwoFactorServiceServer::new(grpc::two_factor::TwoFactor(app.clone()))
+                .max_decoding_message_size(server::MAX_REQUEST_MESSAGE_BYTES)
+                .max_encoding_message_size(server::MAX_RESPONSE_MESSAGE_BYTES),
+        )
+        .add_service(
+            KeyServiceServer::new(grpc::keys::Keys(app.clone()))
+                .max_decoding_message_size(server::MAX_REQUEST_MESSAGE_BYTES)
+                .max_encoding_message_size(server::MAX_RESPONSE_MESSAGE_BYTES),
+        )
+        .add_service(
+            SupportServiceServer::new(grpc::support::Support(app.clone()))
+                .max_decoding_message_size(server::MAX_REQUEST_MESSAGE_BYTES)
+                .max_encoding_message_size(server::MAX_RESPONSE_MESSAGE_BYTES),
+        );
     health
         .set_serving::<SessionServiceServer<grpc::session::Sessions>>()
         .await;
@@ -182,7 +195,7 @@ pub async fn serve(
             },
         )
     };
-    server::serve(listener, routes, shutdown).await?;
+    server::serve(listener, routes, limits, shutdown).await?;
     Ok(())
 }
 

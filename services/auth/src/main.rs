@@ -57,6 +57,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 cli.common.listen_or(default_listen()),
                 options,
                 cli.common.clock(),
+                cli.common.limits(),
             )
             .await
         }
@@ -114,6 +115,7 @@ async fn serve(
     listen: std::net::SocketAddr,
     options: Options,
     clock: padlock_runtime::SharedClock,
+    limits: server::Limits,
 ) -> anyhow::Result<()> {
     let app = padlock_auth::open(options, clock).await?;
     let listener = server::bind(listen).await?;
@@ -121,7 +123,7 @@ async fn serve(
     spawn_key_reloader(app.clone())?;
     let shutdown = server::shutdown_signal();
     server::announce(SERVICE, addr);
-    padlock_auth::serve(app, listener, shutdown).await
+    padlock_auth::serve(app, listener, &limits, shutdown).await
 }
 
 /// SIGHUP re-reads the data keys and the signing keys, so a rotation of

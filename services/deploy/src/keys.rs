@@ -22,7 +22,9 @@ use tonic::transport::{Channel, Endpoint};
 /// deploy service into a load generator against auth.
 pub const MIN_REFRESH_INTERVAL_SECS: i64 = 30;
 
-/// How long one JWKS call to auth may take, connecting included.
+/// How long one JWKS call to auth may take by default, and how long
+/// connecting may take: a hanging auth must not hold the requests that wait
+/// for keys longer than this.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the JWKS could not be fetched.
@@ -50,13 +52,17 @@ pub struct GrpcJwksSource {
 }
 
 impl GrpcJwksSource {
-    /// A source for auth at `url` (e.g. `http://auth:50051`). Connects on
-    /// first use, not here, so the deploy service can start before auth.
-    /// Must be called inside a Tokio runtime.
-    pub fn connect_lazy(url: impl Into<String>) -> Result<Self, tonic::transport::Error> {
+    /// A source for auth at `url` (e.g. `http://auth:50051`) whose calls,
+    /// connecting included, give up after `timeout` ([`FETCH_TIMEOUT`] in
+    /// production). Connects on first use, not here, so the deploy service
+    /// can start before auth. Must be called inside a Tokio runtime.
+    pub fn connect_lazy(
+        url: impl Into<String>,
+        timeout: Duration,
+    ) -> Result<Self, tonic::transport::Error> {
         let channel = Endpoint::from_shared(url.into())?
-            .connect_timeout(FETCH_TIMEOUT)
-            .timeout(FETCH_TIMEOUT)
+            .connect_timeout(timeout)
+            .timeout(timeout)
             .connect_lazy();
         Ok(Self::new(channel))
     }
@@ -645,7 +651,7 @@ mod tests {
                 ),
         );
 
-        let source = GrpcJwksSource::connect_lazy(format!("http://{addr}")).unwrap();
+        let source = GrpcJwksSource::connect_lazy(format!("http://{addr}"), FETCH_TIMEOUT).unwrap();
         assert_eq!(source.fetch().await.unwrap(), ring.jwks());
 
         stop.send(()).unwrap();
@@ -655,6 +661,39 @@ mod tests {
 
     #[test]
     fn bad_url_is_refused() {
-        assert!(GrpcJwksSource::connect_lazy("not a url").is_err());
+        assert!(GrpcJwksSource::connect_lazy("not a url", FETCH_TIMEOUT).is_err());
+    }
+
+    /// An auth that accepts the connection and never answers: the fetch
+    /// fails with the timeout instead of holding its callers. The outer
+    /// bound only turns a regression into a failure rather than a hang.
+    #[tokio::test]
+    async fn a_hanging_auth_fails_the_fetch_within_its_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (accepted, mut connections) = tokio::sync::mpsc::unbounded_channel();
+        let hang = tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                // Keep the socket open, read nothing, answer nothing.
+                let _ = accepted.send(socket);
+            }
+        });
+        let timeout = Duration::from_millis(300);
+        let source = GrpcJwksSource::connect_lazy(format!("http://{addr}"), timeout).unwrap();
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(Duration::from_secs(60), source.fetch())
+            .await
+            .expect("the fetch must not hang");
+        let Err(FetchError::Rpc(status)) = result else {
+            panic!("expected a failed call: {result:?}");
+        };
+        // The expiry comes wrapped in a transport error while the HTTP/2
+        // handshake (which auth never answers) is still under way.
+        let timed_out = std::iter::successors(std::error::Error::source(&status), |e| e.source())
+            .any(|e| e.is::<tonic::TimeoutExpired>());
+        assert!(timed_out, "{status:?}");
+        assert!(started.elapsed() >= timeout, "{:?}", started.elapsed());
+        assert!(connections.recv().await.is_some(), "auth was reached");
+        hang.abort();
     }
 }

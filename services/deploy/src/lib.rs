@@ -124,22 +124,56 @@ pub async fn verify_audit(
 }
 
 /// Serves every deploy gRPC service, plus health and reflection, on
-/// `listener` until `shutdown` resolves.
+/// `listener` within `limits` until `shutdown` resolves. Request messages
+/// are held to [`server::MAX_REQUEST_MESSAGE_BYTES`], except
+/// `PackageService`'s, whose upload chunks may reach
+/// [`blobs::MAX_CHUNK_BYTES`]; uploads and backup downloads get the
+/// stream timeout.
 pub async fn serve(
     app: App,
     listener: TcpListener,
+    limits: &server::Limits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     use grpc::{
         apps::Apps, nodes::Nodes, packages::Packages, permissions::Permissions, policy::Policies,
     };
     let (health, routes) = server::base_routes(padlock_proto::DEPLOY_DESCRIPTOR_SET)?;
+    use server::{MAX_REQUEST_MESSAGE_BYTES as MAX_IN, MAX_RESPONSE_MESSAGE_BYTES as MAX_OUT};
     let routes = routes
-        .add_service(AppServiceServer::new(Apps(app.clone())))
-        .add_service(PackageServiceServer::new(Packages(app.clone())))
-        .add_service(NodeServiceServer::new(Nodes(app.clone())))
-        .add_service(PermissionServiceServer::new(Permissions(app.clone())))
-        .add_service(PolicyServiceServer::new(Policies(app.clone())));
+        .add_service(
+            AppServiceServer::new(Apps(app.clone()))
+                .max_decoding_message_size(MAX_IN)
+                .max_encoding_message_size(MAX_OUT),
+        )
+        .add_service(
+            // A chunk plus its framing and the oneof tag.
+            PackageServiceServer::new(Packages(app.clone()))
+                .max_decoding_message_size(blobs::MAX_CHUNK_BYTES + 1024)
+                .max_encoding_message_size(MAX_OUT),
+        )
+        .add_service(
+            NodeServiceServer::new(Nodes(app.clone()))
+                .max_decoding_message_size(MAX_IN)
+                .max_encoding_message_size(MAX_OUT),
+        )
+        .add_service(
+            PermissionServiceServer::new(Permissions(app.clone()))
+                .max_decoding_message_size(MAX_IN)
+                .max_encoding_message_size(MAX_OUT),
+        )
+        .add_service(
+            PolicyServiceServer::new(Policies(app.clone()))
+                .max_decoding_message_size(MAX_IN)
+                .max_encoding_message_size(MAX_OUT),
+        );
+    let limits = server::Limits {
+        streaming_methods: vec![
+            "/padlock.deploy.v1.PackageService/UploadPackage",
+            "/padlock.deploy.v1.NodeService/DownloadBackup",
+        ],
+        ..limits.clone()
+    };
     health.set_serving::<AppServiceServer<Apps>>().await;
     health.set_serving::<PackageServiceServer<Packages>>().await;
     health.set_serving::<NodeServiceServer<Nodes>>().await;
@@ -166,7 +200,7 @@ pub async fn serve(
             },
         )
     };
-    server::serve(listener, routes, shutdown).await?;
+    server::serve(listener, routes, &limits, shutdown).await?;
     Ok(())
 }
 

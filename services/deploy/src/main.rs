@@ -5,7 +5,7 @@ use std::sync::Arc;
 use clap::Parser;
 use padlock_deploy::Options;
 use padlock_deploy::config::{Cli, Command};
-use padlock_deploy::keys::GrpcJwksSource;
+use padlock_deploy::keys::{FETCH_TIMEOUT, GrpcJwksSource};
 use padlock_deploy::policy::{Policy, parse_max_age_override};
 use padlock_runtime::audit::{AuditCommand, Link};
 use padlock_runtime::{server, telemetry};
@@ -60,7 +60,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::Serve) | None => {}
     }
-    let jwks = GrpcJwksSource::connect_lazy(cli.deploy.auth_url.clone())
+    let jwks = GrpcJwksSource::connect_lazy(cli.deploy.auth_url.clone(), FETCH_TIMEOUT)
         .map_err(|e| anyhow::anyhow!("--auth-url: {e}"))?;
     let app = padlock_deploy::open(options, clock, Arc::new(jwks)).await?;
     let listener = server::bind(
@@ -69,9 +69,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     )
     .await?;
     let addr = listener.local_addr()?;
+    let limits = cli.common.limits();
     let shutdown = server::shutdown_signal();
     server::announce(SERVICE, addr);
-    padlock_deploy::serve(app, listener, shutdown).await
+    padlock_deploy::serve(app, listener, &limits, shutdown).await
 }
 
 #[allow(clippy::print_stdout)]

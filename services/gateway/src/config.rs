@@ -1,10 +1,12 @@
 //! Command line and settings for `padlock-gateway`: the common flags, where
-//! auth and deploy serve gRPC, the session cookie's lifetime and the upload
-//! limit. Every flag has a `PADLOCK_*` environment fallback and is checked
-//! at start-up.
+//! auth and deploy serve gRPC, the session cookie's lifetime, the upload
+//! limits and the backend call timeout. Every flag has a `PADLOCK_*`
+//! environment fallback and is checked at start-up.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use clap::builder::TypedValueParser as _;
 use padlock_runtime::cli::CommonArgs;
 
 /// Where the gateway listens unless `--listen` says otherwise.
@@ -16,6 +18,13 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::ne
 pub const DEFAULT_SESSION_TTL_SECS: u64 = 43_200;
 /// The largest package body the gateway buffers: deploy's default limit.
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 512 * 1024 * 1024;
+/// Uploads buffered at once by default. An upload is held in memory whole
+/// (its size and SHA-256 go first), so this times `--max-upload-bytes`
+/// bounds the memory uploads can take.
+pub const DEFAULT_MAX_CONCURRENT_UPLOADS: usize = 4;
+/// How long one call to auth or deploy may take by default: far above
+/// any padlock RPC, below the request timeout.
+pub const DEFAULT_BACKEND_TIMEOUT_SECS: u64 = 15;
 
 #[derive(Debug, clap::Parser)]
 #[command(
@@ -52,6 +61,24 @@ pub struct GatewayArgs {
     /// Largest package upload accepted, in bytes; larger bodies get 413.
     #[arg(long, env = "PADLOCK_MAX_UPLOAD_BYTES", default_value_t = DEFAULT_MAX_UPLOAD_BYTES)]
     pub max_upload_bytes: u64,
+    /// Package uploads buffered at once; one more gets 503 `OVERLOADED`.
+    #[arg(
+        long,
+        env = "PADLOCK_MAX_CONCURRENT_UPLOADS",
+        default_value_t = DEFAULT_MAX_CONCURRENT_UPLOADS,
+        value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize)
+    )]
+    pub max_concurrent_uploads: usize,
+    /// Seconds one call to auth or deploy may take (sent as its
+    /// `grpc-timeout`); then the request gets 504. Uploads get the stream
+    /// timeout instead.
+    #[arg(
+        long,
+        env = "PADLOCK_BACKEND_TIMEOUT",
+        default_value_t = DEFAULT_BACKEND_TIMEOUT_SECS,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub backend_timeout: u64,
 }
 
 /// What the request handlers need from the command line.
@@ -59,6 +86,9 @@ pub struct GatewayArgs {
 pub struct Settings {
     pub session_ttl_secs: u64,
     pub max_upload_bytes: u64,
+    pub max_concurrent_uploads: usize,
+    /// The deadline of every unary call to a backend.
+    pub backend_timeout: Duration,
 }
 
 impl GatewayArgs {
@@ -84,6 +114,8 @@ impl GatewayArgs {
         Ok(Settings {
             session_ttl_secs: self.session_ttl,
             max_upload_bytes: self.max_upload_bytes,
+            max_concurrent_uploads: self.max_concurrent_uploads,
+            backend_timeout: Duration::from_secs(self.backend_timeout),
         })
     }
 }
@@ -106,6 +138,8 @@ mod tests {
         let settings = cli.gateway.settings().unwrap();
         assert_eq!(settings.session_ttl_secs, 43_200);
         assert_eq!(settings.max_upload_bytes, 512 * 1024 * 1024);
+        assert_eq!(settings.max_concurrent_uploads, 4);
+        assert_eq!(settings.backend_timeout, Duration::from_secs(15));
     }
 
     #[test]
@@ -119,5 +153,9 @@ mod tests {
         );
         let cli = Cli::try_parse_from(["padlock-gateway", "--deploy-url", "127.0.0.1:1"]).unwrap();
         assert!(cli.gateway.settings().unwrap_err().contains("--deploy-url"));
+        for flag in ["--backend-timeout", "--max-concurrent-uploads"] {
+            let err = Cli::try_parse_from(["padlock-gateway", flag, "0"]).unwrap_err();
+            assert!(err.to_string().contains(flag), "{err}");
+        }
     }
 }

@@ -229,10 +229,11 @@ fn http_status(code: Code) -> StatusCode {
 
 /// The status's code, except that tonic reports the gateway's own call
 /// deadline running out as CANCELLED ("Timeout expired"): that is a
-/// DEADLINE_EXCEEDED too.
+/// DEADLINE_EXCEEDED too. While the connection is still being made the
+/// expiry comes wrapped in a transport error, hence the whole chain.
 fn effective_code(status: &Status) -> Code {
-    let timed_out = std::error::Error::source(status)
-        .is_some_and(|s| s.downcast_ref::<tonic::TimeoutExpired>().is_some());
+    let timed_out = std::iter::successors(std::error::Error::source(status), |e| e.source())
+        .any(|e| e.is::<tonic::TimeoutExpired>());
     if status.code() == Code::Cancelled && timed_out {
         Code::DeadlineExceeded
     } else {

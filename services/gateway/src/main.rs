@@ -29,10 +29,11 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let gateway = Gateway::new(&cli.gateway)?;
+    let limits = cli.common.limits();
+    let gateway = Gateway::new(&cli.gateway, &limits)?;
     let listener = server::bind(cli.common.listen_or(DEFAULT_LISTEN)).await?;
     let addr = listener.local_addr()?;
     let shutdown = server::shutdown_signal();
     server::announce(SERVICE, addr);
-    padlock_gateway::serve(gateway, listener, shutdown).await
+    padlock_gateway::serve(gateway, listener, &limits, shutdown).await
 }

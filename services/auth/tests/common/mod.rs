@@ -58,7 +58,7 @@ impl Harness {
         let (tx, rx) = oneshot::channel::<()>();
         let served = app.clone();
         let task = tokio::spawn(async move {
-            padlock_auth::serve(served, listener, async {
+            padlock_auth::serve(served, listener, &Default::default(), async {
                 let _ = rx.await;
             })
             .await

@@ -75,7 +75,7 @@ impl Harness {
         let (tx, rx) = oneshot::channel::<()>();
         let served = app.clone();
         let task = tokio::spawn(async move {
-            padlock_deploy::serve(served, listener, async {
+            padlock_deploy::serve(served, listener, &Default::default(), async {
                 let _ = rx.await;
             })
             .await

@@ -76,6 +76,6 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/app.css", get(ui::app_css))
         .fallback(|| async { ApiError::no_such_route() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
-        .layer(middleware::from_fn(edge::edge))
+        .layer(middleware::from_fn_with_state(gateway.clone(), edge::edge))
         .with_state(gateway)
 }
