@@ -26,6 +26,13 @@ pub const STATEMENT_TIMEOUT: Duration = crate::server::DEFAULT_REQUEST_TIMEOUT;
 /// See [`STATEMENT_TIMEOUT`].
 pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// SQLite's page cache per connection (`PRAGMA cache_size`; negative
+/// means KiB): 512 KiB, not SQLite's 2,000 KiB. Each of the pool's 16
+/// connections keeps its own, so the default would grow to 32 MB of a
+/// service's 64 MB budget (DESIGN.md, "Targets") as the database outgrows
+/// it; the operating system caches the file anyway.
+const SQLITE_CACHE_SIZE: &str = "-512";
+
 /// Prepared statements each SQLite connection keeps: 32, not sqlx's 100.
 /// Once a service has run each of its queries on every connection, 100
 /// cost about 2 MB per connection (auth: 57 MB resident after 2,000
@@ -48,6 +55,7 @@ pub fn connect_options(url: &str) -> ConnectOptions {
                 .busy_timeout(SQLITE_BUSY_TIMEOUT)
                 .foreign_keys(true)
                 .create_if_missing(true)
+                .pragma("cache_size", SQLITE_CACHE_SIZE)
                 .statement_cache_capacity(SQLITE_STATEMENT_CACHE)
         })
         .map_sqlx_postgres_opts(|o: PgConnectOptions| {
