@@ -149,7 +149,7 @@ bench check-access-refused check-access --auth "$AUTH" --deploy "$DEPLOY" --user
 expect check-access-refused padlock.deploy.v1.PolicyService/CheckAccess
 bench verify verify --auth "$AUTH" --users 20
 expect verify padlock.auth.v1.TwoFactorService/Verify
-bench sign-in sign-in --auth "$AUTH" --users 4 --concurrency 8
+bench sign-in sign-in --auth "$AUTH" --users 8 --concurrency 8
 expect sign-in padlock.auth.v1.SessionService/SignIn
 bench refresh refresh --auth "$AUTH" --users 10
 expect refresh padlock.auth.v1.SessionService/Refresh

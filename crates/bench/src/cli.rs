@@ -78,7 +78,8 @@ pub enum Command {
     SignIn {
         #[arg(long)]
         auth: String,
-        #[arg(long, default_value_t = 16)]
+        /// At least --concurrency: each user has one sign-in in flight.
+        #[arg(long, default_value_t = 32)]
         users: usize,
         #[command(flatten)]
         support: SupportArgs,

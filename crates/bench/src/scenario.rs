@@ -190,29 +190,48 @@ impl Workload for Verify {
     }
 }
 
-/// SessionService.SignIn, users round-robin.
+/// SessionService.SignIn. Each worker signs in users of its own (worker
+/// `w` of `c` takes users `w`, `w + c`, ...), so no user ever has two
+/// sign-ins in flight: that is how people sign in, and a pile of parallel
+/// attempts at one username is what auth's throttle counts before argon2
+/// runs (services/auth/src/throttle.rs), so it would refuse them.
 #[derive(Debug)]
 pub struct SignIn {
     pub usernames: Vec<String>,
     pub password: String,
-    pub next: AtomicUsize,
+    /// Workers so far; the next one's index.
+    pub workers: AtomicUsize,
+    pub concurrency: usize,
+}
+
+/// A sign-in worker: its client and its place among the users.
+#[derive(Debug)]
+pub struct SignInWorker {
+    client: SessionServiceClient<Channel>,
+    /// The index of the user it signs in next.
+    user: usize,
 }
 
 impl Workload for SignIn {
-    type Client = SessionServiceClient<Channel>;
+    type Client = SignInWorker;
 
     fn client(&self, channel: Channel) -> Self::Client {
-        SessionServiceClient::new(channel)
+        SignInWorker {
+            client: SessionServiceClient::new(channel),
+            user: next(&self.workers, self.usernames.len()),
+        }
     }
 
-    async fn call(&self, client: &mut Self::Client) -> Attempt {
-        let username = &self.usernames[next(&self.next, self.usernames.len())];
+    async fn call(&self, worker: &mut Self::Client) -> Attempt {
+        let username = &self.usernames[worker.user];
+        worker.user = (worker.user + self.concurrency) % self.usernames.len();
         let request = SignInRequest {
             username: username.clone(),
             password: self.password.clone(),
         };
         Attempt::Done(
-            client
+            worker
+                .client
                 .sign_in(request)
                 .await
                 .map(drop)
@@ -621,8 +640,12 @@ pub async fn sign_in(
     support: &SupportArgs,
     load: &LoadArgs,
 ) -> anyhow::Result<Report> {
-    anyhow::ensure!(users > 0, "--users must be at least 1");
     let mut run = Run::new("sign-in", load, 32);
+    anyhow::ensure!(
+        users >= run.shape.concurrency,
+        "--users ({users}) must be at least --concurrency ({}): one sign-in in flight per user",
+        run.shape.concurrency
+    );
     run.start_setup();
     let p = Provisioner::connect(
         auth,
@@ -643,7 +666,8 @@ pub async fn sign_in(
     let workload = SignIn {
         usernames: (0..users).map(|i| p.username(i)).collect(),
         password: p.password().to_owned(),
-        next: AtomicUsize::new(0),
+        workers: AtomicUsize::new(0),
+        concurrency: run.shape.concurrency,
     };
     run.measure(
         &format!("SignIn argon2id ({users} users)"),
