@@ -19,7 +19,7 @@ use crate::key_files::{SealedKeyFiles, Upgrade};
 use crate::metrics::Metrics;
 use crate::sealing::{DataKeySource, DataKeys};
 use crate::sms::SmsSender;
-use crate::store::{Method, Session, Store, User};
+use crate::store::{Method, Session, StepUpWriter, Store, User};
 
 /// Where the signing keys come from, so a reload reads the same place.
 #[derive(Debug, Clone)]
@@ -79,6 +79,7 @@ pub struct App(Arc<Inner>);
 #[derive(Debug)]
 struct Inner {
     store: Store,
+    step_ups: StepUpWriter,
     clock: SharedClock,
     settings: Settings,
     key_source: KeySource,
@@ -117,6 +118,7 @@ impl App {
         let hasher = crate::password::Hasher::per_core();
         let dummy_password_hash = hasher.hash("padlock-dummy-password".into()).await?;
         Ok(App(Arc::new(Inner {
+            step_ups: StepUpWriter::spawn(store.clone()),
             store,
             clock,
             settings,
@@ -132,6 +134,11 @@ impl App {
 
     pub fn store(&self) -> &Store {
         &self.0.store
+    }
+
+    /// Where TOTP step-ups are recorded, in groups (`store::step_up`).
+    pub fn step_ups(&self) -> &StepUpWriter {
+        &self.0.step_ups
     }
 
     pub fn now(&self) -> i64 {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use padlock_auth::store::{
     AuditEvent, FactorState, FailureOutcome, LockoutPolicy, Method, NewFactor, Outcome, Session,
-    Store, StoreError, User,
+    StepUp, StepUpOutcome, StepUpWriter, Store, StoreError, User,
 };
 
 const NOW: i64 = 1_800_000_000;
@@ -50,6 +50,66 @@ fn pending(user_id: &str, enrollment_id: &str) -> NewFactor {
         created_at: NOW,
         enrollment_expires_at: NOW + 600,
     }
+}
+
+/// A verified code of `step` for `user_id`'s session `session_id`.
+fn step_up(user_id: &str, session_id: &str, step: i64, now: i64) -> StepUp {
+    StepUp {
+        user_id: user_id.into(),
+        session_id: session_id.into(),
+        step,
+        now,
+        audit: AuditEvent {
+            at: now,
+            kind: "verify",
+            outcome: Outcome::Ok,
+            actor: Some(user_id.into()),
+            subject: Some(user_id.into()),
+            session_id: Some(session_id.into()),
+            detail: format!("step {step}"),
+        },
+    }
+}
+
+/// Whether a code of `step` is accepted for `user_id` (who has no session,
+/// so an accepted code finds it gone).
+async fn accept(store: &Store, user_id: &str, step: i64, now: i64) -> bool {
+    let outcomes = store
+        .record_step_ups(&[step_up(user_id, "no-session", step, now)])
+        .await
+        .expect("record");
+    outcomes == [StepUpOutcome::SessionGone]
+}
+
+fn live_session(id: &str, user_id: &str) -> Session {
+    Session {
+        id: id.into(),
+        user_id: user_id.into(),
+        auth_time: NOW,
+        mfa_at: None,
+        mfa_method: None,
+        expires_at: NOW + 3600,
+        ended_at: None,
+    }
+}
+
+/// `id` with an active TOTP factor whose last accepted step is 100.
+async fn enrolled(store: &Store, id: &str) {
+    store
+        .create_user(&user(id, &format!("user-{id}")), created(id, id))
+        .await
+        .expect("create user");
+    let enrollment = format!("e-{id}");
+    store
+        .begin_enrollment(&pending(id, &enrollment))
+        .await
+        .expect("begin enrollment");
+    assert!(
+        store
+            .activate_enrollment(id, &enrollment, 100, NOW)
+            .await
+            .expect("activate")
+    );
 }
 
 async fn stores() -> Vec<(padlock_test_support::TestDatabase, Store)> {
@@ -216,16 +276,133 @@ async fn steps_are_accepted_once_and_in_order() {
             .await
             .unwrap();
         assert!(
-            !store.accept_step("u1", 100, NOW).await.unwrap(),
+            !accept(&store, "u1", 100, NOW).await,
             "{}: same step",
             db.backend
         );
-        assert!(
-            !store.accept_step("u1", 99, NOW).await.unwrap(),
-            "earlier step"
+        assert!(!accept(&store, "u1", 99, NOW).await, "earlier step");
+        assert!(accept(&store, "u1", 101, NOW).await);
+        assert!(!accept(&store, "u1", 101, NOW).await);
+    }
+}
+
+#[tokio::test]
+async fn a_group_of_step_ups_is_applied_in_arrival_order_in_one_commit() {
+    for (db, store) in stores().await {
+        for id in ["u1", "u2", "u3"] {
+            enrolled(&store, id).await;
+        }
+        for (session, user) in [("s1", "u1"), ("s2", "u2"), ("s3", "u3")] {
+            store
+                .create_session(&live_session(session, user), &format!("h-{session}"), NOW)
+                .await
+                .unwrap();
+        }
+        assert!(store.end_session("s2", NOW).await.unwrap());
+        // u3 is locked out: right codes are refused.
+        for _ in 0..5 {
+            store.count_failure("u3", NOW, POLICY).await.unwrap();
+        }
+        let before = store.audit_events(None, 1000).await.unwrap().len();
+
+        let group = [
+            step_up("u1", "s1", 101, NOW + 1),
+            step_up("u1", "s1", 101, NOW + 1), // the same code again
+            step_up("u2", "s2", 101, NOW + 1), // session ended
+            step_up("u1", "s1", 100, NOW + 1), // an older step
+            step_up("u3", "s3", 101, NOW + 1), // locked
+            step_up("u1", "s1", 102, NOW + 2), // the next step
+            step_up("nobody", "s9", 101, NOW + 1),
+        ];
+        let outcomes = store.record_step_ups(&group).await.unwrap();
+        use StepUpOutcome::{NotAccepted, SessionGone, SteppedUp};
+        assert_eq!(
+            outcomes,
+            [
+                SteppedUp,
+                NotAccepted,
+                SessionGone,
+                NotAccepted,
+                NotAccepted,
+                SteppedUp,
+                NotAccepted
+            ],
+            "{}",
+            db.backend
         );
-        assert!(store.accept_step("u1", 101, NOW).await.unwrap());
-        assert!(!store.accept_step("u1", 101, NOW).await.unwrap());
+        let s1 = store.session("s1").await.unwrap().unwrap();
+        assert_eq!(
+            (s1.mfa_at, s1.mfa_method),
+            (Some(NOW + 2), Some(Method::Totp))
+        );
+        assert_eq!(store.session("s2").await.unwrap().unwrap().mfa_at, None);
+        assert_eq!(store.session("s3").await.unwrap().unwrap().mfa_at, None);
+        assert_eq!(
+            store.factor("u1").await.unwrap().unwrap().last_step,
+            Some(102)
+        );
+        assert_eq!(
+            store.factor("u2").await.unwrap().unwrap().last_step,
+            Some(101)
+        );
+        assert_eq!(
+            store.factor("u3").await.unwrap().unwrap().last_step,
+            Some(100)
+        );
+
+        // One record per accepted code, in arrival order, chained.
+        let records = store.audit_events(None, 1000).await.unwrap();
+        let added: Vec<_> = records[..records.len() - before]
+            .iter()
+            .rev()
+            .map(|r| (r.subject.as_deref().unwrap_or(""), r.detail.as_str()))
+            .collect();
+        assert_eq!(
+            added,
+            [("u1", "step 101"), ("u2", "step 101"), ("u1", "step 102")]
+        );
+        let url = db.url.clone();
+        let verdict = padlock_auth::store::verify_audit_chain(&url, None)
+            .await
+            .unwrap();
+        assert!(
+            matches!(verdict, padlock_runtime::audit::Verdict::Intact(_)),
+            "{verdict:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_accepts_a_code_sent_many_times_at_once_exactly_once() {
+    for (db, store) in stores().await {
+        enrolled(&store, "u1").await;
+        store
+            .create_session(&live_session("s1", "u1"), "h-s1", NOW)
+            .await
+            .unwrap();
+        let writer = StepUpWriter::spawn(store.clone());
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..40 {
+            let writer = writer.clone();
+            tasks.spawn(async move { writer.record(step_up("u1", "s1", 101, NOW + 1)).await });
+        }
+        let mut stepped_up = 0;
+        while let Some(outcome) = tasks.join_next().await {
+            match outcome.unwrap().unwrap() {
+                StepUpOutcome::SteppedUp => stepped_up += 1,
+                StepUpOutcome::NotAccepted => {}
+                other => panic!("{}: {other:?}", db.backend),
+            }
+        }
+        assert_eq!(stepped_up, 1, "{}", db.backend);
+        let verify = store
+            .audit_events(Some("u1"), 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.kind == "verify")
+            .count();
+        assert_eq!(verify, 1, "one audit record for the one accepted code");
     }
 }
 
@@ -273,13 +450,13 @@ async fn lockouts_double_up_to_a_day_and_restart_the_count_when_they_end() {
                 }
             );
             assert!(
-                !store.accept_step("u1", 200, now + 1).await.unwrap(),
+                !accept(&store, "u1", 200, now + 1).await,
                 "locked refuses right codes"
             );
             now += expected;
         }
         // A success clears both the count and the doubling.
-        assert!(store.accept_step("u1", 200, now).await.unwrap());
+        assert!(accept(&store, "u1", 200, now).await);
         for _ in 1..=4 {
             store.count_failure("u1", now, POLICY).await.unwrap();
         }

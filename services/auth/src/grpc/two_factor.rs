@@ -21,6 +21,7 @@ use crate::error::{AuthError, Result};
 use crate::metrics;
 use crate::store::{
     AuditEvent, Factor, FactorState, FailureOutcome, Method, NewFactor, Outcome as AuditOutcome,
+    StepUp, StepUpOutcome,
 };
 use crate::totp::{self, TotpSecret};
 
@@ -32,6 +33,9 @@ pub struct TwoFactor(pub App);
 pub(super) enum Outcome {
     /// Right and unused: recorded as used.
     Accepted,
+    /// Right and unused, and recorded as used together with the session's
+    /// step-up and the audit record, in one commit (TOTP `Verify`).
+    SteppedUp,
     /// Not the code.
     Wrong,
     /// Right, but used already.
@@ -57,19 +61,28 @@ impl TwoFactor {
         outcome: AuditOutcome,
         detail: String,
     ) -> Result<()> {
-        self.app()
-            .store()
-            .audit(AuditEvent {
-                at: self.app().now(),
-                kind,
-                outcome,
-                actor: Some(caller.claims.sub.clone()),
-                subject: Some(caller.claims.sub.clone()),
-                session_id: Some(caller.session.id.clone()),
-                detail,
-            })
-            .await?;
+        let event = self.audit_event(caller, kind, outcome, detail);
+        self.app().store().audit(event).await?;
         Ok(())
+    }
+
+    /// An audit record of the caller acting on their own factor.
+    fn audit_event(
+        &self,
+        caller: &Caller,
+        kind: &'static str,
+        outcome: AuditOutcome,
+        detail: String,
+    ) -> AuditEvent {
+        AuditEvent {
+            at: self.app().now(),
+            kind,
+            outcome,
+            actor: Some(caller.claims.sub.clone()),
+            subject: Some(caller.claims.sub.clone()),
+            session_id: Some(caller.session.id.clone()),
+            detail,
+        }
     }
 
     async fn get_factor(&self, metadata: &MetadataMap) -> Result<FactorMessage> {
@@ -210,7 +223,7 @@ impl TwoFactor {
             }
         };
         let measured = match &checked {
-            Ok(Outcome::Accepted) => "accepted",
+            Ok(Outcome::Accepted | Outcome::SteppedUp) => "accepted",
             Ok(Outcome::Wrong) => "wrong",
             Ok(Outcome::Reused) => "reused",
             Err(e) => metrics::refusal_outcome(e),
@@ -218,6 +231,7 @@ impl TwoFactor {
         self.app().metrics().verification(factor.method, measured);
         match checked? {
             Outcome::Accepted => {}
+            Outcome::SteppedUp => return self.stepped_up(&caller, factor.method, now).await,
             Outcome::Wrong => return self.count_failure(&caller, factor.method, now).await,
             Outcome::Reused => return Err(self.explain_refusal(&caller, now).await?),
         }
@@ -236,10 +250,12 @@ impl TwoFactor {
     }
 
     /// Checks a TOTP code: the matching time step must be newer than the
-    /// last accepted one, recorded atomically (RFC 6238 §5.2).
+    /// last accepted one, recorded atomically (RFC 6238 §5.2). A `Verify`
+    /// is recorded with the session's step-up and its audit record by the
+    /// group-committing writer (`store::step_up`).
     async fn totp_check(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         factor: &Factor,
         code: &str,
         enrollment_id: Option<&str>,
@@ -249,19 +265,28 @@ impl TwoFactor {
             return Ok(Outcome::Wrong);
         };
         let store = self.app().store();
-        let accepted = match enrollment_id {
-            Some(enrollment_id) => {
-                store
-                    .activate_enrollment(&factor.user_id, enrollment_id, step, now)
-                    .await?
-            }
-            None => store.accept_step(&factor.user_id, step, now).await?,
+        if let Some(enrollment_id) = enrollment_id {
+            let activated = store
+                .activate_enrollment(&factor.user_id, enrollment_id, step, now)
+                .await?;
+            return Ok(if activated {
+                Outcome::Accepted
+            } else {
+                Outcome::Reused
+            });
+        }
+        let step_up = StepUp {
+            user_id: factor.user_id.clone(),
+            session_id: caller.session.id.clone(),
+            step,
+            now,
+            audit: self.audit_event(caller, "verify", AuditOutcome::Ok, "method=totp".into()),
         };
-        Ok(if accepted {
-            Outcome::Accepted
-        } else {
-            Outcome::Reused
-        })
+        match self.app().step_ups().record(step_up).await? {
+            StepUpOutcome::SteppedUp => Ok(Outcome::SteppedUp),
+            StepUpOutcome::SessionGone => Err(AuthError::SessionInvalid),
+            StepUpOutcome::NotAccepted => Ok(Outcome::Reused),
+        }
     }
 
     fn totp_step(&self, factor: &Factor, code: &str, now: i64) -> Result<Option<i64>> {
@@ -350,14 +375,25 @@ impl TwoFactor {
     }
 
     async fn step_up(&self, caller: &Caller, method: Method, now: i64) -> Result<StepUpResponse> {
-        let app = self.app();
-        if !app
+        if !self
+            .app()
             .store()
             .set_session_mfa(&caller.session.id, now, method)
             .await?
         {
             return Err(AuthError::SessionInvalid);
         }
+        self.stepped_up(caller, method, now).await
+    }
+
+    /// The answer to a step-up recorded at `now`: a token with `mfa_at`.
+    async fn stepped_up(
+        &self,
+        caller: &Caller,
+        method: Method,
+        now: i64,
+    ) -> Result<StepUpResponse> {
+        let app = self.app();
         let mut session = caller.session.clone();
         session.mfa_at = Some(now);
         session.mfa_method = Some(method);

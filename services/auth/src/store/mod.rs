@@ -7,6 +7,7 @@ mod audit_chain;
 mod entity;
 pub mod migration;
 mod reseal;
+mod step_up;
 mod throttle;
 
 use std::time::Duration;
@@ -23,6 +24,7 @@ use entity::{audit_event, factor, session, sms_limit, user};
 pub use audit_chain::verify as verify_audit_chain;
 pub use padlock_runtime::db::StoreError;
 pub use reseal::{Resealed, SealedSecret};
+pub use step_up::{StepUp, StepUpOutcome, StepUpWriter};
 pub use throttle::{Reservation, ThrottlePolicy};
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -412,15 +414,6 @@ impl Store {
         Ok(update.exec(&self.db).await?.rows_affected == 1)
     }
 
-    /// Accepts a code of time step `step` on the active factor: at most once
-    /// per step, and only above the last accepted one (RFC 6238 §5.2). A
-    /// success clears the failure count and the lockout history.
-    pub async fn accept_step(&self, user_id: &str, step: i64, now: i64) -> Result<bool> {
-        let update = accept_step_update(user_id, step, now)
-            .filter(factor::Column::State.eq(FactorState::Active.as_str()));
-        Ok(update.exec(&self.db).await?.rows_affected == 1)
-    }
-
     /// Counts a wrong code, locking the factor on the `max_failures`-th in a
     /// row for `first_lock`, doubling with each further lockout up to
     /// `max_lock`. One UPDATE that only matches an unlocked factor, so
@@ -746,6 +739,9 @@ pub struct AuditQuery {
     pub limit: u64,
 }
 
+/// Accepts a code of time step `step`: at most once per step, and only
+/// above the last accepted one (RFC 6238 §5.2), never while locked. A
+/// success clears the failure count and the lockout history.
 fn accept_step_update(user_id: &str, step: i64, now: i64) -> sea_orm::UpdateMany<factor::Entity> {
     factor::Entity::update_many()
         .col_expr(factor::Column::LastStep, Expr::value(step))
