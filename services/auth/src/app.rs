@@ -19,7 +19,7 @@ use crate::key_files::{SealedKeyFiles, Upgrade};
 use crate::metrics::Metrics;
 use crate::sealing::{DataKeySource, DataKeys};
 use crate::sms::SmsSender;
-use crate::store::{Method, Session, StepUpWriter, Store, User};
+use crate::store::{Factor, Method, Session, StepUpWriter, Store, User};
 
 /// Where the signing keys come from, so a reload reads the same place.
 #[derive(Debug, Clone)]
@@ -247,14 +247,7 @@ impl App {
     /// The caller named by `authorization: Bearer <access token>`: a token
     /// we signed, for a session that is still live.
     pub async fn caller(&self, metadata: &MetadataMap) -> Result<Caller> {
-        let token =
-            padlock_runtime::metadata::bearer_token(metadata).ok_or(AuthError::TokenInvalid)?;
-        let now = self.now();
-        let claims = self
-            .keys()
-            .verifier
-            .verify(token, now)
-            .map_err(|_| AuthError::TokenInvalid)?;
+        let (claims, now) = self.bearer_claims(metadata)?;
         let session = self
             .0
             .store
@@ -263,6 +256,36 @@ impl App {
             .filter(|s| s.user_id == claims.sub && s.is_live(now))
             .ok_or(AuthError::SessionInvalid)?;
         Ok(Caller { claims, session })
+    }
+
+    /// [`App::caller`] with the caller's user record and factor, read in
+    /// one query.
+    pub async fn caller_with_factor(
+        &self,
+        metadata: &MetadataMap,
+    ) -> Result<(Caller, User, Option<Factor>)> {
+        let (claims, now) = self.bearer_claims(metadata)?;
+        let (session, user, factor) = self
+            .0
+            .store
+            .session_with_user(&claims.sid)
+            .await?
+            .filter(|(s, _, _)| s.user_id == claims.sub && s.is_live(now))
+            .ok_or(AuthError::SessionInvalid)?;
+        Ok((Caller { claims, session }, user, factor))
+    }
+
+    /// The claims of the bearer token in `metadata`, checked now.
+    fn bearer_claims(&self, metadata: &MetadataMap) -> Result<(Claims, i64)> {
+        let token =
+            padlock_runtime::metadata::bearer_token(metadata).ok_or(AuthError::TokenInvalid)?;
+        let now = self.now();
+        let claims = self
+            .keys()
+            .verifier
+            .verify(token, now)
+            .map_err(|_| AuthError::TokenInvalid)?;
+        Ok((claims, now))
     }
 
     /// The caller's user record (current roles, not the token's).

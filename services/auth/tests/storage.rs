@@ -525,3 +525,42 @@ async fn a_user_exists_only_with_its_audit_record() {
         assert!(store.audit_events(Some("u2"), 10).await.unwrap().is_empty());
     }
 }
+
+#[tokio::test]
+async fn a_session_is_read_with_its_user_and_factor_in_one_query() {
+    for (db, store) in stores().await {
+        store
+            .create_user(&user("u1", "alice"), created("u1", "alice"))
+            .await
+            .unwrap();
+        store
+            .create_session(&live_session("s1", "u1"), "h-s1", NOW)
+            .await
+            .unwrap();
+        let (session, found, factor) = store.session_with_user("s1").await.unwrap().unwrap();
+        assert_eq!(
+            (
+                session.id.as_str(),
+                found.username.as_str(),
+                factor.is_none()
+            ),
+            ("s1", "alice", true),
+            "{}: before enrolling",
+            db.backend
+        );
+        assert_eq!(found.roles, ["operator", "support"]);
+
+        store.begin_enrollment(&pending("u1", "e1")).await.unwrap();
+        let (_, _, factor) = store.session_with_user("s1").await.unwrap().unwrap();
+        let factor = factor.expect("the pending factor");
+        assert_eq!(
+            (
+                factor.state,
+                factor.enrollment_id.as_str(),
+                factor.secret_ciphertext
+            ),
+            (FactorState::Pending, "e1", vec![1, 2, 3])
+        );
+        assert!(store.session_with_user("s2").await.unwrap().is_none());
+    }
+}

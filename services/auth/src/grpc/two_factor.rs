@@ -21,7 +21,7 @@ use crate::error::{AuthError, Result};
 use crate::metrics;
 use crate::store::{
     AuditEvent, Factor, FactorState, FailureOutcome, Method, NewFactor, Outcome as AuditOutcome,
-    StepUp, StepUpOutcome,
+    StepUp, StepUpOutcome, User,
 };
 use crate::totp::{self, TotpSecret};
 
@@ -172,7 +172,7 @@ impl TwoFactor {
         code: &str,
         purpose: Purpose<'_>,
     ) -> Result<StepUpResponse> {
-        let caller = self.app().caller(metadata).await?;
+        let (caller, user, factor) = self.app().caller_with_factor(metadata).await?;
         let mut errors = Vec::new();
         if let Purpose::Confirm { enrollment_id } = purpose {
             if enrollment_id.is_empty() {
@@ -186,9 +186,7 @@ impl TwoFactor {
         }
         super::finish(errors)?;
 
-        let user_id = caller.claims.sub.as_str();
         let now = self.app().now();
-        let factor = self.app().store().factor(user_id).await?;
         let factor = match (purpose, factor) {
             (Purpose::Confirm { enrollment_id }, Some(f)) if f.enrollment_id == enrollment_id => {
                 if f.state == FactorState::Active {
@@ -231,7 +229,7 @@ impl TwoFactor {
         self.app().metrics().verification(factor.method, measured);
         match checked? {
             Outcome::Accepted => {}
-            Outcome::SteppedUp => return self.stepped_up(&caller, factor.method, now).await,
+            Outcome::SteppedUp => return self.stepped_up(&caller, &user, factor.method, now),
             Outcome::Wrong => return self.count_failure(&caller, factor.method, now).await,
             Outcome::Reused => return Err(self.explain_refusal(&caller, now).await?),
         }
@@ -246,7 +244,7 @@ impl TwoFactor {
             format!("method={}", factor.method.as_str()),
         )
         .await?;
-        self.step_up(&caller, factor.method, now).await
+        self.step_up(&caller, &user, factor.method, now).await
     }
 
     /// Checks a TOTP code: the matching time step must be newer than the
@@ -374,7 +372,13 @@ impl TwoFactor {
         Ok(AuthError::CodeReused)
     }
 
-    async fn step_up(&self, caller: &Caller, method: Method, now: i64) -> Result<StepUpResponse> {
+    async fn step_up(
+        &self,
+        caller: &Caller,
+        user: &User,
+        method: Method,
+        now: i64,
+    ) -> Result<StepUpResponse> {
         if !self
             .app()
             .store()
@@ -383,13 +387,14 @@ impl TwoFactor {
         {
             return Err(AuthError::SessionInvalid);
         }
-        self.stepped_up(caller, method, now).await
+        self.stepped_up(caller, user, method, now)
     }
 
     /// The answer to a step-up recorded at `now`: a token with `mfa_at`.
-    async fn stepped_up(
+    fn stepped_up(
         &self,
         caller: &Caller,
+        user: &User,
         method: Method,
         now: i64,
     ) -> Result<StepUpResponse> {
@@ -397,8 +402,7 @@ impl TwoFactor {
         let mut session = caller.session.clone();
         session.mfa_at = Some(now);
         session.mfa_method = Some(method);
-        let user = app.caller_user(caller).await?;
-        let issued = app.issue_token(&user, &session)?;
+        let issued = app.issue_token(user, &session)?;
         Ok(StepUpResponse {
             access_token: issued.token,
             expires_at: timestamp(issued.expires_at),

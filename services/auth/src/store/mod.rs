@@ -299,6 +299,71 @@ impl Store {
             .map(session_from_row))
     }
 
+    /// A session with its user and the user's factor, in one query: what
+    /// checking a code needs (`TwoFactorService`). `None` without the session.
+    pub async fn session_with_user(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<(Session, User, Option<Factor>)>> {
+        use sea_orm::sea_query::{Alias, JoinType, Query};
+        use sea_orm::{ConnectionTrait, FromQueryResult, IdenStatic, Iterable};
+        const S: &str = "s_";
+        const U: &str = "u_";
+        const F: &str = "f_";
+        let mut query = Query::select();
+        for c in session::Column::iter() {
+            query.expr_as(
+                Expr::col((session::Entity, c)),
+                Alias::new(format!("{S}{}", c.as_str())),
+            );
+        }
+        for c in user::Column::iter() {
+            query.expr_as(
+                Expr::col((user::Entity, c)),
+                Alias::new(format!("{U}{}", c.as_str())),
+            );
+        }
+        for c in factor::Column::iter() {
+            query.expr_as(
+                Expr::col((factor::Entity, c)),
+                Alias::new(format!("{F}{}", c.as_str())),
+            );
+        }
+        query
+            .from(session::Entity)
+            .join(
+                JoinType::InnerJoin,
+                user::Entity,
+                Expr::col((user::Entity, user::Column::Id))
+                    .equals((session::Entity, session::Column::UserId)),
+            )
+            .join(
+                JoinType::LeftJoin,
+                factor::Entity,
+                Expr::col((factor::Entity, factor::Column::UserId))
+                    .equals((session::Entity, session::Column::UserId)),
+            )
+            .and_where(Expr::col((session::Entity, session::Column::Id)).eq(session_id));
+        let Some(row) = self.db.query_one(&query).await? else {
+            return Ok(None);
+        };
+        let session = session::Model::from_query_result(&row, S)?;
+        let user = user::Model::from_query_result(&row, U)?;
+        let has_factor = row
+            .try_get::<Option<String>>(F, factor::Column::UserId.as_str())?
+            .is_some();
+        let factor = if has_factor {
+            factor_from_row(factor::Model::from_query_result(&row, F)?)
+        } else {
+            None
+        };
+        Ok(Some((
+            session_from_row(session),
+            user_from_row(user),
+            factor,
+        )))
+    }
+
     pub async fn session_by_token_hash(&self, token_hash: &str) -> Result<Option<Session>> {
         Ok(session::Entity::find()
             .filter(session::Column::TokenHash.eq(token_hash))
