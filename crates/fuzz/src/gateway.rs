@@ -13,8 +13,9 @@
 //! The oracle: nothing panics, no response is a 500, every response keeps
 //! the gateway's security headers, and every JSON response parses.
 
-use axum::Router;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::{Extension, Router};
 use http_body_util::BodyExt as _;
 use padlock_gateway::{Gateway, Settings};
 use padlock_runtime::server::Limits;
@@ -89,7 +90,10 @@ impl GatewayTarget {
         let gateway = runtime.block_on(async {
             Gateway::with_settings(settings, &url, &url, &Limits::default()).expect("lazy channels")
         });
-        let router = padlock_gateway::routes::router(gateway);
+        // The server gives every request its connection's peer address
+        // (sign-in throttling needs it); so does the harness.
+        let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 40000));
+        let router = padlock_gateway::routes::router(gateway).layer(Extension(ConnectInfo(peer)));
         GatewayTarget { runtime, router }
     }
 
