@@ -124,6 +124,23 @@ fn lost_connection(err: &sqlx::Error) -> bool {
 /// (57P02), `cannot_connect_now` (57P03, starting or stopping),
 /// `too_many_connections` (53300) and `query_canceled` (57014, what
 /// [`STATEMENT_TIMEOUT`] raises).
+/// True when PostgreSQL rolled the transaction back to break a deadlock or
+/// a serialization conflict (SQLSTATE 40P01, 40001): trying the same
+/// transaction again may succeed.
+pub fn is_deadlock(err: &DbErr) -> bool {
+    match err {
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            match &**e {
+                sqlx::Error::Database(e) => e
+                    .code()
+                    .is_some_and(|code| matches!(&*code, "40P01" | "40001")),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
 fn unavailable_sqlstate(code: &str) -> bool {
     code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300" | "57014")
 }
@@ -296,6 +313,16 @@ mod tests {
             assert_eq!(classify(&err), DbFailure::Internal, "{err:?}");
             assert_eq!(StoreError::from(err), StoreError::Internal);
         }
+    }
+
+    #[test]
+    fn deadlocks_and_serialization_failures_may_be_tried_again() {
+        assert!(is_deadlock(&DbErr::Exec(sqlx_err(server("40P01")))));
+        assert!(is_deadlock(&DbErr::Query(sqlx_err(server("40001")))));
+        assert!(!is_deadlock(&DbErr::Query(sqlx_err(server("23505")))));
+        assert!(!is_deadlock(&DbErr::Query(sqlx_err(
+            sqlx::Error::RowNotFound
+        ))));
     }
 
     #[tokio::test]
