@@ -5,7 +5,6 @@ use std::fmt;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ed25519_dalek::pkcs8::DecodePrivateKey as _;
-use jsonwebtoken::EncodingKey;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -24,7 +23,6 @@ const PKCS8_ED25519_PREFIX: [u8; 16] = [
 #[derive(Clone)]
 pub struct SigningKey {
     pub(crate) inner: ed25519_dalek::SigningKey,
-    pub(crate) encoding: EncodingKey,
     x: String,
     kid: String,
 }
@@ -82,13 +80,7 @@ impl SigningKey {
     pub(crate) fn from_dalek(inner: ed25519_dalek::SigningKey) -> Self {
         let x = URL_SAFE_NO_PAD.encode(inner.verifying_key().as_bytes());
         let kid = thumbprint(&x);
-        let encoding = EncodingKey::from_ed_der(&pkcs8_der(&inner));
-        Self {
-            inner,
-            encoding,
-            x,
-            kid,
-        }
+        Self { inner, x, kid }
     }
 }
 
