@@ -19,7 +19,9 @@ use crate::key_files::{SealedKeyFiles, Upgrade};
 use crate::metrics::Metrics;
 use crate::sealing::{DataKeySource, DataKeys};
 use crate::sms::SmsSender;
-use crate::store::{Factor, Method, Session, StepUpWriter, Store, User};
+use crate::store::{
+    Factor, Method, Session, SessionContext, SessionReader, StepUpWriter, Store, User,
+};
 
 /// Where the signing keys come from, so a reload reads the same place.
 #[derive(Debug, Clone)]
@@ -79,6 +81,7 @@ pub struct App(Arc<Inner>);
 #[derive(Debug)]
 struct Inner {
     store: Store,
+    sessions: SessionReader,
     step_ups: StepUpWriter,
     clock: SharedClock,
     settings: Settings,
@@ -118,6 +121,7 @@ impl App {
         let hasher = crate::password::Hasher::per_core();
         let dummy_password_hash = hasher.hash("padlock-dummy-password".into()).await?;
         Ok(App(Arc::new(Inner {
+            sessions: SessionReader::spawn(store.clone()),
             step_ups: StepUpWriter::spawn(store.clone()),
             store,
             clock,
@@ -259,15 +263,15 @@ impl App {
     }
 
     /// [`App::caller`] with the caller's user record and factor, read in
-    /// one query.
+    /// one query with other callers' (`store::lookup`).
     pub async fn caller_with_factor(
         &self,
         metadata: &MetadataMap,
     ) -> Result<(Caller, User, Option<Factor>)> {
         let (claims, now) = self.bearer_claims(metadata)?;
-        let (session, user, factor) = self
+        let (session, user, factor): SessionContext = self
             .0
-            .store
+            .sessions
             .session_with_user(&claims.sid)
             .await?
             .filter(|(s, _, _)| s.user_id == claims.sub && s.is_live(now))

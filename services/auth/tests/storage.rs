@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use padlock_auth::store::{
     AuditEvent, FactorState, FailureOutcome, LockoutPolicy, Method, NewFactor, Outcome, Session,
-    StepUp, StepUpOutcome, StepUpWriter, Store, StoreError, User,
+    SessionReader, StepUp, StepUpOutcome, StepUpWriter, Store, StoreError, User,
 };
 
 const NOW: i64 = 1_800_000_000;
@@ -562,5 +562,40 @@ async fn a_session_is_read_with_its_user_and_factor_in_one_query() {
             (FactorState::Pending, "e1", vec![1, 2, 3])
         );
         assert!(store.session_with_user("s2").await.unwrap().is_none());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_asked_together_are_answered_each_with_its_own_session() {
+    for (db, store) in stores().await {
+        for id in ["u1", "u2", "u3"] {
+            enrolled(&store, id).await;
+            store
+                .create_session(
+                    &live_session(&format!("s-{id}"), id),
+                    &format!("h-{id}"),
+                    NOW,
+                )
+                .await
+                .unwrap();
+        }
+        let reader = SessionReader::spawn(store.clone());
+        let mut lookups = tokio::task::JoinSet::new();
+        for n in 0..60 {
+            let reader = reader.clone();
+            let session = ["s-u1", "s-u2", "s-u3", "s-none"][n % 4];
+            lookups.spawn(async move { (session, reader.session_with_user(session).await) });
+        }
+        while let Some(done) = lookups.join_next().await {
+            let (session, found) = done.unwrap();
+            match found.unwrap() {
+                Some((s, user, factor)) => {
+                    assert_eq!(s.id, session, "{}", db.backend);
+                    assert_eq!(format!("s-{}", user.id), session);
+                    assert_eq!(factor.map(|f| f.user_id), Some(user.id));
+                }
+                None => assert_eq!(session, "s-none"),
+            }
+        }
     }
 }

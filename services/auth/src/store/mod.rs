@@ -5,11 +5,13 @@
 
 mod audit_chain;
 mod entity;
+mod lookup;
 pub mod migration;
 mod reseal;
 mod step_up;
 mod throttle;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use padlock_runtime::{audit, db};
@@ -22,12 +24,16 @@ use sea_orm::{
 use entity::{audit_event, factor, session, sms_limit, user};
 
 pub use audit_chain::verify as verify_audit_chain;
+pub use lookup::SessionReader;
 pub use padlock_runtime::db::StoreError;
 pub use reseal::{Resealed, SealedSecret};
 pub use step_up::{StepUp, StepUpOutcome, StepUpWriter};
 pub use throttle::{Reservation, ThrottlePolicy};
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A session, its user and the user's factor, if any.
+pub type SessionContext = (Session, User, Option<Factor>);
 
 /// A second-factor method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -301,10 +307,17 @@ impl Store {
 
     /// A session with its user and the user's factor, in one query: what
     /// checking a code needs (`TwoFactorService`). `None` without the session.
-    pub async fn session_with_user(
+    pub async fn session_with_user(&self, session_id: &str) -> Result<Option<SessionContext>> {
+        let mut found = self.sessions_with_users(&[session_id]).await?;
+        Ok(found.remove(session_id))
+    }
+
+    /// [`Store::session_with_user`] for many sessions in one query, by
+    /// session id; sessions that do not exist are missing.
+    pub async fn sessions_with_users(
         &self,
-        session_id: &str,
-    ) -> Result<Option<(Session, User, Option<Factor>)>> {
+        session_ids: &[&str],
+    ) -> Result<HashMap<String, SessionContext>> {
         use sea_orm::sea_query::{Alias, JoinType, Query};
         use sea_orm::{ConnectionTrait, FromQueryResult, IdenStatic, Iterable};
         const S: &str = "s_";
@@ -343,25 +356,28 @@ impl Store {
                 Expr::col((factor::Entity, factor::Column::UserId))
                     .equals((session::Entity, session::Column::UserId)),
             )
-            .and_where(Expr::col((session::Entity, session::Column::Id)).eq(session_id));
-        let Some(row) = self.db.query_one(&query).await? else {
-            return Ok(None);
-        };
-        let session = session::Model::from_query_result(&row, S)?;
-        let user = user::Model::from_query_result(&row, U)?;
-        let has_factor = row
-            .try_get::<Option<String>>(F, factor::Column::UserId.as_str())?
-            .is_some();
-        let factor = if has_factor {
-            factor_from_row(factor::Model::from_query_result(&row, F)?)
-        } else {
-            None
-        };
-        Ok(Some((
-            session_from_row(session),
-            user_from_row(user),
-            factor,
-        )))
+            .and_where(
+                Expr::col((session::Entity, session::Column::Id))
+                    .is_in(session_ids.iter().copied()),
+            );
+        let mut found = HashMap::with_capacity(session_ids.len());
+        for row in self.db.query_all(&query).await? {
+            let session = session::Model::from_query_result(&row, S)?;
+            let user = user::Model::from_query_result(&row, U)?;
+            let has_factor = row
+                .try_get::<Option<String>>(F, factor::Column::UserId.as_str())?
+                .is_some();
+            let factor = if has_factor {
+                factor_from_row(factor::Model::from_query_result(&row, F)?)
+            } else {
+                None
+            };
+            found.insert(
+                session.id.clone(),
+                (session_from_row(session), user_from_row(user), factor),
+            );
+        }
+        Ok(found)
     }
 
     pub async fn session_by_token_hash(&self, token_hash: &str) -> Result<Option<Session>> {
