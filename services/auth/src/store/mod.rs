@@ -18,7 +18,7 @@ use padlock_runtime::{audit, db};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, Database, DatabaseConnection, DatabaseTransaction,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 
 use entity::{audit_event, factor, session, sms_limit, user};
@@ -231,6 +231,13 @@ pub struct AuditRecord {
 #[derive(Debug, Clone)]
 pub struct Store {
     db: DatabaseConnection,
+    /// Where code checks read and record (`lookup`, `step_up`): on SQLite
+    /// one connection of its own, on PostgreSQL the pool. A SQLite
+    /// connection forgets its page cache whenever another connection has
+    /// written, so with reads on one connection and writes on another
+    /// every read went back to the file; one connection that both reads
+    /// and writes keeps its pages.
+    hot: DatabaseConnection,
 }
 
 impl Store {
@@ -239,7 +246,15 @@ impl Store {
     pub async fn connect(url: &str) -> Result<Self> {
         let db = Database::connect(db::connect_options(url)).await?;
         db::migrate::<migration::Migrator>(&db).await?;
-        Ok(Self { db })
+        let hot = match db.get_database_backend() {
+            DbBackend::Sqlite if !url.contains(":memory:") => {
+                let mut options = db::connect_options(url);
+                options.max_connections(1).min_connections(1);
+                Database::connect(options).await?
+            }
+            _ => db.clone(),
+        };
+        Ok(Self { db, hot })
     }
 
     /// True when the database answers.
@@ -361,7 +376,7 @@ impl Store {
                     .is_in(session_ids.iter().copied()),
             );
         let mut found = HashMap::with_capacity(session_ids.len());
-        for row in self.db.query_all(&query).await? {
+        for row in self.hot.query_all(&query).await? {
             let session = session::Model::from_query_result(&row, S)?;
             let user = user::Model::from_query_result(&row, U)?;
             let has_factor = row

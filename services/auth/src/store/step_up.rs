@@ -145,10 +145,10 @@ impl Store {
         &self,
         group: &[StepUp],
     ) -> std::result::Result<Vec<StepUpOutcome>, DbErr> {
-        let backend = self.db.get_database_backend();
+        let backend = self.hot.get_database_backend();
         let mut outcomes = vec![StepUpOutcome::NotAccepted; group.len()];
         let mut accepted = Vec::with_capacity(group.len());
-        let txn = audit::begin(&self.db).await?;
+        let txn = audit::begin(&self.hot).await?;
         // Rounds of one step-up per user, so one statement can take each
         // round: a user's later step-up in the group waits for the round
         // after its earlier one, as it would have alone.
