@@ -4,6 +4,7 @@
 //! replicas sharing one database.
 
 mod audit_chain;
+mod batch;
 mod entity;
 mod lookup;
 pub mod migration;

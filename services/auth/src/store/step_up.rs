@@ -30,17 +30,9 @@ use std::collections::HashSet;
 
 use padlock_runtime::{audit, db};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Statement};
-use tokio::sync::{mpsc, oneshot};
 
-use super::{AuditEvent, Method, Result, Store, StoreError, audit_chain};
-
-/// Step-ups in one group at most: a bound on one transaction's length, far
-/// above the requests a server runs at once (`--max-concurrent-requests`).
-pub const MAX_GROUP: usize = 512;
-
-/// Step-ups waiting for the writer at most; more wait to be queued, which
-/// is back-pressure, not memory growth.
-const QUEUE: usize = 1024;
+use super::batch::Batcher;
+use super::{AuditEvent, Method, Result, Store, audit_chain};
 
 /// One verified TOTP code, to be recorded.
 #[derive(Debug, Clone)]
@@ -66,63 +58,22 @@ pub enum StepUpOutcome {
     NotAccepted,
 }
 
-struct Job {
-    step_up: StepUp,
-    reply: oneshot::Sender<Result<StepUpOutcome>>,
-}
-
-/// Hands step-ups to the writer task; cheap to clone. The task ends when
-/// every handle is gone.
+/// Hands step-ups to the writer task ([`Batcher`]); cheap to clone.
 #[derive(Debug, Clone)]
-pub struct StepUpWriter {
-    jobs: mpsc::Sender<Job>,
-}
-
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job").finish_non_exhaustive()
-    }
-}
+pub struct StepUpWriter(Batcher<StepUp, StepUpOutcome>);
 
 impl StepUpWriter {
     /// Starts the writer task on the current tokio runtime.
     pub fn spawn(store: Store) -> Self {
-        let (jobs, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(run(store, queue));
-        StepUpWriter { jobs }
+        StepUpWriter(Batcher::spawn(move |group: Vec<StepUp>| {
+            let store = store.clone();
+            async move { store.record_step_ups(&group).await }
+        }))
     }
 
     /// Records `step_up` in the next group and waits for its commit.
-    /// `Unavailable` when the writer is gone (the service is stopping).
     pub async fn record(&self, step_up: StepUp) -> Result<StepUpOutcome> {
-        let (reply, outcome) = oneshot::channel();
-        self.jobs
-            .send(Job { step_up, reply })
-            .await
-            .map_err(|_| StoreError::Unavailable)?;
-        outcome.await.map_err(|_| StoreError::Unavailable)?
-    }
-}
-
-/// The writer: one group at a time, as long as anyone can send.
-async fn run(store: Store, mut queue: mpsc::Receiver<Job>) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
-    while queue.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let (step_ups, replies): (Vec<_>, Vec<_>) =
-            group.drain(..).map(|j| (j.step_up, j.reply)).unzip();
-        match store.record_step_ups(&step_ups).await {
-            Ok(outcomes) => {
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    // A caller that gave up still had its code recorded.
-                    let _ = reply.send(Ok(outcome));
-                }
-            }
-            Err(e) => {
-                for reply in replies {
-                    let _ = reply.send(Err(e));
-                }
-            }
-        }
+        self.0.call(step_up).await
     }
 }
 
