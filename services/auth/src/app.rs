@@ -118,7 +118,7 @@ impl App {
         sms: Arc<dyn SmsSender>,
     ) -> anyhow::Result<Self> {
         let keys = load_keys(&key_source, &data_key_source, &settings)?;
-        let hasher = crate::password::Hasher::per_core();
+        let hasher = crate::password::Hasher::new(settings.password_hashes_at_once);
         let dummy_password_hash = hasher.hash("padlock-dummy-password".into()).await?;
         Ok(App(Arc::new(Inner {
             sessions: SessionReader::spawn(store.clone()),
@@ -166,7 +166,7 @@ impl App {
         &self.0.metrics
     }
 
-    /// argon2id with at most one hash per core at once.
+    /// argon2id, at most `--password-hashes-at-once` hashes at once.
     pub fn hasher(&self) -> &crate::password::Hasher {
         &self.0.hasher
     }

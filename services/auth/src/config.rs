@@ -15,6 +15,10 @@ use crate::throttle::TrustedProxies;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 /// DESIGN.md: the step-up window is eight hours.
 pub const DEFAULT_MFA_MAX_AGE_SECS: u64 = 8 * 60 * 60;
+
+/// argon2id hashes at once unless configured: one, so a burst of sign-ins
+/// queues instead of taking auth over 64 MB resident (19 MiB per hash).
+pub const DEFAULT_PASSWORD_HASHES_AT_ONCE: usize = 1;
 /// DESIGN.md: access tokens live minutes (default 10).
 pub const DEFAULT_ACCESS_TOKEN_TTL_SECS: u64 = 10 * 60;
 /// A session outlives its step-up window by a working day.
@@ -128,6 +132,17 @@ pub struct AuthArgs {
         global = true
     )]
     pub trusted_proxies: String,
+    /// argon2id hashes that run at once (sign-in, new passwords). Each holds
+    /// 19 MiB while it runs: 1 keeps auth under 64 MB resident through
+    /// sign-in bursts (BENCHMARKS.md); 2 doubles sign-ins per second on
+    /// two cores, at 19 MiB more.
+    #[arg(
+        long,
+        env = "PADLOCK_PASSWORD_HASHES_AT_ONCE",
+        default_value_t = DEFAULT_PASSWORD_HASHES_AT_ONCE,
+        global = true
+    )]
+    pub password_hashes_at_once: usize,
     #[command(flatten)]
     pub sms: SmsArgs,
 }
@@ -245,6 +260,7 @@ pub struct Settings {
     pub session_ttl: i64,
     pub mfa_max_age: i64,
     pub trusted_proxies: TrustedProxies,
+    pub password_hashes_at_once: usize,
 }
 
 impl Settings {
@@ -267,6 +283,10 @@ impl Settings {
             mfa_max_age: secs(args.mfa_max_age, "mfa-max-age")?,
             trusted_proxies: TrustedProxies::parse(&args.trusted_proxies)
                 .map_err(|e| format!("--trusted-proxies: {e}"))?,
+            password_hashes_at_once: match args.password_hashes_at_once {
+                0 => return Err("--password-hashes-at-once must be at least 1".into()),
+                n => n,
+            },
         };
         if settings.issuer.is_empty() {
             return Err("--issuer must not be empty".into());
@@ -291,6 +311,29 @@ impl Default for Settings {
             session_ttl: DEFAULT_SESSION_TTL_SECS as i64,
             mfa_max_age: DEFAULT_MFA_MAX_AGE_SECS as i64,
             trusted_proxies: TrustedProxies::default(),
+            password_hashes_at_once: DEFAULT_PASSWORD_HASHES_AT_ONCE,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn settings(args: &[&str]) -> Result<Settings, String> {
+        let cli = Cli::try_parse_from(std::iter::once("padlock-auth").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        Settings::from_args(&cli.auth)
+    }
+
+    #[test]
+    fn one_password_hash_at_a_time_unless_configured() {
+        assert_eq!(settings(&[]).unwrap().password_hashes_at_once, 1);
+        let two = settings(&["--password-hashes-at-once", "2"]).unwrap();
+        assert_eq!(two.password_hashes_at_once, 2);
+        let zero = settings(&["--password-hashes-at-once", "0"]).unwrap_err();
+        assert!(zero.contains("--password-hashes-at-once"), "{zero}");
     }
 }

@@ -1,8 +1,9 @@
 //! Password hashing with argon2id (RFC 9106) at the argon2 crate's defaults
 //! (m = 19 MiB, t = 2, p = 1: OWASP's minimum for argon2id). Hashing runs on
-//! the blocking pool so it never stalls the RPC workers, and at most one
-//! hash per core runs at once: each takes 19 MiB, so a burst of sign-ins
-//! must queue rather than grow the process by gigabytes.
+//! the blocking pool so it never stalls the RPC workers, and only a set
+//! number of hashes run at once (`--password-hashes-at-once`, default 1):
+//! each takes 19 MiB, so a burst of sign-ins queues rather than growing the
+//! process.
 //!
 //! Each hash's 19 MiB go back to the system as soon as it is done (see
 //! [`Memory`]): the argon2 crate's own allocation left the process at over
@@ -25,19 +26,11 @@ pub struct Hasher {
 }
 
 impl Hasher {
+    /// At most `concurrency` hashes at once (at least one).
     pub fn new(concurrency: usize) -> Self {
         Hasher {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
         }
-    }
-
-    /// One hash at a time per core.
-    pub fn per_core() -> Self {
-        Self::new(
-            std::thread::available_parallelism()
-                .map(usize::from)
-                .unwrap_or(1),
-        )
     }
 
     /// Hashes a new password into a PHC string, at the default parameters.
