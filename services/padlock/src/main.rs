@@ -221,6 +221,11 @@ async fn start_all(
             data.auth_dir().into_os_string(),
             "--listen".into(),
             args.auth_listen.to_string().into(),
+            // The gateway, on this machine, names each browser's address for
+            // sign-in throttling; without this every sign-in would count as
+            // the gateway's own.
+            "--trusted-proxies".into(),
+            "127.0.0.1,::1".into(),
         ],
     )
     .await?;
