@@ -8,10 +8,11 @@
 # 1. builds padlock-auth, padlock-deploy and padlock-bench (debug; a no-op
 #    after `cargo build --workspace --bins`);
 # 2. provisions a support+operator user with `padlock-auth users add`, then
-#    starts auth and deploy on 127.0.0.1:0 with SQLite in a temp directory;
+#    starts auth, deploy and the gateway on 127.0.0.1:0 with SQLite in a
+#    temp directory;
 # 3. runs `padlock-bench health`, `check-access --users 20` (and
-#    `--refused`), `verify --users 20`, `sign-in` and `refresh`, about two
-#    seconds each, writing JSON;
+#    `--refused`), `verify --users 20`, `sign-in`, `refresh` and
+#    `transport` (through a gateway), about two seconds each, writing JSON;
 # 4. fails if padlock-bench exits non-zero (any failed request, a phase with
 #    no answer, a setup error) or a report lacks the expected phases;
 # 5. stops everything it started and removes the temp directory, whatever
@@ -88,15 +89,15 @@ ready() {
   return 1
 }
 
-# expect NAME RPC: NAME's JSON report has the floor and an RPC phase that
-# answered without failures.
+# expect NAME RPC [FLOOR]: NAME's JSON report has the floor (gRPC health
+# unless FLOOR names another) and an RPC phase that answered without failures.
 expect() {
-  python3 - "$WORK/$1.json" "$2" <<'EOF'
+  python3 - "$WORK/$1.json" "$2" "${3:-grpc.health.v1.Health/Check}" <<'EOF'
 import json, sys
-path, rpc = sys.argv[1], sys.argv[2]
+path, rpc, floor = sys.argv[1], sys.argv[2], sys.argv[3]
 report = json.load(open(path))
 phases = {p["rpc"]: p for p in report["phases"]}
-for name in ("grpc.health.v1.Health/Check", rpc):
+for name in (floor, rpc):
     p = phases.get(name)
     assert p is not None, f"{path}: no phase for {name}"
     assert p["ok"] > 0, f"{path}: {name} got no answer"
@@ -124,7 +125,11 @@ AUTH=$(ready auth "$!")
   >"$WORK/deploy.out" 2>"$WORK/deploy.err" &
 PIDS+=("$!")
 DEPLOY=$(ready deploy "$!")
-echo "==> auth on $AUTH, deploy on $DEPLOY"
+"$BIN/padlock-gateway" --listen 127.0.0.1:0 --auth-url "http://$AUTH" --deploy-url "http://$DEPLOY" \
+  >"$WORK/gateway.out" 2>"$WORK/gateway.err" &
+PIDS+=("$!")
+GATEWAY=$(ready gateway "$!")
+echo "==> auth on $AUTH, deploy on $DEPLOY, gateway on $GATEWAY"
 
 export PADLOCK_BENCH_SUPPORT_USERNAME=bench-support
 export PADLOCK_BENCH_SUPPORT_PASSWORD=$PASSWORD
@@ -153,3 +158,5 @@ bench sign-in sign-in --auth "$AUTH" --users 8 --concurrency 8
 expect sign-in padlock.auth.v1.SessionService/SignIn
 bench refresh refresh --auth "$AUTH" --users 10
 expect refresh padlock.auth.v1.SessionService/Refresh
+bench transport transport --auth "$AUTH" --deploy "$DEPLOY" --gateway "$GATEWAY" --users 5 --concurrency 4
+expect transport "POST /api/v1/packages/{id}/transports" "GET /healthz"

@@ -52,6 +52,25 @@ pub enum Command {
         #[command(flatten)]
         load: LoadArgs,
     },
+    /// The gateway's "Transport to Production" (POST
+    /// /api/v1/packages/{id}/transports) with stepped-up users' session
+    /// cookies, beside the gateway's floor (GET /healthz).
+    Transport {
+        #[arg(long)]
+        auth: String,
+        #[arg(long)]
+        deploy: String,
+        /// host:port of the gateway (HTTP).
+        #[arg(long)]
+        gateway: String,
+        /// Distinct users whose sessions are used round-robin.
+        #[arg(long, default_value_t = 100)]
+        users: usize,
+        #[command(flatten)]
+        support: SupportArgs,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
     /// auth TwoFactorService.Verify with valid TOTP codes, each used once,
     /// beside auth's floor.
     Verify {

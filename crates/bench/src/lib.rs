@@ -10,6 +10,7 @@ pub mod bulk;
 pub mod cli;
 pub mod clock;
 pub mod grpc;
+pub mod http;
 pub mod load;
 pub mod report;
 pub mod scenario;

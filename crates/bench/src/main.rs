@@ -50,6 +50,14 @@ async fn run(cli: &Cli) -> anyhow::Result<Option<Report>> {
             support,
             load,
         } => scenario::check_access(auth, deploy, *users, *refused, support, load).await?,
+        Command::Transport {
+            auth,
+            deploy,
+            gateway,
+            users,
+            support,
+            load,
+        } => scenario::transport(auth, deploy, gateway, *users, support, load).await?,
         Command::Verify {
             auth,
             users,

@@ -25,9 +25,10 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::cli::{BulkArgs, LoadArgs, SupportArgs};
 use crate::grpc::{authed, bearer, connect, endpoint, failure_key, rpc_error};
+use crate::http::{self, Http};
 use crate::load::{self, Attempt, LoadShape, Measurement, Workload};
 use crate::report::{Phase, Report};
-use crate::setup::Provisioner;
+use crate::setup::{Provisioner, Session};
 use crate::{bulk, clock, steps, totp};
 
 /// The reason CheckAccess gives a token without `mfa_at`.
@@ -36,6 +37,8 @@ pub const MFA_REQUIRED: &str = "MFA_REQUIRED";
 const MAX_CODE_WAIT: Duration = Duration::from_millis(250);
 
 const HEALTH_RPC: &str = "grpc.health.v1.Health/Check";
+/// The gateway's floor: its liveness route, no backend call.
+const GATEWAY_FLOOR: &str = "GET /healthz";
 
 fn next(counter: &AtomicUsize, len: usize) -> usize {
     counter.fetch_add(1, Ordering::Relaxed) % len.max(1)
@@ -240,6 +243,56 @@ impl Workload for SignIn {
     }
 }
 
+/// One HTTP call to the gateway per request, the sessions' cookies
+/// round-robin; `expect` is the status that counts as success.
+#[derive(Debug)]
+pub struct GatewayCall {
+    pub gateway: String,
+    pub method: hyper::Method,
+    pub path: String,
+    pub json: Option<String>,
+    pub cookies: Vec<String>,
+    pub expect: hyper::StatusCode,
+    pub next: AtomicUsize,
+}
+
+impl Workload for GatewayCall {
+    /// Connected on first use: a keep-alive HTTP/1.1 connection per worker.
+    type Client = Option<Http>;
+
+    fn client(&self, _channel: Channel) -> Self::Client {
+        None
+    }
+
+    async fn call(&self, client: &mut Self::Client) -> Attempt {
+        let http = match client {
+            Some(http) => http,
+            None => match Http::connect(&self.gateway).await {
+                Ok(http) => client.insert(http),
+                Err(_) => return Attempt::Done(Err("connect".into())),
+            },
+        };
+        let cookie = &self.cookies[next(&self.next, self.cookies.len())];
+        let body = self.json.as_deref().map(|json| http::Body {
+            content_type: "application/json",
+            bytes: json.as_bytes(),
+        });
+        let outcome = match http
+            .send(self.method.clone(), &self.path, cookie, body)
+            .await
+        {
+            Ok((status, _)) if status == self.expect => Ok(()),
+            Ok((status, _)) => Err(format!("HTTP {}", status.as_u16())),
+            Err(_) => {
+                // The connection is unusable; the next call makes another.
+                *client = None;
+                Err("connection".into())
+            }
+        };
+        Attempt::Done(outcome)
+    }
+}
+
 /// SessionService.Refresh, sessions round-robin.
 #[derive(Debug)]
 pub struct Refresh {
@@ -353,9 +406,13 @@ impl Run {
             self.shape.warmup.as_secs_f64()
         );
         let m = load::run(Arc::new(workload), channels, self.shape).await?;
-        self.report
-            .phases
-            .push(Phase::new(name, server, rpc, rpc == HEALTH_RPC, &m));
+        self.report.phases.push(Phase::new(
+            name,
+            server,
+            rpc,
+            rpc == HEALTH_RPC || rpc == GATEWAY_FLOOR,
+            &m,
+        ));
         Ok(m)
     }
 
@@ -396,35 +453,30 @@ pub async fn health(addr: &str, load: &LoadArgs) -> anyhow::Result<Report> {
     Ok(run.finish())
 }
 
-/// `check-access`: a Technical Contact (TOTP, stepped up) owns a new app;
-/// `users` users join it with DEPLOY and TRANSPORT on production; each signs
-/// in and (unless `refused`) steps up with TOTP. Then the floor and
-/// CheckAccess on deploy.
-pub async fn check_access(
+/// The setup `check-access` and `transport` share: a Technical Contact
+/// (TOTP, stepped up) owns a new app; `users` users join it with DEPLOY and
+/// TRANSPORT on each of `environments`; each signs in and (unless
+/// `refused`) steps up with TOTP, its token fresh for the run. Returns the
+/// app's id and the users' sessions.
+pub(crate) async fn transporters(
+    run: &mut Run,
     auth: &str,
     deploy: &str,
     users: usize,
     refused: bool,
+    environments: &[Environment],
     support: &SupportArgs,
-    load: &LoadArgs,
-) -> anyhow::Result<Report> {
-    anyhow::ensure!(users > 0, "--users must be at least 1");
-    let scenario = if refused {
-        "check-access --refused"
-    } else {
-        "check-access"
-    };
-    let mut run = Run::new(scenario, load, 64);
-    run.start_setup();
+) -> anyhow::Result<(String, Vec<Session>)> {
+    let timeout = run.load.timeout;
     let p = Provisioner::connect(
         auth,
         &support.support_username,
         support.password()?,
         support.setup_concurrency,
-        load.timeout,
+        timeout,
     )
     .await?;
-    let deploy_setup = endpoint(deploy, load.timeout)?
+    let deploy_setup = endpoint(deploy, timeout)?
         .connect()
         .await
         .map_err(|e| anyhow::anyhow!("connecting to deploy at {deploy}: {e}"))?;
@@ -461,7 +513,7 @@ pub async fn check_access(
     p.refresh(&mut tc_session).await?;
     let tc_bearer = &tc_session.bearer;
     let app_id = &app.id;
-    p.parallel("members with TRANSPORT on production", users, |i| {
+    p.parallel("members with TRANSPORT", users, |i| {
         let channel = deploy_setup.clone();
         let username = p.username(i);
         async move {
@@ -476,18 +528,20 @@ pub async fn check_access(
                 ))
                 .await
                 .map_err(|s| rpc_error(&format!("AddTeamMember {username}"), &s))?;
-            PermissionServiceClient::new(channel)
-                .grant_node_permissions(authed(
-                    GrantNodePermissionsRequest {
-                        app_id: app_id.clone(),
-                        environment: Environment::Production.into(),
-                        username: username.clone(),
-                        permissions: vec![NodePermission::Transport.into()],
-                    },
-                    tc_bearer,
-                ))
-                .await
-                .map_err(|s| rpc_error(&format!("GrantNodePermissions {username}"), &s))?;
+            for environment in environments {
+                PermissionServiceClient::new(channel.clone())
+                    .grant_node_permissions(authed(
+                        GrantNodePermissionsRequest {
+                            app_id: app_id.clone(),
+                            environment: (*environment).into(),
+                            username: username.clone(),
+                            permissions: vec![NodePermission::Transport.into()],
+                        },
+                        tc_bearer,
+                    ))
+                    .await
+                    .map_err(|s| rpc_error(&format!("GrantNodePermissions {username}"), &s))?;
+            }
             anyhow::Ok(())
         }
     })
@@ -495,12 +549,39 @@ pub async fn check_access(
     let refreshed = p
         .keep_fresh_for(sessions.iter_mut(), run.run_secs())
         .await?;
-    run.end_setup(users + 1);
     if refreshed > 0 {
         run.note(format!(
             "{refreshed} access tokens were refreshed before measuring (the setup outlasted their lifetime)"
         ));
     }
+
+    Ok((app.id, sessions))
+}
+
+/// `check-access`: a Technical Contact (TOTP, stepped up) owns a new app;
+/// `users` users join it with DEPLOY and TRANSPORT on production; each signs
+/// in and (unless `refused`) steps up with TOTP. Then the floor and
+/// CheckAccess on deploy.
+pub async fn check_access(
+    auth: &str,
+    deploy: &str,
+    users: usize,
+    refused: bool,
+    support: &SupportArgs,
+    load: &LoadArgs,
+) -> anyhow::Result<Report> {
+    anyhow::ensure!(users > 0, "--users must be at least 1");
+    let scenario = if refused {
+        "check-access --refused"
+    } else {
+        "check-access"
+    };
+    let mut run = Run::new(scenario, load, 64);
+    run.start_setup();
+    let production = [Environment::Production];
+    let (app_id, sessions) =
+        transporters(&mut run, auth, deploy, users, refused, &production, support).await?;
+    run.end_setup(users + 1);
 
     let channels = run.connect(deploy).await?;
     run.floor(deploy, &channels).await?;
@@ -514,7 +595,7 @@ pub async fn check_access(
     };
     let workload = CheckAccess {
         tokens: sessions.into_iter().map(|s| s.bearer).collect(),
-        app_id: app.id.clone(),
+        app_id,
         expect_refusal,
         next: AtomicUsize::new(0),
     };
@@ -711,6 +792,126 @@ pub async fn refresh(
         auth,
         "padlock.auth.v1.SessionService/Refresh",
         workload,
+        &channels,
+    )
+    .await?;
+    Ok(run.finish())
+}
+
+/// `transport`: the setup of `check-access` (stepped-up users with TRANSPORT
+/// on production), then through the gateway one of them uploads a package
+/// and brings it to acceptance; then the gateway's floor (`GET /healthz`)
+/// and the web UI's "Transport to Production": `POST
+/// /api/v1/packages/{id}/transports` acceptance -> production, each
+/// request a user's session cookies, every answer 201 (a new deployment).
+pub async fn transport(
+    auth: &str,
+    deploy: &str,
+    gateway: &str,
+    users: usize,
+    support: &SupportArgs,
+    load: &LoadArgs,
+) -> anyhow::Result<Report> {
+    use hyper::{Method, StatusCode};
+    anyhow::ensure!(users > 0, "--users must be at least 1");
+    let mut run = Run::new("transport", load, 16);
+    run.start_setup();
+    let environments = [
+        Environment::Test,
+        Environment::Acceptance,
+        Environment::Production,
+    ];
+    let (app_id, sessions) =
+        transporters(&mut run, auth, deploy, users, false, &environments, support).await?;
+    let cookies: Vec<String> = sessions
+        .iter()
+        .map(|s| http::session_cookie(&s.session_token, s.bearer.to_str().unwrap_or_default()))
+        .collect();
+    let mut setup = Http::connect(gateway).await?;
+    let (status, body) = setup
+        .send(
+            Method::POST,
+            &format!("/api/v1/apps/{app_id}/packages?version=1.0.0&file_name=bench.mda"),
+            &cookies[0],
+            Some(http::Body {
+                content_type: "application/octet-stream",
+                bytes: b"padlock-bench package",
+            }),
+        )
+        .await?;
+    anyhow::ensure!(
+        status == StatusCode::CREATED,
+        "uploading a package through the gateway: HTTP {status}"
+    );
+    let package: serde_json::Value = serde_json::from_slice(&body)?;
+    let package_id = package["id"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("the gateway's package has no id"))?
+        .to_owned();
+    for (path, body, what) in [
+        (
+            format!("/api/v1/packages/{package_id}/deployments"),
+            r#"{"environment":"test"}"#,
+            "deploying to test",
+        ),
+        (
+            format!("/api/v1/packages/{package_id}/transports"),
+            r#"{"from_environment":"test","to_environment":"acceptance"}"#,
+            "transporting to acceptance",
+        ),
+    ] {
+        let (status, _) = setup
+            .send(
+                Method::POST,
+                &path,
+                &cookies[0],
+                Some(http::Body {
+                    content_type: "application/json",
+                    bytes: body.as_bytes(),
+                }),
+            )
+            .await?;
+        anyhow::ensure!(
+            status == StatusCode::CREATED,
+            "{what} through the gateway: HTTP {status}"
+        );
+    }
+    run.end_setup(users + 1);
+
+    // The HTTP workloads make their own connections; the load driver still
+    // wants gRPC channels to hand out.
+    let channels = run.connect(deploy).await?;
+    let call = |method, path: String, json: Option<&str>, expect| GatewayCall {
+        gateway: gateway.to_owned(),
+        method,
+        path,
+        json: json.map(str::to_owned),
+        cookies: cookies.clone(),
+        expect,
+        next: AtomicUsize::new(0),
+    };
+    if !run.load.no_floor {
+        let floor = call(Method::GET, "/healthz".into(), None, StatusCode::OK);
+        run.measure(
+            "floor GET /healthz",
+            gateway,
+            GATEWAY_FLOOR,
+            floor,
+            &channels,
+        )
+        .await?;
+    }
+    let transport = call(
+        Method::POST,
+        format!("/api/v1/packages/{package_id}/transports"),
+        Some(r#"{"from_environment":"acceptance","to_environment":"production"}"#),
+        StatusCode::CREATED,
+    );
+    run.measure(
+        &format!("Transport to Production ({users} users)"),
+        gateway,
+        "POST /api/v1/packages/{id}/transports",
+        transport,
         &channels,
     )
     .await?;
