@@ -238,7 +238,8 @@ pub async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr
 /// Appends `records` (each one value per [`Chain::columns`], in order) to
 /// the chain in `txn`, a transaction from [`begin`]: locks the chain, reads
 /// its head once, links the records one after another and inserts them in
-/// one statement. Call it last in the transaction. Returns the new head.
+/// a few statements of [`crate::db::batch_shapes`]. Call it last in the transaction.
+/// Returns the new head.
 pub async fn append(
     txn: &DatabaseTransaction,
     chain: &Chain,
@@ -252,34 +253,37 @@ pub async fn append(
             .await?;
     }
     let mut link = head(txn, chain).await?;
-    let mut insert = Query::insert();
-    insert.into_table(Alias::new(chain.table)).columns(
-        chain
-            .columns
-            .iter()
-            .map(|(name, _)| *name)
-            .chain([SEQ, PREV_HASH, HASH])
-            .map(Alias::new),
-    );
-    for values in records {
-        check_kinds(chain, &values)?;
-        let prev = link;
-        link = prev.next(chain, &values);
-        let row: Vec<SimpleExpr> = values
-            .into_iter()
-            .map(Value::into_sql)
-            .chain([
-                link.seq.into(),
-                hex::encode(prev.hash).into(),
-                hex::encode(link.hash).into(),
-            ])
-            .map(Into::into)
-            .collect();
-        insert
-            .values(row)
-            .map_err(|e| DbErr::Custom(format!("audit insert: {e}")))?;
+    let mut records = records.into_iter();
+    for size in crate::db::batch_shapes(records.len()) {
+        let mut insert = Query::insert();
+        insert.into_table(Alias::new(chain.table)).columns(
+            chain
+                .columns
+                .iter()
+                .map(|(name, _)| *name)
+                .chain([SEQ, PREV_HASH, HASH])
+                .map(Alias::new),
+        );
+        for values in records.by_ref().take(size) {
+            check_kinds(chain, &values)?;
+            let prev = link;
+            link = prev.next(chain, &values);
+            let row: Vec<SimpleExpr> = values
+                .into_iter()
+                .map(Value::into_sql)
+                .chain([
+                    link.seq.into(),
+                    hex::encode(prev.hash).into(),
+                    hex::encode(link.hash).into(),
+                ])
+                .map(Into::into)
+                .collect();
+            insert
+                .values(row)
+                .map_err(|e| DbErr::Custom(format!("audit insert: {e}")))?;
+        }
+        txn.execute(&insert).await?;
     }
-    txn.execute(&insert).await?;
     Ok(link)
 }
 

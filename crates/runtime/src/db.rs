@@ -40,23 +40,40 @@ const SQLITE_CACHE_SIZE: &str = "-512";
 /// cached; a rare one is prepared again.
 const SQLITE_STATEMENT_CACHE: usize = 32;
 
+/// Prepared statements of a connection that serves batches
+/// ([`batch_shapes`]): a few statements, each in up to ten shapes.
+const SQLITE_BATCH_STATEMENT_CACHE: usize = 64;
+
 /// Pool, timeout and pragma settings for `url` (`sqlite://...` or
 /// `postgres://...`).
 pub fn connect_options(url: &str) -> ConnectOptions {
+    options(url, 16, SQLITE_STATEMENT_CACHE)
+}
+
+/// [`connect_options`] for one connection of its own that runs batched
+/// statements: room for every shape of them ([`batch_shapes`]), so none
+/// is prepared twice.
+pub fn batch_connect_options(url: &str) -> ConnectOptions {
+    let mut options = options(url, 1, SQLITE_BATCH_STATEMENT_CACHE);
+    options.min_connections(1);
+    options
+}
+
+fn options(url: &str, connections: u32, statements: usize) -> ConnectOptions {
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .sqlx_logging(false)
-        .max_connections(16)
+        .max_connections(connections)
         .connect_timeout(ACQUIRE_TIMEOUT)
         .acquire_timeout(ACQUIRE_TIMEOUT)
-        .map_sqlx_sqlite_opts(|o: SqliteConnectOptions| {
+        .map_sqlx_sqlite_opts(move |o: SqliteConnectOptions| {
             o.journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(SQLITE_BUSY_TIMEOUT)
                 .foreign_keys(true)
                 .create_if_missing(true)
                 .pragma("cache_size", SQLITE_CACHE_SIZE)
-                .statement_cache_capacity(SQLITE_STATEMENT_CACHE)
+                .statement_cache_capacity(statements)
         })
         .map_sqlx_postgres_opts(|o: PgConnectOptions| {
             o.options([(
@@ -65,6 +82,24 @@ pub fn connect_options(url: &str) -> ConnectOptions {
             )])
         });
     options
+}
+
+/// How a statement for `n` rows is split so that only a few statement
+/// shapes ever exist: into powers of two, largest first (13 rows: 8, 4, 1).
+/// A connection keeps a few dozen prepared statements
+/// ([`connect_options`]); a statement for every row count would
+/// push them all out, and preparing one costs more than running it.
+pub fn batch_shapes(n: usize) -> impl Iterator<Item = usize> {
+    (0..usize::BITS)
+        .rev()
+        .map(|bit| 1usize << bit)
+        .filter(move |size| n & size != 0)
+}
+
+/// The smallest of the few shapes (powers of two) that holds `n` rows, for
+/// statements that may repeat a row (an `IN` list): see [`batch_shapes`].
+pub fn padded_shape(n: usize) -> usize {
+    n.max(1).next_power_of_two()
 }
 
 /// What a storage error means to a caller.
@@ -216,6 +251,29 @@ mod tests {
     use sea_orm::{ConnAcquireErr, ConnectionTrait, Database, TransactionTrait};
 
     use super::*;
+
+    #[test]
+    fn batches_split_into_powers_of_two_largest_first() {
+        let shapes = |n| batch_shapes(n).collect::<Vec<_>>();
+        assert_eq!(shapes(0), Vec::<usize>::new());
+        assert_eq!(shapes(1), [1]);
+        assert_eq!(shapes(13), [8, 4, 1]);
+        assert_eq!(shapes(64), [64]);
+        assert_eq!(shapes(511), [256, 128, 64, 32, 16, 8, 4, 2, 1]);
+        for n in 0..=1024 {
+            assert_eq!(batch_shapes(n).sum::<usize>(), n, "{n}");
+        }
+    }
+
+    #[test]
+    fn padded_shapes_hold_the_rows_in_few_shapes() {
+        let sizes: std::collections::BTreeSet<usize> = (0..=512).map(padded_shape).collect();
+        assert_eq!(sizes.len(), 10, "{sizes:?}");
+        for n in 0..=512 {
+            let shape = padded_shape(n);
+            assert!(shape >= n.max(1) && shape < 2 * n.max(1), "{n} -> {shape}");
+        }
+    }
 
     /// A server error with only a SQLSTATE, as a driver reports it.
     #[derive(Debug)]

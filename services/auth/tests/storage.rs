@@ -372,6 +372,61 @@ async fn a_group_of_step_ups_is_applied_in_arrival_order_in_one_commit() {
     }
 }
 
+/// Groups and reads are padded to a power of two by repeating their last
+/// row (`db::padded_shape`), and audit records inserted in power-of-two
+/// statements (`db::batch_shapes`): five step-ups are five, not eight.
+#[tokio::test]
+async fn a_group_of_five_is_recorded_as_five() {
+    for (db, store) in stores().await {
+        let users = ["u1", "u2", "u3", "u4", "u5"];
+        for (n, id) in users.iter().enumerate() {
+            enrolled(&store, id).await;
+            let session = format!("s{}", n + 1);
+            store
+                .create_session(&live_session(&session, id), &format!("h-{session}"), NOW)
+                .await
+                .unwrap();
+        }
+        let before = store.audit_events(None, 1000).await.unwrap().len();
+        let group: Vec<StepUp> = users
+            .iter()
+            .enumerate()
+            .map(|(n, id)| step_up(id, &format!("s{}", n + 1), 101, NOW + 1))
+            .collect();
+        let outcomes = store.record_step_ups(&group).await.unwrap();
+        assert_eq!(outcomes, [StepUpOutcome::SteppedUp; 5], "{}", db.backend);
+
+        let found = store
+            .sessions_with_users(&["s1", "s2", "s3", "s9", "s5"])
+            .await
+            .unwrap();
+        let mut ids: Vec<&str> = found.keys().map(String::as_str).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["s1", "s2", "s3", "s5"]);
+        for (session, (s, user, factor)) in &found {
+            assert_eq!(s.id, *session);
+            assert_eq!(s.mfa_at, Some(NOW + 1));
+            assert_eq!(user.id, s.user_id);
+            assert_eq!(factor.as_ref().and_then(|f| f.last_step), Some(101));
+        }
+
+        let records = store.audit_events(None, 1000).await.unwrap();
+        let added: Vec<&str> = records[..records.len() - before]
+            .iter()
+            .rev()
+            .map(|r| r.subject.as_deref().unwrap_or(""))
+            .collect();
+        assert_eq!(added, users);
+        let verdict = padlock_auth::store::verify_audit_chain(&db.url, None)
+            .await
+            .unwrap();
+        assert!(
+            matches!(verdict, padlock_runtime::audit::Verdict::Intact(_)),
+            "{verdict:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_writer_accepts_a_code_sent_many_times_at_once_exactly_once() {
     for (db, store) in stores().await {

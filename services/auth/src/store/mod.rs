@@ -249,9 +249,7 @@ impl Store {
         db::migrate::<migration::Migrator>(&db).await?;
         let hot = match db.get_database_backend() {
             DbBackend::Sqlite if !url.contains(":memory:") => {
-                let mut options = db::connect_options(url);
-                options.max_connections(1).min_connections(1);
-                Database::connect(options).await?
+                Database::connect(db::batch_connect_options(url)).await?
             }
             _ => db.clone(),
         };
@@ -373,8 +371,14 @@ impl Store {
                     .equals((session::Entity, session::Column::UserId)),
             )
             .and_where(
-                Expr::col((session::Entity, session::Column::Id))
-                    .is_in(session_ids.iter().copied()),
+                // Padded by repeating the last id, so that the query has
+                // one of a few shapes (db::padded_shape).
+                Expr::col((session::Entity, session::Column::Id)).is_in(
+                    session_ids.iter().copied().chain(std::iter::repeat_n(
+                        session_ids.last().copied().unwrap_or_default(),
+                        db::padded_shape(session_ids.len()) - session_ids.len(),
+                    )),
+                ),
             );
         let mut found = HashMap::with_capacity(session_ids.len());
         for row in self.hot.query_all(&query).await? {

@@ -111,9 +111,8 @@ impl Store {
                 .partition(|&i| users.insert(group[i].user_id.as_str()));
             waiting = later;
 
-            let steps = txn
-                .query_all_raw(accept_steps(backend, round.iter().map(|&i| &group[i])))
-                .await?;
+            let rows: Vec<&StepUp> = round.iter().map(|&i| &group[i]).collect();
+            let steps = txn.query_all_raw(accept_steps(backend, &rows)).await?;
             let took: HashSet<String> = returned(&steps, "user_id")?;
             let round: Vec<usize> = round
                 .into_iter()
@@ -122,9 +121,8 @@ impl Store {
             if round.is_empty() {
                 continue;
             }
-            let sessions = txn
-                .query_all_raw(step_up_sessions(backend, round.iter().map(|&i| &group[i])))
-                .await?;
+            let rows: Vec<&StepUp> = round.iter().map(|&i| &group[i]).collect();
+            let sessions = txn.query_all_raw(step_up_sessions(backend, &rows)).await?;
             let stepped: HashSet<String> = returned(&sessions, "id")?;
             for i in round {
                 outcomes[i] = if stepped.contains(&group[i].session_id) {
@@ -151,13 +149,13 @@ const DEADLOCK_RETRIES: u32 = 3;
 /// `accept_step_update` does for one (newer than the last accepted step,
 /// not locked; clearing the failure count and lockouts), for users that
 /// appear once: returns the `user_id`s whose code was accepted.
-fn accept_steps<'a>(backend: DbBackend, round: impl Iterator<Item = &'a StepUp>) -> Statement {
+fn accept_steps(backend: DbBackend, round: &[&StepUp]) -> Statement {
     let mut sql = Sql::new(backend);
     sql.push(
         "UPDATE factors SET last_step = v.column2, failed_attempts = 0, \
          locked_until = NULL, lockouts = 0 FROM (VALUES ",
     );
-    for (n, s) in round.enumerate() {
+    for (n, s) in padded(round).enumerate() {
         sql.push(if n == 0 { "(" } else { ", (" });
         sql.bind(s.user_id.as_str());
         sql.push(", CAST(");
@@ -177,12 +175,12 @@ fn accept_steps<'a>(backend: DbBackend, round: impl Iterator<Item = &'a StepUp>)
 
 /// Sets `mfa_at` on each step-up's session if it is live then: returns the
 /// session `id`s stepped up.
-fn step_up_sessions<'a>(backend: DbBackend, round: impl Iterator<Item = &'a StepUp>) -> Statement {
+fn step_up_sessions(backend: DbBackend, round: &[&StepUp]) -> Statement {
     let mut sql = Sql::new(backend);
     sql.push("UPDATE sessions SET mfa_at = v.column2, mfa_method = ");
     sql.bind(Method::Totp.as_str());
     sql.push(" FROM (VALUES ");
-    for (n, s) in round.enumerate() {
+    for (n, s) in padded(round).enumerate() {
         sql.push(if n == 0 { "(" } else { ", (" });
         sql.bind(s.session_id.as_str());
         sql.push(", CAST(");
@@ -194,6 +192,20 @@ fn step_up_sessions<'a>(backend: DbBackend, round: impl Iterator<Item = &'a Step
          AND sessions.expires_at > v.column2 RETURNING id",
     );
     sql.into_statement()
+}
+
+/// The rows of `round`, the last repeated up to one of a few statement
+/// shapes (`db::padded_shape`). A repeated row of `VALUES` joins the same
+/// target row again with the same values; SQLite and PostgreSQL update a
+/// row once, from one of the rows it joins, so the repeat changes nothing,
+/// and RETURNING names the row once.
+fn padded<'a>(round: &'a [&'a StepUp]) -> impl Iterator<Item = &'a StepUp> {
+    let extra = db::padded_shape(round.len()) - round.len();
+    let last = round.last().copied();
+    round.iter().copied().chain(
+        last.into_iter()
+            .flat_map(move |s| std::iter::repeat_n(s, extra)),
+    )
 }
 
 /// The text column `name` of every row.
