@@ -18,17 +18,22 @@ use super::{Result, SessionContext, Store};
 pub struct SessionReader(Batcher<String, Option<SessionContext>>);
 
 impl SessionReader {
-    /// Starts the reader task on the current tokio runtime.
+    /// Starts the reader task where `Store::batch_place` says.
     pub fn spawn(store: Store) -> Self {
-        SessionReader(Batcher::spawn(move |ids: Vec<String>| {
-            let store = store.clone();
-            async move {
-                let keys: Vec<&str> = ids.iter().map(String::as_str).collect();
-                let found = store.sessions_with_users(&keys).await?;
-                // The same session may be asked for twice in one batch.
-                Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
-            }
-        }))
+        let place = store.batch_place();
+        SessionReader(Batcher::spawn(
+            "auth-sessions",
+            place,
+            move |ids: Vec<String>| {
+                let store = store.clone();
+                async move {
+                    let keys: Vec<&str> = ids.iter().map(String::as_str).collect();
+                    let found = store.sessions_with_users(&keys).await?;
+                    // The same session may be asked for twice in one batch.
+                    Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
+                }
+            },
+        ))
     }
 
     /// [`Store::session_with_user`], in the next batch.

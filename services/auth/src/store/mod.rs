@@ -256,6 +256,17 @@ impl Store {
         Ok(Self { db, hot })
     }
 
+    /// Where the tasks that read and record code checks in batches run
+    /// (`batch::Place`): on a thread of their own when they have a SQLite
+    /// connection of their own; on PostgreSQL on the runtime, whose
+    /// reactor drives the pool's connections.
+    fn batch_place(&self) -> batch::Place {
+        match self.hot.get_database_backend() {
+            DbBackend::Sqlite => batch::Place::OwnThread,
+            _ => batch::Place::Runtime,
+        }
+    }
+
     /// True when the database answers.
     pub async fn ping(&self) -> bool {
         self.db.ping().await.is_ok()

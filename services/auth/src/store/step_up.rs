@@ -63,12 +63,17 @@ pub enum StepUpOutcome {
 pub struct StepUpWriter(Batcher<StepUp, StepUpOutcome>);
 
 impl StepUpWriter {
-    /// Starts the writer task on the current tokio runtime.
+    /// Starts the writer task where `Store::batch_place` says.
     pub fn spawn(store: Store) -> Self {
-        StepUpWriter(Batcher::spawn(move |group: Vec<StepUp>| {
-            let store = store.clone();
-            async move { store.record_step_ups(&group).await }
-        }))
+        let place = store.batch_place();
+        StepUpWriter(Batcher::spawn(
+            "auth-step-ups",
+            place,
+            move |group: Vec<StepUp>| {
+                let store = store.clone();
+                async move { store.record_step_ups(&group).await }
+            },
+        ))
     }
 
     /// Records `step_up` in the next group and waits for its commit.
