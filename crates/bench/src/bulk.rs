@@ -29,7 +29,7 @@ use padlock_auth::store::Method;
 use padlock_auth::store::migration::Migrator;
 use padlock_runtime::Secret;
 use sea_orm::sea_query::{Alias, Expr, Query};
-use sea_orm::{ConnectionTrait as _, Database, DatabaseConnection, TransactionTrait as _};
+use sea_orm::{ConnectionTrait as _, DatabaseConnection, TransactionTrait as _};
 use serde::Serialize;
 use sha1::Sha1;
 
@@ -149,7 +149,7 @@ pub async fn run(args: &BulkUsersArgs, json: Option<&std::path::Path>) -> anyhow
         .map_err(|e| anyhow::anyhow!("--prefix makes invalid usernames: {e:?}"))?;
     }
 
-    let db = Database::connect(padlock_runtime::db::connect_options(
+    let db = padlock_runtime::db::connect(padlock_runtime::db::connect_options(
         args.database_url.expose(),
     ))
     .await

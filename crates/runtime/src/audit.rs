@@ -55,7 +55,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use sea_orm::Database;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Index, Order, Query, SimpleExpr, Table};
 use sea_orm::{
     ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr, QueryResult,
@@ -537,7 +536,7 @@ fn check_row(chain: &Chain, last: &Link, row: &Row) -> Result<Link, Break> {
 /// [`verify`] on the database at `url`, connecting without migrating it:
 /// an auditor may hold read-only credentials.
 pub async fn verify_at(url: &str, chain: &Chain, expect: Option<Link>) -> Result<Verdict, DbErr> {
-    let conn = Database::connect(crate::db::connect_options(url)).await?;
+    let conn = crate::db::connect(crate::db::connect_options(url)).await?;
     let verdict = verify(&conn, chain, expect).await;
     conn.close().await.ok();
     verdict

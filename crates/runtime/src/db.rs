@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnectOptions, DbErr, RuntimeErr, SqlErr, sqlx};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, RuntimeErr, SqlErr, sqlx};
 
 /// How long a request waits for a pooled connection, including opening a
 /// new one. A stopped PostgreSQL refuses connections and the pool retries
@@ -153,12 +153,6 @@ fn lost_connection(err: &sqlx::Error) -> bool {
     }
 }
 
-/// PostgreSQL SQLSTATEs that mean "not now" rather than "never":
-/// connection exceptions (class 08), `admin_shutdown` (57P01, what a
-/// `pg_ctl stop -m fast` sends to open sessions), `crash_shutdown`
-/// (57P02), `cannot_connect_now` (57P03, starting or stopping),
-/// `too_many_connections` (53300) and `query_canceled` (57014, what
-/// [`STATEMENT_TIMEOUT`] raises).
 /// True when PostgreSQL rolled the transaction back to break a deadlock or
 /// a serialization conflict (SQLSTATE 40P01, 40001): trying the same
 /// transaction again may succeed.
@@ -176,6 +170,12 @@ pub fn is_deadlock(err: &DbErr) -> bool {
     }
 }
 
+/// PostgreSQL SQLSTATEs that mean "not now" rather than "never":
+/// connection exceptions (class 08), `admin_shutdown` (57P01, what a
+/// `pg_ctl stop -m fast` sends to open sessions), `crash_shutdown`
+/// (57P02), `cannot_connect_now` (57P03, starting or stopping),
+/// `too_many_connections` (53300) and `query_canceled` (57014, what
+/// [`STATEMENT_TIMEOUT`] raises).
 fn unavailable_sqlstate(code: &str) -> bool {
     code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300" | "57014")
 }
@@ -199,6 +199,46 @@ impl From<DbErr> for StoreError {
             DbFailure::Unavailable => StoreError::Unavailable,
             DbFailure::Internal => StoreError::Internal,
         }
+    }
+}
+
+/// How often opening a SQLite database that another process is opening
+/// too is retried ([`connect`]).
+const SQLITE_OPEN_RETRIES: u32 = 20;
+
+/// Opens a pool with `options` (see [`connect_options`]). Each new SQLite
+/// connection switches the file to WAL and sets its pragmas; when several
+/// processes do that on a fresh file at once, SQLite may answer "database
+/// is locked" straight away instead of waiting out the busy timeout (it
+/// does not wait where waiting could deadlock). Replicas starting
+/// together met it in about one start in thirty, so opening is retried a
+/// few times on that answer alone.
+pub async fn connect(options: ConnectOptions) -> Result<DatabaseConnection, DbErr> {
+    let mut attempt = 0;
+    loop {
+        match Database::connect(options.clone()).await {
+            Err(e) if attempt < SQLITE_OPEN_RETRIES && sqlite_busy(&e) => {
+                attempt += 1;
+                tracing::info!(attempt, "database file locked while opening; retrying");
+                tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt))).await;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// True when opening failed on SQLite's SQLITE_BUSY (primary code 5).
+fn sqlite_busy(err: &DbErr) -> bool {
+    let DbErr::Conn(RuntimeErr::SqlxError(e)) = err else {
+        return false;
+    };
+    match &**e {
+        sqlx::Error::Database(e) if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() => {
+            e.code()
+                .and_then(|code| code.parse::<i32>().ok())
+                .is_some_and(|code| code & 0xff == 5)
+        }
+        _ => false,
     }
 }
 
@@ -415,6 +455,44 @@ mod tests {
             started.elapsed()
         );
         assert_eq!(classify(&err), DbFailure::Unavailable, "{err:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn processes_opening_a_fresh_sqlite_file_together_all_succeed() {
+        // Without the retry in `connect`, each of five runs of this test
+        // failed with "database is locked" within its 20 rounds.
+        for round in 0..20 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let url = format!("sqlite://{}/fresh.db", dir.path().display());
+            let mut opens = tokio::task::JoinSet::new();
+            for _ in 0..6 {
+                opens.spawn(connect(connect_options(&url)));
+            }
+            while let Some(result) = opens.join_next().await {
+                let result = result.expect("no panic");
+                assert!(result.is_ok(), "round {round}: {result:?}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn sqlite_busy_is_told_from_other_open_failures() {
+        use sqlx::{ConnectOptions as _, Executor as _};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = SqliteConnectOptions::new()
+            .filename(dir.path().join("busy.db"))
+            .create_if_missing(true)
+            .busy_timeout(Duration::ZERO);
+        let mut holder = file.connect().await.expect("first");
+        holder.execute("BEGIN EXCLUSIVE").await.expect("lock");
+        let mut other = file.connect().await.expect("second");
+        let locked = other.execute("BEGIN EXCLUSIVE").await.expect_err("busy");
+        let busy = DbErr::Conn(RuntimeErr::SqlxError(std::sync::Arc::new(locked)));
+        assert!(sqlite_busy(&busy), "{busy:?}");
+        let refused = DbErr::Conn(RuntimeErr::SqlxError(std::sync::Arc::new(reset())));
+        assert!(!sqlite_busy(&refused));
+        let postgres = DbErr::Conn(RuntimeErr::SqlxError(std::sync::Arc::new(server("08006"))));
+        assert!(!sqlite_busy(&postgres));
     }
 
     #[test]

@@ -18,8 +18,8 @@ use std::time::Duration;
 use padlock_runtime::{audit, db};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, Database, DatabaseConnection, DatabaseTransaction,
-    DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection, DatabaseTransaction, DbBackend,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 
 use entity::{audit_event, factor, session, sms_limit, user};
@@ -245,11 +245,11 @@ impl Store {
     /// Connects and runs pending migrations. SQLite runs in WAL mode with
     /// `synchronous=FULL`, so a commit is durable when it returns.
     pub async fn connect(url: &str) -> Result<Self> {
-        let db = Database::connect(db::connect_options(url)).await?;
+        let db = db::connect(db::connect_options(url)).await?;
         db::migrate::<migration::Migrator>(&db).await?;
         let hot = match db.get_database_backend() {
             DbBackend::Sqlite if !url.contains(":memory:") => {
-                Database::connect(db::batch_connect_options(url)).await?
+                db::connect(db::batch_connect_options(url)).await?
             }
             _ => db.clone(),
         };

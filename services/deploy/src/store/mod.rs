@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use padlock_runtime::{audit, db};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Database, DatabaseConnection, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
 };
 
 use crate::policy::{Env, Permission};
@@ -160,7 +160,7 @@ pub struct Store {
 impl Store {
     /// Connects and runs pending migrations.
     pub async fn connect(url: &str) -> Result<Self> {
-        let db = Database::connect(db::connect_options(url)).await?;
+        let db = db::connect(db::connect_options(url)).await?;
         db::migrate::<migration::Migrator>(&db).await?;
         Ok(Self {
             db,
