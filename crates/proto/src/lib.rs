@@ -4,10 +4,13 @@
 
 #![allow(missing_debug_implementations, clippy::all)]
 
+pub mod codec;
+
 /// `padlock.auth.v1`: sessions, second factors, signing keys, support.
 pub mod auth {
     pub mod v1 {
         tonic::include_proto!("padlock.auth.v1");
+        include!(concat!(env!("OUT_DIR"), "/clients/padlock.auth.v1.rs"));
     }
 }
 
@@ -16,6 +19,7 @@ pub mod auth {
 pub mod deploy {
     pub mod v1 {
         tonic::include_proto!("padlock.deploy.v1");
+        include!(concat!(env!("OUT_DIR"), "/clients/padlock.deploy.v1.rs"));
     }
 }
 

@@ -9,8 +9,7 @@ use std::time::Duration;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
-/// The `ErrorInfo.domain` of every padlock error.
-pub const DOMAIN: &str = "padlock";
+pub use padlock_proto::codec::DOMAIN;
 
 /// A refusal with a reason and optional metadata.
 pub fn refusal<'a>(

@@ -5,6 +5,7 @@
 //! Never depends on a service.
 
 pub mod fake_twilio;
+pub mod raw_grpc;
 
 use sea_orm::{ConnectionTrait, Database};
 use tempfile::TempDir;

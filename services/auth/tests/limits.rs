@@ -1,7 +1,8 @@
 //! Message size limits (README "Limits"): every auth request message is
 //! held to `server::MAX_REQUEST_MESSAGE_BYTES`; a larger one is refused
 //! with OUT_OF_RANGE before its handler runs, so it changes nothing, not
-//! even a factor's count of wrong attempts.
+//! even a factor's count of wrong attempts. So is a body that is not the
+//! request message at all, with INVALID_ARGUMENT.
 
 mod common;
 
@@ -22,6 +23,50 @@ async fn an_oversized_verification_is_refused_and_not_counted() {
         assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
 
         // The first wrong code the factor sees still leaves four tries.
+        let status = assert_refused(
+            h.verify(&token, &h.code(&secret, 5)).await,
+            Code::Unauthenticated,
+            "CODE_INVALID",
+        );
+        let details = status.get_error_details();
+        assert_eq!(
+            details.error_info().unwrap().metadata["attempts_left"],
+            "4",
+            "{}",
+            h.backend
+        );
+        h.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_is_not_a_verify_request_is_invalid_and_not_counted() {
+    for db in padlock_test_support::databases().await {
+        let h = Harness::start(&db).await;
+        let (session, secret, _) = h.enrolled_user("olga").await;
+        let token = session.access_token;
+
+        // Field 1 (code) holding bytes that are not UTF-8; then a length
+        // running past the end of the body.
+        let bodies = [
+            (vec![0x0a, 0x02, 0xff, 0xfe], "VerifyRequest.code"),
+            (vec![0x0a, 0x09, b'1', b'2'], "VerifyRequest.code"),
+        ];
+        for (body, field) in bodies {
+            let status = padlock_test_support::raw_grpc::call(
+                h.channel.clone(),
+                "/padlock.auth.v1.TwoFactorService/Verify",
+                Some(&token),
+                body,
+            )
+            .await
+            .unwrap_err();
+            assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+            assert!(status.message().contains(field), "{status:?}");
+            let info = status.get_details_error_info().unwrap();
+            assert_eq!(info.reason, padlock_proto::codec::MALFORMED_REQUEST);
+        }
+
         let status = assert_refused(
             h.verify(&token, &h.code(&secret, 5)).await,
             Code::Unauthenticated,

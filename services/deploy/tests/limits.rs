@@ -2,7 +2,9 @@
 //! `server::MAX_REQUEST_MESSAGE_BYTES` is refused with OUT_OF_RANGE before
 //! its handler runs, so nothing is written; `PackageService` takes upload
 //! chunks up to `blobs::MAX_CHUNK_BYTES`, and refuses a larger one before
-//! reading it, leaving nothing behind.
+//! reading it, leaving nothing behind. A body that is not the request
+//! message at all is refused with INVALID_ARGUMENT, also before its handler
+//! runs.
 
 mod common;
 
@@ -29,6 +31,37 @@ async fn an_oversized_request_is_refused_and_nothing_is_written() {
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+        let apps = h
+            .apps()
+            .list_apps(bearer(&ops, pb::ListAppsRequest {}))
+            .await
+            .unwrap()
+            .into_inner()
+            .apps;
+        assert!(apps.is_empty(), "{}: {apps:?}", h.backend);
+        h.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_is_not_a_create_app_request_is_invalid_and_nothing_is_written() {
+    for db in padlock_test_support::databases().await {
+        let h = Harness::start(&db).await;
+        let ops = h.token("ops", &["operator"], None);
+        // Field 1 (name) holding bytes that are not UTF-8.
+        let status = padlock_test_support::raw_grpc::call(
+            h.channel.clone(),
+            "/padlock.deploy.v1.AppService/CreateApp",
+            Some(&ops),
+            vec![0x0a, 0x02, 0xc3, 0x28, 0x12, 0x04, b't', b'i', b'n', b'a'],
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().contains("CreateAppRequest.name"),
+            "{status:?}"
+        );
         let apps = h
             .apps()
             .list_apps(bearer(&ops, pb::ListAppsRequest {}))
