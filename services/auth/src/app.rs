@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::sealing::{DataKeySource, DataKeys};
 use crate::sms::SmsSender;
 use crate::store::{
-    Factor, Method, Session, SessionContext, SessionReader, StepUpWriter, Store, User,
+    CodeChecks, Decide, Factor, Method, Session, SessionContext, StepUpOutcome, Store, User,
 };
 
 /// Where the signing keys come from, so a reload reads the same place.
@@ -81,8 +81,7 @@ pub struct App(Arc<Inner>);
 #[derive(Debug)]
 struct Inner {
     store: Store,
-    sessions: SessionReader,
-    step_ups: StepUpWriter,
+    checks: CodeChecks,
     clock: SharedClock,
     settings: Settings,
     key_source: KeySource,
@@ -121,8 +120,7 @@ impl App {
         let hasher = crate::password::Hasher::new(settings.password_hashes_at_once);
         let dummy_password_hash = hasher.hash("padlock-dummy-password".into()).await?;
         Ok(App(Arc::new(Inner {
-            sessions: SessionReader::spawn(store.clone()),
-            step_ups: StepUpWriter::spawn(store.clone()),
+            checks: CodeChecks::spawn(store.clone()),
             store,
             clock,
             settings,
@@ -140,9 +138,10 @@ impl App {
         &self.0.store
     }
 
-    /// Where TOTP step-ups are recorded, in groups (`store::step_up`).
-    pub fn step_ups(&self) -> &StepUpWriter {
-        &self.0.step_ups
+    /// Where code checks read sessions and record TOTP step-ups, in
+    /// batches (`store::code_checks`).
+    pub fn code_checks(&self) -> &CodeChecks {
+        &self.0.checks
     }
 
     pub fn now(&self) -> i64 {
@@ -263,20 +262,45 @@ impl App {
     }
 
     /// [`App::caller`] with the caller's user record and factor, read in
-    /// one query with other callers' (`store::lookup`).
+    /// one query with other callers' (`store::code_checks`).
     pub async fn caller_with_factor(
         &self,
         metadata: &MetadataMap,
     ) -> Result<(Caller, User, Option<Factor>)> {
+        let (caller, user, factor, _) = self
+            .caller_with_factor_checked(metadata, |_, _| Box::new(|_| None))
+            .await?;
+        Ok((caller, user, factor))
+    }
+
+    /// [`App::caller_with_factor`], recording in the same batch the
+    /// step-up that `decide(claims, now)` asks for given what was read,
+    /// when the session is the caller's and live; with its outcome.
+    pub async fn caller_with_factor_checked(
+        &self,
+        metadata: &MetadataMap,
+        decide: impl FnOnce(&Claims, i64) -> Decide,
+    ) -> Result<(Caller, User, Option<Factor>, Option<StepUpOutcome>)> {
         let (claims, now) = self.bearer_claims(metadata)?;
-        let (session, user, factor): SessionContext = self
+        let decide = decide(&claims, now);
+        let sub = claims.sub.clone();
+        let checked = self
             .0
-            .sessions
-            .session_with_user(&claims.sid)
-            .await?
+            .checks
+            .check(
+                &claims.sid,
+                Box::new(move |found| {
+                    found
+                        .filter(|(s, _, _)| s.user_id == sub && s.is_live(now))
+                        .and_then(|found| decide(Some(found)))
+                }),
+            )
+            .await?;
+        let (session, user, factor): SessionContext = checked
+            .context
             .filter(|(s, _, _)| s.user_id == claims.sub && s.is_live(now))
             .ok_or(AuthError::SessionInvalid)?;
-        Ok((Caller { claims, session }, user, factor))
+        Ok((Caller { claims, session }, user, factor, checked.recorded))
     }
 
     /// The claims of the bearer token in `metadata`, checked now.

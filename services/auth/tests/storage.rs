@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use padlock_auth::store::{
-    AuditEvent, FactorState, FailureOutcome, LockoutPolicy, Method, NewFactor, Outcome, Session,
-    SessionReader, StepUp, StepUpOutcome, StepUpWriter, Store, StoreError, User,
+    AuditEvent, CodeChecks, FactorState, FailureOutcome, LockoutPolicy, Method, NewFactor, Outcome,
+    Session, StepUp, StepUpOutcome, Store, StoreError, User,
 };
 
 const NOW: i64 = 1_800_000_000;
@@ -435,11 +435,15 @@ async fn the_writer_accepts_a_code_sent_many_times_at_once_exactly_once() {
             .create_session(&live_session("s1", "u1"), "h-s1", NOW)
             .await
             .unwrap();
-        let writer = StepUpWriter::spawn(store.clone());
+        let checks = CodeChecks::spawn(store.clone());
         let mut tasks = tokio::task::JoinSet::new();
+        let mut lookups = tokio::task::JoinSet::new();
         for _ in 0..40 {
-            let writer = writer.clone();
+            let writer = checks.clone();
             tasks.spawn(async move { writer.record(step_up("u1", "s1", 101, NOW + 1)).await });
+            // Reads of the same session share the batches.
+            let reader = checks.clone();
+            lookups.spawn(async move { reader.session_with_user("s1").await });
         }
         let mut stepped_up = 0;
         while let Some(outcome) = tasks.join_next().await {
@@ -450,6 +454,10 @@ async fn the_writer_accepts_a_code_sent_many_times_at_once_exactly_once() {
             }
         }
         assert_eq!(stepped_up, 1, "{}", db.backend);
+        while let Some(found) = lookups.join_next().await {
+            let (session, _, _) = found.unwrap().unwrap().expect("the session");
+            assert_eq!(session.id, "s1", "{}", db.backend);
+        }
         let verify = store
             .audit_events(Some("u1"), 100)
             .await
@@ -634,7 +642,7 @@ async fn lookups_asked_together_are_answered_each_with_its_own_session() {
                 .await
                 .unwrap();
         }
-        let reader = SessionReader::spawn(store.clone());
+        let reader = CodeChecks::spawn(store.clone());
         let mut lookups = tokio::task::JoinSet::new();
         for n in 0..60 {
             let reader = reader.clone();

@@ -19,6 +19,7 @@ use crate::app::{App, Caller};
 use crate::config::{ENROLLMENT_TTL_SECS, LOCKOUT};
 use crate::error::{AuthError, Result};
 use crate::metrics;
+use crate::sealing::DataKeys;
 use crate::store::{
     AuditEvent, Factor, FactorState, FailureOutcome, Method, NewFactor, Outcome as AuditOutcome,
     StepUp, StepUpOutcome, User,
@@ -172,7 +173,37 @@ impl TwoFactor {
         code: &str,
         purpose: Purpose<'_>,
     ) -> Result<StepUpResponse> {
-        let (caller, user, factor) = self.app().caller_with_factor(metadata).await?;
+        let (caller, user, factor, recorded) = match purpose {
+            // A right TOTP code is recorded in the batch that reads the
+            // session (`store::code_checks`); anything else goes on below.
+            Purpose::Verify if totp::is_well_formed(code) => {
+                let keys = self.app().data_keys();
+                let code = code.to_owned();
+                self.app()
+                    .caller_with_factor_checked(metadata, move |claims, now| {
+                        let (sub, sid) = (claims.sub.clone(), claims.sid.clone());
+                        Box::new(move |found| {
+                            let factor = found?.2.as_ref()?;
+                            let usable = factor.state == FactorState::Active
+                                && factor.method == Method::Totp
+                                && factor.locked_until(now).is_none();
+                            let step = totp_step(&keys, factor, &code, now).ok()??;
+                            usable.then(|| StepUp {
+                                user_id: factor.user_id.clone(),
+                                session_id: sid.clone(),
+                                step,
+                                now,
+                                audit: verify_audit_event(&sub, &sid, now),
+                            })
+                        })
+                    })
+                    .await?
+            }
+            _ => {
+                let (caller, user, factor) = self.app().caller_with_factor(metadata).await?;
+                (caller, user, factor, None)
+            }
+        };
         let mut errors = Vec::new();
         if let Purpose::Confirm { enrollment_id } = purpose {
             if enrollment_id.is_empty() {
@@ -210,12 +241,13 @@ impl TwoFactor {
             Purpose::Confirm { enrollment_id } => Some(enrollment_id),
             Purpose::Verify => None,
         };
-        let checked = match factor.method {
-            Method::Totp => {
+        let checked = match (factor.method, recorded) {
+            (Method::Totp, Some(recorded)) => recorded_outcome(recorded),
+            (Method::Totp, None) => {
                 self.totp_check(&caller, &factor, code, enrollment_id, now)
                     .await
             }
-            Method::Sms => {
+            (Method::Sms, _) => {
                 self.sms_check(&caller, &factor, code, enrollment_id, now)
                     .await
             }
@@ -278,31 +310,13 @@ impl TwoFactor {
             session_id: caller.session.id.clone(),
             step,
             now,
-            audit: self.audit_event(caller, "verify", AuditOutcome::Ok, "method=totp".into()),
+            audit: verify_audit_event(&caller.claims.sub, &caller.session.id, now),
         };
-        match self.app().step_ups().record(step_up).await? {
-            StepUpOutcome::SteppedUp => Ok(Outcome::SteppedUp),
-            StepUpOutcome::SessionGone => Err(AuthError::SessionInvalid),
-            StepUpOutcome::NotAccepted => Ok(Outcome::Reused),
-        }
+        recorded_outcome(self.app().code_checks().record(step_up).await?)
     }
 
     fn totp_step(&self, factor: &Factor, code: &str, now: i64) -> Result<Option<i64>> {
-        let secret = self
-            .app()
-            .data_keys()
-            .open(
-                &factor.secret_key_id,
-                &factor.secret_ciphertext,
-                factor.user_id.as_bytes(),
-            )
-            .map_err(|e| {
-                tracing::error!(error = %e, "cannot open a TOTP secret");
-                AuthError::Internal
-            })?;
-        let now = u64::try_from(now).map_err(|_| AuthError::Internal)?;
-        let step = totp::matching_step(&TotpSecret::from_bytes(secret), code, now);
-        Ok(step.and_then(|s| i64::try_from(s).ok()))
+        totp_step(&self.app().data_keys(), factor, code, now)
     }
 
     async fn count_failure(
@@ -410,6 +424,45 @@ impl TwoFactor {
             mfa_expires_at: timestamp(now + app.settings().mfa_max_age),
             method: method_message(method) as i32,
         })
+    }
+}
+
+/// The time step `code` matches on `factor` at `now`, if any.
+fn totp_step(keys: &DataKeys, factor: &Factor, code: &str, now: i64) -> Result<Option<i64>> {
+    let secret = keys
+        .open(
+            &factor.secret_key_id,
+            &factor.secret_ciphertext,
+            factor.user_id.as_bytes(),
+        )
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot open a TOTP secret");
+            AuthError::Internal
+        })?;
+    let now = u64::try_from(now).map_err(|_| AuthError::Internal)?;
+    let step = totp::matching_step(&TotpSecret::from_bytes(secret), code, now);
+    Ok(step.and_then(|s| i64::try_from(s).ok()))
+}
+
+/// What recording a TOTP step-up means for the code check.
+fn recorded_outcome(recorded: StepUpOutcome) -> Result<Outcome> {
+    match recorded {
+        StepUpOutcome::SteppedUp => Ok(Outcome::SteppedUp),
+        StepUpOutcome::SessionGone => Err(AuthError::SessionInvalid),
+        StepUpOutcome::NotAccepted => Ok(Outcome::Reused),
+    }
+}
+
+/// The audit record of an accepted TOTP `Verify` by `sub` in session `sid`.
+fn verify_audit_event(sub: &str, sid: &str, now: i64) -> AuditEvent {
+    AuditEvent {
+        at: now,
+        kind: "verify",
+        outcome: AuditOutcome::Ok,
+        actor: Some(sub.to_owned()),
+        subject: Some(sub.to_owned()),
+        session_id: Some(sid.to_owned()),
+        detail: "method=totp".into(),
     }
 }
 

@@ -1,7 +1,7 @@
 //! A task that serves requests in batches: callers queue a request and
 //! wait; the task takes every request waiting (up to [`MAX_BATCH`]),
 //! serves them with one call and answers each, while the next batch
-//! gathers. Code checks read (`lookup`) and record (`step_up`) this way,
+//! gathers. Code checks read and record (`code_checks`) this way,
 //! so one statement or one commit serves many requests.
 
 use std::future::Future;

@@ -5,8 +5,8 @@
 
 mod audit_chain;
 mod batch;
+mod code_checks;
 mod entity;
-mod lookup;
 pub mod migration;
 mod reseal;
 mod step_up;
@@ -25,10 +25,10 @@ use sea_orm::{
 use entity::{audit_event, factor, session, sms_limit, user};
 
 pub use audit_chain::verify as verify_audit_chain;
-pub use lookup::SessionReader;
+pub use code_checks::{Checked, CodeChecks, Decide};
 pub use padlock_runtime::db::StoreError;
 pub use reseal::{Resealed, SealedSecret};
-pub use step_up::{StepUp, StepUpOutcome, StepUpWriter};
+pub use step_up::{StepUp, StepUpOutcome};
 pub use throttle::{Reservation, ThrottlePolicy};
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -232,7 +232,7 @@ pub struct AuditRecord {
 #[derive(Debug, Clone)]
 pub struct Store {
     db: DatabaseConnection,
-    /// Where code checks read and record (`lookup`, `step_up`): on SQLite
+    /// Where code checks read and record (`code_checks`): on SQLite
     /// one connection of its own, on PostgreSQL the pool. A SQLite
     /// connection forgets its page cache whenever another connection has
     /// written, so with reads on one connection and writes on another
@@ -256,10 +256,10 @@ impl Store {
         Ok(Self { db, hot })
     }
 
-    /// Where the tasks that read and record code checks in batches run
-    /// (`batch::Place`): on a thread of their own when they have a SQLite
-    /// connection of their own; on PostgreSQL on the runtime, whose
-    /// reactor drives the pool's connections.
+    /// Where the task that reads and records code checks in batches runs
+    /// (`batch::Place`): on a thread of its own when it has a SQLite
+    /// connection of its own; on PostgreSQL on the runtime, whose reactor
+    /// drives the pool's connections.
     fn batch_place(&self) -> batch::Place {
         match self.hot.get_database_backend() {
             DbBackend::Sqlite => batch::Place::OwnThread,

@@ -8,9 +8,9 @@
 //! the disk's commit rate; requests competing for SQLite's write lock cap
 //! it much lower, since a waiting writer sleeps and retries.
 //!
-//! So one task, the [`StepUpWriter`], does every TOTP step-up: it takes the
-//! step-ups that are waiting, applies them in one transaction and commits
-//! once, then answers each. While it commits, the next group gathers. A
+//! So one task (`code_checks::CodeChecks`) does every TOTP step-up: it
+//! takes the step-ups that are waiting, applies them in one transaction
+//! and commits once, then answers each. While it commits, the next group gathers. A
 //! group costs a handful of statements, not three per step-up: one UPDATE
 //! accepts the steps of every user in it (the same conditions as for one
 //! code: newer than the last accepted step, factor active and not locked),
@@ -31,7 +31,6 @@ use std::collections::HashSet;
 use padlock_runtime::{audit, db};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Statement};
 
-use super::batch::Batcher;
 use super::{AuditEvent, Method, Result, Store, audit_chain};
 
 /// One verified TOTP code, to be recorded.
@@ -56,30 +55,6 @@ pub enum StepUpOutcome {
     /// Not accepted: this or a later step was accepted already, or the
     /// factor was locked or reset meanwhile. Nothing was written.
     NotAccepted,
-}
-
-/// Hands step-ups to the writer task ([`Batcher`]); cheap to clone.
-#[derive(Debug, Clone)]
-pub struct StepUpWriter(Batcher<StepUp, StepUpOutcome>);
-
-impl StepUpWriter {
-    /// Starts the writer task where `Store::batch_place` says.
-    pub fn spawn(store: Store) -> Self {
-        let place = store.batch_place();
-        StepUpWriter(Batcher::spawn(
-            "auth-step-ups",
-            place,
-            move |group: Vec<StepUp>| {
-                let store = store.clone();
-                async move { store.record_step_ups(&group).await }
-            },
-        ))
-    }
-
-    /// Records `step_up` in the next group and waits for its commit.
-    pub async fn record(&self, step_up: StepUp) -> Result<StepUpOutcome> {
-        self.0.call(step_up).await
-    }
 }
 
 impl Store {
