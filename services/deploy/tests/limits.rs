@@ -31,14 +31,7 @@ async fn an_oversized_request_is_refused_and_nothing_is_written() {
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
-        let apps = h
-            .apps()
-            .list_apps(bearer(&ops, pb::ListAppsRequest {}))
-            .await
-            .unwrap()
-            .into_inner()
-            .apps;
-        assert!(apps.is_empty(), "{}: {apps:?}", h.backend);
+        assert_no_apps(&h, &ops).await;
         h.stop().await;
     }
 }
@@ -62,14 +55,7 @@ async fn a_body_that_is_not_a_create_app_request_is_invalid_and_nothing_is_writt
             status.message().contains("CreateAppRequest.name"),
             "{status:?}"
         );
-        let apps = h
-            .apps()
-            .list_apps(bearer(&ops, pb::ListAppsRequest {}))
-            .await
-            .unwrap()
-            .into_inner()
-            .apps;
-        assert!(apps.is_empty(), "{}: {apps:?}", h.backend);
+        assert_no_apps(&h, &ops).await;
         h.stop().await;
     }
 }
@@ -113,4 +99,16 @@ async fn upload_chunks_may_reach_the_chunk_limit_and_no_further() {
         assert_eq!(h.temp_files(), 0, "{}", h.backend);
         h.stop().await;
     }
+}
+
+/// No app was created.
+async fn assert_no_apps(h: &Harness, ops: &str) {
+    let apps = h
+        .apps()
+        .list_apps(bearer(ops, pb::ListAppsRequest {}))
+        .await
+        .expect("list apps")
+        .into_inner()
+        .apps;
+    assert!(apps.is_empty(), "{}: {apps:?}", h.backend);
 }
