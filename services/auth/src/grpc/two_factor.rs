@@ -183,12 +183,13 @@ impl TwoFactor {
                     .caller_with_factor_checked(metadata, move |claims, now| {
                         let (sub, sid) = (claims.sub.clone(), claims.sid.clone());
                         Box::new(move |found| {
-                            let factor = found?.2.as_ref()?;
-                            let usable = factor.state == FactorState::Active
-                                && factor.method == Method::Totp
-                                && factor.locked_until(now).is_none();
+                            let factor = found?.2.as_ref().filter(|f| {
+                                f.state == FactorState::Active
+                                    && f.method == Method::Totp
+                                    && f.locked_until(now).is_none()
+                            })?;
                             let step = totp_step(&keys, factor, &code, now).ok()??;
-                            usable.then(|| StepUp {
+                            Some(StepUp {
                                 user_id: factor.user_id.clone(),
                                 session_id: sid.clone(),
                                 step,
