@@ -10,7 +10,7 @@ use rand::Rng;
 use tonic::metadata::MetadataMap;
 
 use super::timestamp;
-use super::two_factor::{Outcome as CodeOutcome, TwoFactor};
+use super::two_factor::{Outcome as CodeOutcome, TwoFactor, open_factor_secret};
 use crate::app::Caller;
 use crate::config::{ENROLLMENT_TTL_SECS, SMS_CODE_MAX_TRIES, SMS_CODE_TTL_SECS};
 use crate::error::{AuthError, Result};
@@ -144,18 +144,7 @@ impl TwoFactor {
     }
 
     fn phone_of(&self, factor: &Factor) -> Result<PhoneNumber> {
-        let bytes = self
-            .app()
-            .data_keys()
-            .open(
-                &factor.secret_key_id,
-                &factor.secret_ciphertext,
-                factor.user_id.as_bytes(),
-            )
-            .map_err(|e| {
-                tracing::error!(error = %e, "cannot open a phone number");
-                AuthError::Internal
-            })?;
+        let bytes = open_factor_secret(&self.app().data_keys(), factor, "phone number")?;
         let text = String::from_utf8(bytes).map_err(|_| AuthError::Internal)?;
         PhoneNumber::parse(&text).map_err(|_| AuthError::Internal)
     }

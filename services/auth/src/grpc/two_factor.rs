@@ -428,18 +428,28 @@ impl TwoFactor {
     }
 }
 
+/// The clear secret of `factor` (a TOTP seed or a phone number), sealed
+/// under the data keys with its user id as associated data. A failure is
+/// logged as "cannot open a {what}" (never the secret) and is INTERNAL.
+pub(super) fn open_factor_secret(
+    keys: &DataKeys,
+    factor: &Factor,
+    what: &'static str,
+) -> Result<Vec<u8>> {
+    keys.open(
+        &factor.secret_key_id,
+        &factor.secret_ciphertext,
+        factor.user_id.as_bytes(),
+    )
+    .map_err(|e| {
+        tracing::error!(error = %e, "cannot open a {what}");
+        AuthError::Internal
+    })
+}
+
 /// The time step `code` matches on `factor` at `now`, if any.
 fn totp_step(keys: &DataKeys, factor: &Factor, code: &str, now: i64) -> Result<Option<i64>> {
-    let secret = keys
-        .open(
-            &factor.secret_key_id,
-            &factor.secret_ciphertext,
-            factor.user_id.as_bytes(),
-        )
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot open a TOTP secret");
-            AuthError::Internal
-        })?;
+    let secret = open_factor_secret(keys, factor, "TOTP secret")?;
     let now = u64::try_from(now).map_err(|_| AuthError::Internal)?;
     let step = totp::matching_step(&TotpSecret::from_bytes(secret), code, now);
     Ok(step.and_then(|s| i64::try_from(s).ok()))
