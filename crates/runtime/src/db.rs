@@ -44,22 +44,32 @@ const SQLITE_STATEMENT_CACHE: usize = 32;
 /// ([`batch_shapes`]): a few statements, each in up to ten shapes.
 const SQLITE_BATCH_STATEMENT_CACHE: usize = 64;
 
+/// PostgreSQL's `random_page_cost` on a connection that runs batched
+/// statements: 1.1, the value PostgreSQL's documentation suggests where a
+/// random read costs about what a sequential one does (solid-state disks,
+/// tables in cache), not its default 4. A batch looks up tens of rows by
+/// primary key; on tables of a few thousand rows the default makes a
+/// sequential scan and a hash join look cheaper than that many index
+/// lookups, and they took two to three times as long (BENCHMARKS.md,
+/// "Verify on PostgreSQL"). Only that connection's plans change.
+const BATCH_RANDOM_PAGE_COST: &str = "1.1";
+
 /// Pool, timeout and pragma settings for `url` (`sqlite://...` or
 /// `postgres://...`).
 pub fn connect_options(url: &str) -> ConnectOptions {
-    options(url, 16, SQLITE_STATEMENT_CACHE)
+    options(url, 16, SQLITE_STATEMENT_CACHE, false)
 }
 
 /// [`connect_options`] for one connection of its own that runs batched
 /// statements: room for every shape of them ([`batch_shapes`]), so none
-/// is prepared twice.
+/// is prepared twice, and on PostgreSQL [`BATCH_RANDOM_PAGE_COST`].
 pub fn batch_connect_options(url: &str) -> ConnectOptions {
-    let mut options = options(url, 1, SQLITE_BATCH_STATEMENT_CACHE);
+    let mut options = options(url, 1, SQLITE_BATCH_STATEMENT_CACHE, true);
     options.min_connections(1);
     options
 }
 
-fn options(url: &str, connections: u32, statements: usize) -> ConnectOptions {
+fn options(url: &str, connections: u32, statements: usize, batch: bool) -> ConnectOptions {
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .sqlx_logging(false)
@@ -75,11 +85,16 @@ fn options(url: &str, connections: u32, statements: usize) -> ConnectOptions {
                 .pragma("cache_size", SQLITE_CACHE_SIZE)
                 .statement_cache_capacity(statements)
         })
-        .map_sqlx_postgres_opts(|o: PgConnectOptions| {
-            o.options([(
+        .map_sqlx_postgres_opts(move |o: PgConnectOptions| {
+            let o = o.options([(
                 "statement_timeout",
                 format!("{}ms", STATEMENT_TIMEOUT.as_millis()),
-            )])
+            )]);
+            if batch {
+                o.options([("random_page_cost", BATCH_RANDOM_PAGE_COST)])
+            } else {
+                o
+            }
         });
     options
 }
@@ -522,15 +537,53 @@ mod tests {
         assert_eq!(lifted, "0");
     }
 
-    async fn statement_timeout<C: ConnectionTrait>(conn: &C) -> String {
+    /// With a real PostgreSQL: the batch connection carries the statement
+    /// timeout too and plans with [`BATCH_RANDOM_PAGE_COST`]; the pool
+    /// keeps the server's planner costs.
+    #[tokio::test]
+    async fn postgres_batch_connection_plans_for_index_lookups() {
+        let Some(url) = test_database_url() else {
+            return;
+        };
+        let batch = Database::connect(batch_connect_options(&url))
+            .await
+            .expect("connect");
+        assert_eq!(setting(&batch, "random_page_cost").await, "1.1");
+        assert_eq!(statement_timeout(&batch).await, "30s");
+        let pool = Database::connect(connect_options(&url))
+            .await
+            .expect("connect");
+        assert_eq!(cost_source(&batch).await, "client");
+        assert_ne!(cost_source(&pool).await, "client");
+    }
+
+    /// Where the session's `random_page_cost` comes from (`client`: the
+    /// connection's own start-up options).
+    async fn cost_source<C: ConnectionTrait>(conn: &C) -> String {
         conn.query_one_raw(sea_orm::Statement::from_string(
             conn.get_database_backend(),
-            "SHOW statement_timeout",
+            "SELECT source FROM pg_settings WHERE name = 'random_page_cost'",
+        ))
+        .await
+        .expect("select")
+        .expect("a row")
+        .try_get("", "source")
+        .expect("text")
+    }
+
+    async fn statement_timeout<C: ConnectionTrait>(conn: &C) -> String {
+        setting(conn, "statement_timeout").await
+    }
+
+    async fn setting<C: ConnectionTrait>(conn: &C, name: &str) -> String {
+        conn.query_one_raw(sea_orm::Statement::from_string(
+            conn.get_database_backend(),
+            format!("SHOW {name}"),
         ))
         .await
         .expect("show")
         .expect("a row")
-        .try_get("", "statement_timeout")
+        .try_get("", name)
         .expect("text")
     }
 

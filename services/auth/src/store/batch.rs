@@ -18,18 +18,6 @@ pub const MAX_BATCH: usize = 512;
 /// back-pressure, not memory growth.
 const QUEUE: usize = 1024;
 
-/// Where a batcher's task runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Place {
-    /// On the service's runtime, among the requests' tasks.
-    Runtime,
-    /// On a thread of its own, for a task whose every statement is a round
-    /// trip to a connection's thread (SQLite): on the runtime, each round
-    /// trip would wait its turn behind the requests' work (verifying and
-    /// signing tokens), and the connection would wait with it.
-    OwnThread,
-}
-
 struct Job<Q, A> {
     request: Q,
     reply: oneshot::Sender<Result<A>>,
@@ -56,11 +44,15 @@ impl<Q, A> std::fmt::Debug for Batcher<Q, A> {
 }
 
 impl<Q: Send + 'static, A: Send + 'static> Batcher<Q, A> {
-    /// Starts the task: on a thread of its own named `name` when `place`
-    /// says so, else on the current tokio runtime. `serve` answers a batch
-    /// in order, one answer per request; on an error every request of the
+    /// Starts the task on a thread of its own named `name`, with a runtime
+    /// of its own. Every statement of a batch is a round trip (to SQLite's
+    /// connection thread, or to PostgreSQL); on the service's runtime each
+    /// would wait its turn behind the requests' work (verifying and signing
+    /// tokens), and the connection would wait with it. Connections the task
+    /// opens are driven by its own runtime too. `serve` answers a batch in
+    /// order, one answer per request; on an error every request of the
     /// batch gets it.
-    pub fn spawn<F, Fut>(name: &str, place: Place, mut serve: F) -> Self
+    pub fn spawn<F, Fut>(name: &str, mut serve: F) -> Self
     where
         F: FnMut(Vec<Q>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Vec<A>>> + Send,
@@ -87,23 +79,18 @@ impl<Q: Send + 'static, A: Send + 'static> Batcher<Q, A> {
                 }
             }
         };
-        match place {
-            Place::Runtime => drop(tokio::spawn(task)),
-            Place::OwnThread => {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
-                let started = runtime.and_then(|runtime| {
-                    std::thread::Builder::new()
-                        .name(name.to_owned())
-                        .spawn(move || runtime.block_on(task))
-                });
-                // Without its task the batcher's queue is closed: every
-                // call answers Unavailable, as when the service stops.
-                if let Err(e) = started {
-                    tracing::error!(error = %e, task = name, "starting a batch thread failed");
-                }
-            }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        let started = runtime.and_then(|runtime| {
+            std::thread::Builder::new()
+                .name(name.to_owned())
+                .spawn(move || runtime.block_on(task))
+        });
+        // Without its task the batcher's queue is closed: every call
+        // answers Unavailable, as when the service stops.
+        if let Err(e) = started {
+            tracing::error!(error = %e, task = name, "starting a batch thread failed");
         }
         Batcher { jobs }
     }

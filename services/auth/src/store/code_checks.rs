@@ -10,12 +10,19 @@
 //! one group commit (`Store::record_step_ups`) and answers each, while
 //! the next batch gathers. A `Verify` with a right code is thus one
 //! hand-off, not a read and then a write each waiting for the connection.
+//! The task has a thread and a connection of its own (`Batcher::spawn`,
+//! `Store::for_code_checks`), so its round trips do not wait behind the
+//! requests' work.
 //!
 //! A check sees the database as of its batch's read, which starts after
 //! it was asked for, as a read of its own would; the step-up's conditions
 //! (newer step, factor active and not locked, session live) are checked
 //! again by the writing statements, so a change between the read and the
 //! write is never overwritten.
+
+use std::sync::Arc;
+
+use tokio::sync::OnceCell;
 
 use super::batch::Batcher;
 use super::{Result, SessionContext, StepUp, StepUpOutcome, Store};
@@ -47,15 +54,21 @@ impl std::fmt::Debug for CodeChecks {
 }
 
 impl CodeChecks {
-    /// Starts the task where `Store::batch_place` says.
+    /// Starts the task on a thread of its own (`Batcher::spawn`).
     pub fn spawn(store: Store) -> Self {
-        let place = store.batch_place();
+        let opened = Arc::new(OnceCell::new());
         CodeChecks(Batcher::spawn(
             "auth-code-checks",
-            place,
             move |checks: Vec<Check>| {
                 let store = store.clone();
-                async move { store.serve_checks(checks).await }
+                let opened = opened.clone();
+                async move {
+                    // The first batch opens the task's own connection, on
+                    // the task's thread; if that fails, the batch gets the
+                    // error and the next batch tries again.
+                    let store = opened.get_or_try_init(|| store.for_code_checks()).await?;
+                    store.serve_checks(checks).await
+                }
             },
         ))
     }

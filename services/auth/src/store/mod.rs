@@ -15,6 +15,7 @@ mod throttle;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use padlock_runtime::secret::Secret;
 use padlock_runtime::{audit, db};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
@@ -233,12 +234,15 @@ pub struct AuditRecord {
 pub struct Store {
     db: DatabaseConnection,
     /// Where code checks read and record (`code_checks`): on SQLite
-    /// one connection of its own, on PostgreSQL the pool. A SQLite
-    /// connection forgets its page cache whenever another connection has
-    /// written, so with reads on one connection and writes on another
-    /// every read went back to the file; one connection that both reads
-    /// and writes keeps its pages.
+    /// one connection of its own, on PostgreSQL the pool until the
+    /// code-check thread opens a connection of its own
+    /// ([`Store::for_code_checks`]). A SQLite connection forgets its page
+    /// cache whenever another connection has written, so with reads on one
+    /// connection and writes on another every read went back to the file;
+    /// one connection that both reads and writes keeps its pages.
     hot: DatabaseConnection,
+    /// On PostgreSQL, the database the code-check thread connects to.
+    postgres_url: Option<Secret<String>>,
 }
 
 impl Store {
@@ -247,24 +251,38 @@ impl Store {
     pub async fn connect(url: &str) -> Result<Self> {
         let db = db::connect(db::connect_options(url)).await?;
         db::migrate::<migration::Migrator>(&db).await?;
-        let hot = match db.get_database_backend() {
+        let backend = db.get_database_backend();
+        let hot = match backend {
             DbBackend::Sqlite if !url.contains(":memory:") => {
                 db::connect(db::batch_connect_options(url)).await?
             }
             _ => db.clone(),
         };
-        Ok(Self { db, hot })
+        let postgres_url = (backend == DbBackend::Postgres).then(|| Secret::new(url.to_owned()));
+        Ok(Self {
+            db,
+            hot,
+            postgres_url,
+        })
     }
 
-    /// Where the task that reads and records code checks in batches runs
-    /// (`batch::Place`): on a thread of its own when it has a SQLite
-    /// connection of its own; on PostgreSQL on the runtime, whose reactor
-    /// drives the pool's connections.
-    fn batch_place(&self) -> batch::Place {
-        match self.hot.get_database_backend() {
-            DbBackend::Sqlite => batch::Place::OwnThread,
-            _ => batch::Place::Runtime,
-        }
+    /// The store as the code-check thread uses it: on PostgreSQL with a
+    /// connection of its own (`db::batch_connect_options`), opened from
+    /// that thread, so that its runtime drives the connection. A pool
+    /// connection is driven by the service's runtime, where each of a
+    /// batch's round trips waited behind the requests' work (Verify on
+    /// PostgreSQL rose from about 3,000/s to over 5,000/s with both this
+    /// and the batch connection's planner cost; BENCHMARKS.md). On SQLite,
+    /// the store itself: its batch connection has a thread of its own.
+    async fn for_code_checks(&self) -> Result<Store> {
+        let Some(url) = &self.postgres_url else {
+            return Ok(self.clone());
+        };
+        Ok(Store {
+            db: self.db.clone(),
+            hot: db::connect(db::batch_connect_options(url.expose())).await?,
+            postgres_url: None,
+        })
     }
 
     /// True when the database answers.
