@@ -270,9 +270,9 @@ impl Store {
     /// connection of its own (`db::batch_connect_options`), opened from
     /// that thread, so that its runtime drives the connection. A pool
     /// connection is driven by the service's runtime, where each of a
-    /// batch's round trips waited behind the requests' work (Verify on
-    /// PostgreSQL rose from about 3,000/s to over 5,000/s with both this
-    /// and the batch connection's planner cost; BENCHMARKS.md). On SQLite,
+    /// batch's round trips waited behind the requests' work (with this and
+    /// the batch connection's planner cost, Verify on PostgreSQL about
+    /// doubled; BENCHMARKS.md, "Verify on PostgreSQL"). On SQLite,
     /// the store itself: its batch connection has a thread of its own.
     async fn for_code_checks(&self) -> Result<Store> {
         let Some(url) = &self.postgres_url else {
