@@ -560,15 +560,8 @@ mod tests {
     /// Where the session's `random_page_cost` comes from (`client`: the
     /// connection's own start-up options).
     async fn cost_source<C: ConnectionTrait>(conn: &C) -> String {
-        conn.query_one_raw(sea_orm::Statement::from_string(
-            conn.get_database_backend(),
-            "SELECT source FROM pg_settings WHERE name = 'random_page_cost'",
-        ))
-        .await
-        .expect("select")
-        .expect("a row")
-        .try_get("", "source")
-        .expect("text")
+        let sql = "SELECT source FROM pg_settings WHERE name = 'random_page_cost'";
+        text(conn, sql, "source").await
     }
 
     async fn statement_timeout<C: ConnectionTrait>(conn: &C) -> String {
@@ -576,14 +569,19 @@ mod tests {
     }
 
     async fn setting<C: ConnectionTrait>(conn: &C, name: &str) -> String {
+        text(conn, &format!("SHOW {name}"), name).await
+    }
+
+    /// The text in `column` of the first row `sql` returns.
+    async fn text<C: ConnectionTrait>(conn: &C, sql: &str, column: &str) -> String {
         conn.query_one_raw(sea_orm::Statement::from_string(
             conn.get_database_backend(),
-            format!("SHOW {name}"),
+            sql,
         ))
         .await
-        .expect("show")
+        .expect("query")
         .expect("a row")
-        .try_get("", name)
+        .try_get("", column)
         .expect("text")
     }
 
