@@ -58,7 +58,7 @@ use std::str::FromStr;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Index, Order, Query, SimpleExpr, Table};
 use sea_orm::{
     ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr, QueryResult,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 use sea_orm_migration::schema::{big_integer_null, string_len_null};
 use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager};
@@ -236,9 +236,10 @@ pub async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr
 
 /// Appends `records` (each one value per [`Chain::columns`], in order) to
 /// the chain in `txn`, a transaction from [`begin`]: locks the chain, reads
-/// its head once, links the records one after another and inserts them in
-/// a few statements of [`crate::db::batch_shapes`]. Call it last in the transaction.
-/// Returns the new head.
+/// its head once, links the records one after another and inserts them: on
+/// PostgreSQL in one statement whatever their number ([`insert_as_json`]),
+/// on SQLite in a few statements of [`crate::db::batch_shapes`]. Call it
+/// last in the transaction. Returns the new head.
 pub async fn append(
     txn: &DatabaseTransaction,
     chain: &Chain,
@@ -247,26 +248,36 @@ pub async fn append(
     if records.is_empty() {
         return head(txn, chain).await;
     }
-    if txn.get_database_backend() == DatabaseBackend::Postgres {
-        txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({APPEND_LOCK})"))
-            .await?;
+    let postgres = txn.get_database_backend() == DatabaseBackend::Postgres;
+    if postgres {
+        // A prepared statement, like every other the append runs: the
+        // server plans it once per connection.
+        txn.execute_raw(Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            "SELECT pg_advisory_xact_lock($1)",
+            [APPEND_LOCK.into()],
+        ))
+        .await?;
     }
     let mut link = head(txn, chain).await?;
-    let mut records = records.into_iter();
-    for size in crate::db::batch_shapes(records.len()) {
+    let mut linked = Vec::with_capacity(records.len());
+    for values in records {
+        check_kinds(chain, &values)?;
+        let prev = link;
+        link = prev.next(chain, &values);
+        linked.push((values, prev, link));
+    }
+    if postgres {
+        txn.execute_raw(insert_as_json(chain, &linked)).await?;
+        return Ok(link);
+    }
+    let mut linked = linked.into_iter();
+    for size in crate::db::batch_shapes(linked.len()) {
         let mut insert = Query::insert();
-        insert.into_table(Alias::new(chain.table)).columns(
-            chain
-                .columns
-                .iter()
-                .map(|(name, _)| *name)
-                .chain([SEQ, PREV_HASH, HASH])
-                .map(Alias::new),
-        );
-        for values in records.by_ref().take(size) {
-            check_kinds(chain, &values)?;
-            let prev = link;
-            link = prev.next(chain, &values);
+        insert
+            .into_table(Alias::new(chain.table))
+            .columns(stored_columns(chain).map(Alias::new));
+        for (values, prev, link) in linked.by_ref().take(size) {
             let row: Vec<SimpleExpr> = values
                 .into_iter()
                 .map(Value::into_sql)
@@ -284,6 +295,54 @@ pub async fn append(
         txn.execute(&insert).await?;
     }
     Ok(link)
+}
+
+/// The columns a record is stored in: the hashed ones, then the links.
+fn stored_columns(chain: &Chain) -> impl Iterator<Item = &'static str> {
+    chain
+        .columns
+        .iter()
+        .map(|(name, _)| *name)
+        .chain([SEQ, PREV_HASH, HASH])
+}
+
+/// One INSERT for any number of linked records (PostgreSQL): the rows go
+/// as one JSON array bound as a single value, and the server reads them
+/// back with the table's own column types (`json_populate_recordset`).
+/// One statement shape, however many rows, so it is prepared once; the
+/// values are never part of the SQL text.
+fn insert_as_json(chain: &Chain, linked: &[(Vec<Value>, Link, Link)]) -> Statement {
+    let rows: Vec<serde_json::Value> = linked
+        .iter()
+        .map(|(values, prev, link)| {
+            let mut row = serde_json::Map::with_capacity(values.len() + 3);
+            for ((name, _), value) in chain.columns.iter().zip(values) {
+                let value = match value {
+                    Value::Int(n) => serde_json::Value::from(*n),
+                    Value::Text(s) => serde_json::Value::from(s.clone()),
+                };
+                row.insert((*name).to_owned(), value);
+            }
+            row.insert(SEQ.to_owned(), link.seq.into());
+            row.insert(PREV_HASH.to_owned(), hex::encode(prev.hash).into());
+            row.insert(HASH.to_owned(), hex::encode(link.hash).into());
+            serde_json::Value::Object(row)
+        })
+        .collect();
+    let columns = stored_columns(chain)
+        .map(|name| format!("\"{name}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let table = chain.table;
+    let sql = format!(
+        "INSERT INTO \"{table}\" ({columns}) SELECT {columns} \
+         FROM json_populate_recordset(NULL::\"{table}\", CAST($1 AS json))"
+    );
+    Statement::from_sql_and_values(
+        DatabaseBackend::Postgres,
+        sql,
+        [serde_json::Value::Array(rows).to_string().into()],
+    )
 }
 
 fn check_kinds(chain: &Chain, values: &[Value]) -> Result<(), DbErr> {

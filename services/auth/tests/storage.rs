@@ -373,8 +373,9 @@ async fn a_group_of_step_ups_is_applied_in_arrival_order_in_one_commit() {
 }
 
 /// Groups and reads are padded to a power of two by repeating their last
-/// row (`db::padded_shape`), and audit records inserted in power-of-two
-/// statements (`db::batch_shapes`): five step-ups are five, not eight.
+/// row (`db::padded_shape`), and on SQLite audit records are inserted in
+/// power-of-two statements (`db::batch_shapes`): five step-ups are five,
+/// not eight.
 #[tokio::test]
 async fn a_group_of_five_is_recorded_as_five() {
     for (db, store) in stores().await {
@@ -423,6 +424,79 @@ async fn a_group_of_five_is_recorded_as_five() {
         assert!(
             matches!(verdict, padlock_runtime::audit::Verdict::Intact(_)),
             "{verdict:?}"
+        );
+    }
+}
+
+/// A group's audit records reach PostgreSQL as one JSON value: whatever
+/// their texts hold (quotes, backslashes, JSON and SQL syntax, line breaks,
+/// non-ASCII) and whichever fields are empty, they are stored as given
+/// and the chain over them holds, on both databases.
+#[tokio::test]
+async fn audit_records_of_a_group_are_stored_as_given() {
+    let details = [
+        "quote ' and \"double\"",
+        "back\\slash \\\" and \\u0041",
+        "\"}, {\"seq\": 1}]; DROP TABLE audit_events; --",
+        "line\nbreak\ttab",
+        "héllo → 你好 🔒",
+        "",
+    ];
+    for (db, store) in stores().await {
+        let users: Vec<String> = (1..=details.len()).map(|n| format!("u{n}")).collect();
+        for (n, id) in users.iter().enumerate() {
+            enrolled(&store, id).await;
+            let session = format!("s{}", n + 1);
+            store
+                .create_session(&live_session(&session, id), &format!("h-{session}"), NOW)
+                .await
+                .unwrap();
+        }
+        let before = store.audit_events(None, 1000).await.unwrap().len();
+        let group: Vec<StepUp> = users
+            .iter()
+            .zip(details)
+            .enumerate()
+            .map(|(n, (id, detail))| {
+                let mut s = step_up(id, &format!("s{}", n + 1), 101, NOW + 1);
+                s.audit.detail = detail.to_owned();
+                if n % 2 == 1 {
+                    s.audit.actor = None;
+                    s.audit.session_id = None;
+                }
+                s
+            })
+            .collect();
+        let outcomes = store.record_step_ups(&group).await.unwrap();
+        assert!(
+            outcomes.iter().all(|o| *o == StepUpOutcome::SteppedUp),
+            "{}: {outcomes:?}",
+            db.backend
+        );
+
+        let records = store.audit_events(None, 1000).await.unwrap();
+        let added: Vec<(Option<&str>, Option<&str>, &str)> = records[..records.len() - before]
+            .iter()
+            .rev()
+            .map(|r| (r.actor.as_deref(), r.subject.as_deref(), r.detail.as_str()))
+            .collect();
+        let expected: Vec<(Option<&str>, Option<&str>, &str)> = users
+            .iter()
+            .zip(details)
+            .enumerate()
+            .map(|(n, (id, detail))| {
+                let actor = (n % 2 == 0).then_some(id.as_str());
+                (actor, Some(id.as_str()), detail)
+            })
+            .collect();
+        assert_eq!(added, expected, "{}", db.backend);
+        let verdict = padlock_auth::store::verify_audit_chain(&db.url, None)
+            .await
+            .unwrap();
+        assert!(
+            matches!(verdict, padlock_runtime::audit::Verdict::Intact(_)),
+            "{}: {verdict:?}",
+            db.backend
         );
     }
 }

@@ -14,8 +14,9 @@
 //! group costs a handful of statements, not three per step-up: one UPDATE
 //! accepts the steps of every user in it (the same conditions as for one
 //! code: newer than the last accepted step, factor active and not locked),
-//! one steps up the sessions whose codes were accepted, and the audit
-//! records go in as one INSERT. A user with two step-ups in one group gets
+//! one steps up the sessions whose codes were accepted (on PostgreSQL the
+//! two are one statement), and the audit records go in together
+//! (`audit::append`). A user with two step-ups in one group gets
 //! them in two rounds, in arrival order, so of two requests with the same
 //! code exactly one is accepted, whether they share a group or not, and a
 //! replica's writer is only one more writer on the database. A caller
@@ -76,7 +77,6 @@ impl Store {
         &self,
         group: &[StepUp],
     ) -> std::result::Result<Vec<StepUpOutcome>, DbErr> {
-        let backend = self.hot.get_database_backend();
         let mut outcomes = vec![StepUpOutcome::NotAccepted; group.len()];
         let mut accepted = Vec::with_capacity(group.len());
         let txn = audit::begin(&self.hot).await?;
@@ -92,18 +92,11 @@ impl Store {
             waiting = later;
 
             let rows: Vec<&StepUp> = round.iter().map(|&i| &group[i]).collect();
-            let steps = txn.query_all_raw(accept_steps(backend, &rows)).await?;
-            let took: HashSet<String> = returned(&steps, "user_id")?;
+            let (took, stepped) = accept_round(&txn, &rows).await?;
             let round: Vec<usize> = round
                 .into_iter()
                 .filter(|&i| took.contains(&group[i].user_id))
                 .collect();
-            if round.is_empty() {
-                continue;
-            }
-            let rows: Vec<&StepUp> = round.iter().map(|&i| &group[i]).collect();
-            let sessions = txn.query_all_raw(step_up_sessions(backend, &rows)).await?;
-            let stepped: HashSet<String> = returned(&sessions, "id")?;
             for i in round {
                 outcomes[i] = if stepped.contains(&group[i].session_id) {
                     StepUpOutcome::SteppedUp
@@ -120,6 +113,46 @@ impl Store {
         txn.commit().await?;
         Ok(outcomes)
     }
+}
+
+/// Accepts the steps of `round` (users that appear once) and steps up the
+/// sessions of the users whose step was accepted: returns those users'
+/// ids and the ids of the sessions stepped up. On PostgreSQL both UPDATEs
+/// are one statement (`accept_steps_and_sessions`); on SQLite, which has
+/// no data-modifying `WITH`, two.
+async fn accept_round(
+    txn: &impl ConnectionTrait,
+    round: &[&StepUp],
+) -> std::result::Result<(HashSet<String>, HashSet<String>), DbErr> {
+    let backend = txn.get_database_backend();
+    if backend == DbBackend::Postgres {
+        let rows = txn.query_all_raw(accept_steps_and_sessions(round)).await?;
+        let (mut took, mut stepped) = (HashSet::new(), HashSet::new());
+        for row in &rows {
+            let id: String = row.try_get("", "id")?;
+            match row.try_get::<String>("", "kind")?.as_str() {
+                "factor" => took.insert(id),
+                _ => stepped.insert(id),
+            };
+        }
+        return Ok((took, stepped));
+    }
+    let took = returned(
+        &txn.query_all_raw(accept_steps(backend, round)).await?,
+        "user_id",
+    )?;
+    let accepted: Vec<&StepUp> = round
+        .iter()
+        .copied()
+        .filter(|s| took.contains(&s.user_id))
+        .collect();
+    if accepted.is_empty() {
+        return Ok((took, HashSet::new()));
+    }
+    let sessions = txn
+        .query_all_raw(step_up_sessions(backend, &accepted))
+        .await?;
+    Ok((took, returned(&sessions, "id")?))
 }
 
 /// How often a group that lost a deadlock is tried in all.
@@ -170,6 +203,47 @@ fn step_up_sessions(backend: DbBackend, round: &[&StepUp]) -> Statement {
     sql.push(
         ") AS v WHERE sessions.id = v.column1 AND sessions.ended_at IS NULL \
          AND sessions.expires_at > v.column2 RETURNING id",
+    );
+    sql.into_statement()
+}
+
+/// `accept_steps` and then `step_up_sessions` for the users whose step was
+/// accepted, as one PostgreSQL statement: the sessions UPDATE reads what
+/// the factors UPDATE returned (a data-modifying `WITH`; both see the same
+/// snapshot, and neither reads the other's table). Returns rows of `kind`
+/// `factor` (`id`: a user whose step was accepted) and `session` (`id`: a
+/// session stepped up).
+fn accept_steps_and_sessions(round: &[&StepUp]) -> Statement {
+    let mut sql = Sql::new(DbBackend::Postgres);
+    sql.push("WITH v (user_id, session_id, step, now) AS (VALUES ");
+    for (n, s) in padded(round).enumerate() {
+        sql.push(if n == 0 { "(" } else { ", (" });
+        sql.bind(s.user_id.as_str());
+        sql.push(", ");
+        sql.bind(s.session_id.as_str());
+        sql.push(", CAST(");
+        sql.bind(s.step);
+        sql.push(" AS BIGINT), CAST(");
+        sql.bind(s.now);
+        sql.push(" AS BIGINT))");
+    }
+    sql.push(
+        "), f AS (UPDATE factors SET last_step = v.step, failed_attempts = 0, \
+         locked_until = NULL, lockouts = 0 FROM v WHERE factors.user_id = v.user_id \
+         AND factors.state = 'active' \
+         AND (factors.last_step IS NULL OR factors.last_step < v.step) \
+         AND (factors.locked_until IS NULL OR factors.locked_until <= v.now) \
+         RETURNING factors.user_id), \
+         s AS (UPDATE sessions SET mfa_at = v.now, mfa_method = ",
+    );
+    sql.bind(Method::Totp.as_str());
+    sql.push(
+        " FROM v WHERE sessions.id = v.session_id \
+         AND v.user_id IN (SELECT user_id FROM f) \
+         AND sessions.ended_at IS NULL AND sessions.expires_at > v.now \
+         RETURNING sessions.id) \
+         SELECT 'factor' AS kind, user_id AS id FROM f \
+         UNION ALL SELECT 'session', id FROM s",
     );
     sql.into_statement()
 }
