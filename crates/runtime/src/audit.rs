@@ -363,14 +363,19 @@ fn check_kinds(chain: &Chain, values: &[Value]) -> Result<(), DbErr> {
 
 /// The newest link of the chain (its last record), or [`Link::GENESIS`].
 async fn head(conn: &impl ConnectionTrait, chain: &Chain) -> Result<Link, DbErr> {
-    let query = Query::select()
-        .columns([chain.col(SEQ), chain.col(HASH)])
-        .from(Alias::new(chain.table))
-        .and_where(Expr::col(chain.col(SEQ)).is_not_null())
-        .order_by(chain.col(SEQ), Order::Desc)
-        .limit(1)
-        .to_owned();
-    let Some(row) = conn.query_one(&query).await? else {
+    // `LIMIT 1` is written out, not bound: PostgreSQL cannot know a bound
+    // limit is 1, so it planned the query afresh at every append (three
+    // times its execution time); with no parameters it plans it once per
+    // connection.
+    let table = chain.table;
+    let query = Statement::from_string(
+        conn.get_database_backend(),
+        format!(
+            "SELECT \"{table}\".\"{SEQ}\", \"{table}\".\"{HASH}\" FROM \"{table}\" \
+             WHERE \"{table}\".\"{SEQ}\" IS NOT NULL ORDER BY \"{table}\".\"{SEQ}\" DESC LIMIT 1"
+        ),
+    );
+    let Some(row) = conn.query_one_raw(query).await? else {
         return Ok(Link::GENESIS);
     };
     let seq: i64 = row.try_get("", SEQ)?;
