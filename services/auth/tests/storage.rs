@@ -372,6 +372,18 @@ async fn a_group_of_step_ups_is_applied_in_arrival_order_in_one_commit() {
     }
 }
 
+/// Enrolls each of `users` and gives the n-th (from 1) a live session `sn`.
+async fn enrolled_with_sessions(store: &Store, users: &[&str]) {
+    for (n, id) in users.iter().enumerate() {
+        enrolled(store, id).await;
+        let session = format!("s{}", n + 1);
+        store
+            .create_session(&live_session(&session, id), &format!("h-{session}"), NOW)
+            .await
+            .expect("create a session");
+    }
+}
+
 /// Groups and reads are padded to a power of two by repeating their last
 /// row (`db::padded_shape`), and on SQLite audit records are inserted in
 /// power-of-two statements (`db::batch_shapes`): five step-ups are five,
@@ -380,14 +392,7 @@ async fn a_group_of_step_ups_is_applied_in_arrival_order_in_one_commit() {
 async fn a_group_of_five_is_recorded_as_five() {
     for (db, store) in stores().await {
         let users = ["u1", "u2", "u3", "u4", "u5"];
-        for (n, id) in users.iter().enumerate() {
-            enrolled(&store, id).await;
-            let session = format!("s{}", n + 1);
-            store
-                .create_session(&live_session(&session, id), &format!("h-{session}"), NOW)
-                .await
-                .unwrap();
-        }
+        enrolled_with_sessions(&store, &users).await;
         let before = store.audit_events(None, 1000).await.unwrap().len();
         let group: Vec<StepUp> = users
             .iter()
@@ -444,14 +449,8 @@ async fn audit_records_of_a_group_are_stored_as_given() {
     ];
     for (db, store) in stores().await {
         let users: Vec<String> = (1..=details.len()).map(|n| format!("u{n}")).collect();
-        for (n, id) in users.iter().enumerate() {
-            enrolled(&store, id).await;
-            let session = format!("s{}", n + 1);
-            store
-                .create_session(&live_session(&session, id), &format!("h-{session}"), NOW)
-                .await
-                .unwrap();
-        }
+        let ids: Vec<&str> = users.iter().map(String::as_str).collect();
+        enrolled_with_sessions(&store, &ids).await;
         let before = store.audit_events(None, 1000).await.unwrap().len();
         let group: Vec<StepUp> = users
             .iter()

@@ -168,15 +168,13 @@ fn accept_steps(backend: DbBackend, round: &[&StepUp]) -> Statement {
         "UPDATE factors SET last_step = v.column2, failed_attempts = 0, \
          locked_until = NULL, lockouts = 0 FROM (VALUES ",
     );
-    for (n, s) in padded(round).enumerate() {
-        sql.push(if n == 0 { "(" } else { ", (" });
+    sql.rows(round, |sql, s| {
         sql.bind(s.user_id.as_str());
-        sql.push(", CAST(");
-        sql.bind(s.step);
-        sql.push(" AS BIGINT), CAST(");
-        sql.bind(s.now);
-        sql.push(" AS BIGINT))");
-    }
+        sql.push(", ");
+        sql.bind_bigint(s.step);
+        sql.push(", ");
+        sql.bind_bigint(s.now);
+    });
     sql.push(
         ") AS v WHERE factors.user_id = v.column1 AND factors.state = 'active' \
          AND (factors.last_step IS NULL OR factors.last_step < v.column2) \
@@ -193,13 +191,11 @@ fn step_up_sessions(backend: DbBackend, round: &[&StepUp]) -> Statement {
     sql.push("UPDATE sessions SET mfa_at = v.column2, mfa_method = ");
     sql.bind(Method::Totp.as_str());
     sql.push(" FROM (VALUES ");
-    for (n, s) in padded(round).enumerate() {
-        sql.push(if n == 0 { "(" } else { ", (" });
+    sql.rows(round, |sql, s| {
         sql.bind(s.session_id.as_str());
-        sql.push(", CAST(");
-        sql.bind(s.now);
-        sql.push(" AS BIGINT))");
-    }
+        sql.push(", ");
+        sql.bind_bigint(s.now);
+    });
     sql.push(
         ") AS v WHERE sessions.id = v.column1 AND sessions.ended_at IS NULL \
          AND sessions.expires_at > v.column2 RETURNING id",
@@ -216,17 +212,15 @@ fn step_up_sessions(backend: DbBackend, round: &[&StepUp]) -> Statement {
 fn accept_steps_and_sessions(round: &[&StepUp]) -> Statement {
     let mut sql = Sql::new(DbBackend::Postgres);
     sql.push("WITH v (user_id, session_id, step, now) AS (VALUES ");
-    for (n, s) in padded(round).enumerate() {
-        sql.push(if n == 0 { "(" } else { ", (" });
+    sql.rows(round, |sql, s| {
         sql.bind(s.user_id.as_str());
         sql.push(", ");
         sql.bind(s.session_id.as_str());
-        sql.push(", CAST(");
-        sql.bind(s.step);
-        sql.push(" AS BIGINT), CAST(");
-        sql.bind(s.now);
-        sql.push(" AS BIGINT))");
-    }
+        sql.push(", ");
+        sql.bind_bigint(s.step);
+        sql.push(", ");
+        sql.bind_bigint(s.now);
+    });
     sql.push(
         "), f AS (UPDATE factors SET last_step = v.step, failed_attempts = 0, \
          locked_until = NULL, lockouts = 0 FROM v WHERE factors.user_id = v.user_id \
@@ -295,6 +289,24 @@ impl Sql {
                 self.text.push_str(&self.values.len().to_string());
             }
             _ => self.text.push('?'),
+        }
+    }
+
+    /// `value` bound as a BIGINT (a bound value in `VALUES` has no type of
+    /// its own).
+    fn bind_bigint(&mut self, value: i64) {
+        self.push("CAST(");
+        self.bind(value);
+        self.push(" AS BIGINT)");
+    }
+
+    /// One parenthesised row of `VALUES` per step-up of `round`, padded
+    /// (`padded`), comma-separated; `row` writes a row's values.
+    fn rows(&mut self, round: &[&StepUp], row: impl Fn(&mut Sql, &StepUp)) {
+        for (n, s) in padded(round).enumerate() {
+            self.push(if n == 0 { "(" } else { ", (" });
+            row(self, s);
+            self.push(")");
         }
     }
 
