@@ -28,3 +28,23 @@ pub const AUTH_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("auth
 
 /// The deploy contracts as an encoded `FileDescriptorSet`, for reflection.
 pub const DEPLOY_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("deploy_descriptor");
+
+/// Every method of every service in `descriptor_set` (an encoded
+/// `FileDescriptorSet`), as `package.Service/Method`: what a table of rules
+/// per RPC must cover. Empty if the set does not decode.
+pub fn methods(descriptor_set: &[u8]) -> Vec<String> {
+    use prost::Message as _;
+    let Ok(set) = prost_types::FileDescriptorSet::decode(descriptor_set) else {
+        return Vec::new();
+    };
+    let mut methods = Vec::new();
+    for file in &set.file {
+        let package = file.package();
+        for service in &file.service {
+            for method in &service.method {
+                methods.push(format!("{package}.{}/{}", service.name(), method.name()));
+            }
+        }
+    }
+    methods
+}

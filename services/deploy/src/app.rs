@@ -16,7 +16,7 @@ use crate::error::{DeployError, Result};
 use crate::keys::{KeyCache, VerifyError};
 use crate::metrics::Metrics;
 use crate::policy::{self, Action, Env, Grant, Holdings, Policy};
-use crate::store::{AuditEvent, Member, Outcome, Role, Store};
+use crate::store::{AppChange, AuditEvent, Member, NodeGrant, Outcome, Role, Store};
 
 /// Roles (from auth's token) that may create apps.
 pub const APP_CREATOR_ROLES: [&str; 2] = ["operator", "support"];
@@ -136,30 +136,11 @@ impl App {
             .ok_or(DeployError::NotAMember)
     }
 
-    /// What the caller holds on `app_id`: Technical Contact or not, and
-    /// their node permissions there.
+    /// What `username` holds on `app_id`, read from the database now.
     pub async fn holdings(&self, username: &str, app_id: &str) -> Result<Holdings> {
         let member = self.0.store.member(app_id, username).await?;
-        let technical_contact_of = match member {
-            Some(m) if m.role == Role::TechnicalContact => vec![app_id.to_owned()],
-            _ => Vec::new(),
-        };
-        let grants = self
-            .0
-            .store
-            .grants(app_id, Some(username))
-            .await?
-            .into_iter()
-            .map(|g| Grant {
-                app_id: g.app_id,
-                env: g.env,
-                permission: g.permission,
-            })
-            .collect();
-        Ok(Holdings {
-            technical_contact_of,
-            grants,
-        })
+        let grants = self.0.store.grants(app_id, Some(username)).await?;
+        Ok(holdings_of(app_id, member, grants))
     }
 
     /// What `username` holds on `app_id`, for `CheckAccess`: from the
@@ -232,18 +213,33 @@ impl App {
         }
     }
 
-    /// DESIGN.md's step-up rule for `action` on `app_id`'s `env`, checked
-    /// before any state changes. Refusals of a known caller are audited.
+    /// The step-up rule for `action` on `env` of `app_id`, checked inside
+    /// the change that carries the action out: opens the app's change
+    /// (`AppNotFound` without the app), reads what the caller holds there
+    /// under the app's lock and decides. On a refusal the change is rolled
+    /// back, the refusal of a known caller audited, and the rule's status
+    /// returned; otherwise the caller and the open change, whose commit
+    /// writes the action's audit record with it.
     pub async fn authorize(
         &self,
         verified: &Verified,
         action: Action,
         app_id: &str,
         env: Env,
-    ) -> Result<Authorized> {
-        let verified = verified.clone();
-        let holdings = match &verified {
-            Ok(claims) => self.holdings(&claims.preferred_username, app_id).await?,
+    ) -> Result<(Authorized, AppChange)> {
+        let change = self
+            .0
+            .store
+            .change(app_id)
+            .await?
+            .ok_or(DeployError::AppNotFound)?;
+        let holdings = match verified {
+            Ok(claims) => {
+                let username = claims.preferred_username.as_str();
+                let member = change.member(username).await?;
+                let grants = change.grants(Some(username)).await?;
+                holdings_of(app_id, member, grants)
+            }
             Err(_) => Holdings::default(),
         };
         let now = self.now();
@@ -256,71 +252,95 @@ impl App {
             &holdings,
             now,
         );
-        match decision.outcome {
-            Ok(()) => match verified {
-                Ok(claims) => Ok(Authorized { claims }),
-                Err(_) => Err(DeployError::TokenInvalid),
-            },
-            Err(refusal) => {
-                let reason = policy::reason_for(refusal, &decision.rule);
-                self.0.metrics.step_up_refused(reason, action, env);
-                if let Ok(claims) = &verified {
-                    self.0
-                        .store
-                        .audit(AuditEvent {
-                            at: now,
-                            actor: claims.preferred_username.clone(),
-                            action: action.as_str(),
-                            app_id: Some(app_id.to_owned()),
-                            env: Some(env),
-                            outcome: Outcome::Refused,
-                            reason: Some(policy::reason_for(refusal, &decision.rule)),
-                            mfa_at: claims.mfa_at,
-                            mfa_method: claims.mfa_method.clone(),
-                            detail: String::new(),
-                        })
-                        .await?;
-                }
-                tracing::info!(
-                    action = action.as_str(),
-                    environment = env.as_str(),
-                    reason = policy::reason_for(refusal, &decision.rule),
-                    "padlocked action refused"
-                );
-                Err(DeployError::Refused(Box::new(policy::refusal_status(
-                    refusal,
-                    action,
-                    env,
-                    &decision.rule,
-                ))))
+        let refusal = match (decision.outcome, verified) {
+            (Ok(()), Ok(claims)) => {
+                let who = Authorized {
+                    claims: claims.clone(),
+                };
+                return Ok((who, change));
             }
+            (Ok(()), Err(_)) => policy::Refusal::TokenInvalid,
+            (Err(refusal), _) => refusal,
+        };
+        // Release the app (and on SQLite the write lock) before writing the
+        // refusal's record in a transaction of its own.
+        change.rollback().await?;
+        let reason = policy::reason_for(refusal, &decision.rule);
+        self.0.metrics.step_up_refused(reason, action, env);
+        if let Ok(claims) = verified {
+            self.0
+                .store
+                .audit(AuditEvent {
+                    at: now,
+                    actor: claims.preferred_username.clone(),
+                    action: action.as_str(),
+                    app_id: Some(app_id.to_owned()),
+                    env: Some(env),
+                    outcome: Outcome::Refused,
+                    reason: Some(reason),
+                    mfa_at: claims.mfa_at,
+                    mfa_method: claims.mfa_method.clone(),
+                    detail: String::new(),
+                })
+                .await?;
         }
+        tracing::info!(
+            action = action.as_str(),
+            environment = env.as_str(),
+            reason,
+            "padlocked action refused"
+        );
+        Err(DeployError::Refused(Box::new(policy::refusal_status(
+            refusal,
+            action,
+            env,
+            &decision.rule,
+        ))))
     }
 
-    /// Audits a padlocked action that went through.
-    pub async fn audit_ok(
+    /// The audit record of an action `who` did on `app_id`, relying on the
+    /// second factor their token carries.
+    pub fn audit_ok(
         &self,
         who: &Authorized,
         action: &'static str,
         app_id: &str,
         env: Option<Env>,
         detail: String,
-    ) -> Result<()> {
-        self.0
-            .store
-            .audit(AuditEvent {
-                at: self.now(),
-                actor: who.username().to_owned(),
-                action,
-                app_id: Some(app_id.to_owned()),
-                env,
-                outcome: Outcome::Ok,
-                reason: None,
-                mfa_at: who.claims.mfa_at,
-                mfa_method: who.claims.mfa_method.clone(),
-                detail,
-            })
-            .await?;
-        Ok(())
+    ) -> AuditEvent {
+        AuditEvent {
+            at: self.now(),
+            actor: who.username().to_owned(),
+            action,
+            app_id: Some(app_id.to_owned()),
+            env,
+            outcome: Outcome::Ok,
+            reason: None,
+            mfa_at: who.claims.mfa_at,
+            mfa_method: who.claims.mfa_method.clone(),
+            detail,
+        }
+    }
+}
+
+/// What a member holds on `app_id`: Technical Contact or not, and their
+/// node permissions there (none for a non-member).
+fn holdings_of(app_id: &str, member: Option<Member>, grants: Vec<NodeGrant>) -> Holdings {
+    let technical_contact_of = match member {
+        Some(m) if m.role == Role::TechnicalContact => vec![app_id.to_owned()],
+        Some(_) => Vec::new(),
+        None => return Holdings::default(),
+    };
+    let grants = grants
+        .into_iter()
+        .map(|g| Grant {
+            app_id: g.app_id,
+            env: g.env,
+            permission: g.permission,
+        })
+        .collect();
+    Holdings {
+        technical_contact_of,
+        grants,
     }
 }

@@ -5,6 +5,7 @@ use padlock_runtime::status::{self, Violations};
 use tonic::{Code, Status};
 
 use crate::blobs::BlobError;
+use crate::policy::Env;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,10 @@ pub enum DeployError {
     PackageVersionExists,
     #[error("the package is not deployed in the source environment")]
     NotDeployedInSource,
+    #[error(
+        "{env} only receives packages that ran on {previous}; deploy or transport it there first"
+    )]
+    NotPromoted { env: Env, previous: Env },
     #[error("upload: {0}")]
     Upload(#[from] BlobError),
     #[error("storage: {0}")]
@@ -90,6 +95,15 @@ impl From<DeployError> for Status {
             NotDeployedInSource => {
                 refusal(Code::FailedPrecondition, "PACKAGE_NOT_DEPLOYED_IN_SOURCE")
             }
+            NotPromoted { env, previous } => status::refusal(
+                Code::FailedPrecondition,
+                "PACKAGE_NOT_PROMOTED",
+                message,
+                [
+                    ("environment", env.as_str().to_owned()),
+                    ("required_environment", previous.as_str().to_owned()),
+                ],
+            ),
             Upload(e) => match e.field() {
                 Some(field) => status::invalid_field(field, &e.to_string()),
                 None => status::internal(),

@@ -13,6 +13,7 @@ pub mod grpc;
 pub mod keys;
 pub mod metrics;
 pub mod policy;
+pub mod rules;
 pub mod store;
 
 use std::future::Future;

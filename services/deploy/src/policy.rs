@@ -40,6 +40,12 @@ impl Env {
         }
     }
 
+    /// Where a package must have run before it may come here: nothing
+    /// before test.
+    pub fn previous(self) -> Option<Env> {
+        Env::ALL.into_iter().find(|e| e.next() == Some(self))
+    }
+
     /// `None` for `ENVIRONMENT_UNSPECIFIED` and unknown values.
     pub fn from_proto(value: i32) -> Option<Self> {
         match pb::Environment::try_from(value).ok()? {
@@ -143,15 +149,19 @@ pub enum Action {
     GetNodeDetails,
     DownloadBackup,
     ChangeNodePermissions,
+    /// Adding, removing, promoting or demoting team members: it changes who
+    /// can reach production, whichever environment the caller looks at.
+    ChangeTeam,
 }
 
 impl Action {
-    pub const ALL: [Action; 5] = [
+    pub const ALL: [Action; 6] = [
         Action::DeployPackage,
         Action::TransportPackage,
         Action::GetNodeDetails,
         Action::DownloadBackup,
         Action::ChangeNodePermissions,
+        Action::ChangeTeam,
     ];
 
     /// `None` for `ACTION_UNSPECIFIED` and unknown values.
@@ -163,6 +173,7 @@ impl Action {
             pb::Action::GetNodeDetails => Some(Action::GetNodeDetails),
             pb::Action::DownloadBackup => Some(Action::DownloadBackup),
             pb::Action::ChangeNodePermissions => Some(Action::ChangeNodePermissions),
+            pb::Action::ChangeTeam => Some(Action::ChangeTeam),
         }
     }
 
@@ -173,6 +184,7 @@ impl Action {
             Action::GetNodeDetails => pb::Action::GetNodeDetails,
             Action::DownloadBackup => pb::Action::DownloadBackup,
             Action::ChangeNodePermissions => pb::Action::ChangeNodePermissions,
+            Action::ChangeTeam => pb::Action::ChangeTeam,
         }
         .into()
     }
@@ -184,6 +196,7 @@ impl Action {
             Action::GetNodeDetails => "get_node_details",
             Action::DownloadBackup => "download_backup",
             Action::ChangeNodePermissions => "change_node_permissions",
+            Action::ChangeTeam => "change_team",
         }
     }
 
@@ -201,7 +214,7 @@ impl Action {
             }
             Action::GetNodeDetails => Requirement::Permission(Permission::Operate),
             Action::DownloadBackup => Requirement::Permission(Permission::Backups),
-            Action::ChangeNodePermissions => Requirement::TechnicalContact,
+            Action::ChangeNodePermissions | Action::ChangeTeam => Requirement::TechnicalContact,
         }
     }
 
@@ -261,22 +274,25 @@ impl Rule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     /// Indexed by `Action` then `Env`.
-    padlock: [[bool; 3]; 5],
+    padlock: [[bool; 3]; Action::ALL.len()],
     /// Indexed by `Action`.
-    max_age: [i64; 5],
+    max_age: [i64; Action::ALL.len()],
 }
 
 impl Default for Policy {
-    /// DESIGN.md's default: every action carries a padlock on production and
-    /// none elsewhere; a second factor counts for eight hours.
+    /// The default: every action carries a padlock on production and none
+    /// elsewhere, except a team change, which carries one everywhere (a
+    /// member added on any environment's page can reach production); a
+    /// second factor counts for eight hours.
     fn default() -> Self {
-        let mut padlock = [[false; 3]; 5];
+        let mut padlock = [[false; 3]; Action::ALL.len()];
         for row in &mut padlock {
             row[Env::Production.index()] = true;
         }
+        padlock[Action::ChangeTeam.index()] = [true; 3];
         Self {
             padlock,
-            max_age: [DEFAULT_MAX_AGE_SECS; 5],
+            max_age: [DEFAULT_MAX_AGE_SECS; Action::ALL.len()],
         }
     }
 }
@@ -470,20 +486,48 @@ pub fn decide(
         Err(_) => return decision(Err(Refusal::TokenInvalid), None),
     };
     let mfa_expires_at = claims.mfa_at.map(|at| at.saturating_add(rule.max_age));
-    if rule.padlock {
-        let Some(mfa_at) = claims.mfa_at else {
-            return decision(Err(Refusal::MfaRequired), mfa_expires_at);
-        };
-        let too_old = now.saturating_sub(mfa_at) > rule.max_age;
-        let from_the_future = mfa_at > now.saturating_add(MFA_LEEWAY_SECS);
-        if too_old || from_the_future {
-            return decision(Err(Refusal::MfaExpired), mfa_expires_at);
-        }
+    if rule.padlock
+        && let Err(refusal) = second_factor(claims, rule.max_age, now)
+    {
+        return decision(Err(refusal), mfa_expires_at);
     }
     if !holdings.satisfies(rule.requirement, app_id, env) {
         return decision(Err(Refusal::NodePermissionMissing), mfa_expires_at);
     }
     decision(Ok(()), mfa_expires_at)
+}
+
+/// Steps 2 and 3 of the rule: a second factor verified at most `max_age`
+/// seconds before `now`, and not further than [`MFA_LEEWAY_SECS`] after it.
+pub fn second_factor(claims: &Claims, max_age: i64, now: i64) -> Result<(), Refusal> {
+    let Some(mfa_at) = claims.mfa_at else {
+        return Err(Refusal::MfaRequired);
+    };
+    let too_old = now.saturating_sub(mfa_at) > max_age;
+    let from_the_future = mfa_at > now.saturating_add(MFA_LEEWAY_SECS);
+    if too_old || from_the_future {
+        return Err(Refusal::MfaExpired);
+    }
+    Ok(())
+}
+
+/// The status refusing `CreateApp` for a stale or missing second factor:
+/// as [`refusal_status`], with metadata `max_age` and `action` =
+/// `create_app` (no environment: the app does not exist yet).
+pub fn create_app_refusal(refusal: Refusal, max_age: i64) -> Status {
+    let window = human_duration(max_age);
+    padlock_runtime::status::refusal(
+        refusal.code(),
+        refusal.reason(),
+        format!(
+            "creating an app names who reaches its production, so it needs a second factor \
+             verified within the last {window}; verify your second factor and try again"
+        ),
+        [
+            ("max_age", max_age.to_string()),
+            ("action", "create_app".to_owned()),
+        ],
+    )
 }
 
 /// The gRPC status for `refusal`: UNAUTHENTICATED or PERMISSION_DENIED with
@@ -547,6 +591,7 @@ fn action_phrase(action: Action) -> &'static str {
         Action::GetNodeDetails => "read node details",
         Action::DownloadBackup => "download backups",
         Action::ChangeNodePermissions => "change node permissions",
+        Action::ChangeTeam => "change the team",
     }
 }
 
@@ -1128,20 +1173,17 @@ mod tests {
     }
 
     #[test]
-    fn default_policy_padlocks_every_action_on_production_only() {
+    fn default_policy_padlocks_production_and_every_team_change() {
         let policy = Policy::default();
         let rules: Vec<_> = policy.rules().collect();
         assert_eq!(rules.len(), Action::ALL.len() * Env::ALL.len());
         for (action, env, rule) in rules {
-            assert_eq!(rule.padlock, env == Env::Production, "{action} on {env}");
+            let padlocked = env == Env::Production || action == Action::ChangeTeam;
+            assert_eq!(rule.padlock, padlocked, "{action} on {env}");
             assert_eq!(rule.max_age, DEFAULT_MAX_AGE_SECS);
             assert_eq!(
                 rule.max_age_seconds(),
-                if env == Env::Production {
-                    DEFAULT_MAX_AGE_SECS
-                } else {
-                    0
-                }
+                if padlocked { DEFAULT_MAX_AGE_SECS } else { 0 }
             );
             assert_eq!(rule.requirement, action.requirement());
         }

@@ -159,7 +159,7 @@ async fn a_revocation_counts_at_once_on_the_replica_that_made_it() {
         // So does leaving the team, which takes the permissions with it.
         h.apps()
             .remove_team_member(bearer(
-                &h.token("tina", &[], None),
+                &h.stepped_up("tina"),
                 pb::RemoveTeamMemberRequest {
                     app_id: app.clone(),
                     username: "dev".into(),

@@ -120,7 +120,38 @@ async fn only_the_technical_contact_grants_and_production_needs_a_second_factor(
 async fn teams_are_managed_by_the_technical_contact() {
     for db in padlock_test_support::databases().await {
         let h = Harness::start(&db).await;
-        let ops = h.token("ops", &["operator"], None);
+        // Naming a Technical Contact decides who reaches production: an
+        // operator needs a fresh second factor for it.
+        let ops_password_only = h.token("ops", &["operator"], None);
+        let meta = refused(
+            h.apps()
+                .create_app(bearer(
+                    &ops_password_only,
+                    pb::CreateAppRequest {
+                        name: "Shop".into(),
+                        technical_contact: "tina".into(),
+                    },
+                ))
+                .await,
+            Code::Unauthenticated,
+            "MFA_REQUIRED",
+        );
+        assert_eq!(meta["action"], "create_app");
+        let stale = h.token("ops", &["operator"], Some(h.now() - 28_801));
+        refused(
+            h.apps()
+                .create_app(bearer(
+                    &stale,
+                    pb::CreateAppRequest {
+                        name: "Shop".into(),
+                        technical_contact: "tina".into(),
+                    },
+                ))
+                .await,
+            Code::Unauthenticated,
+            "MFA_EXPIRED",
+        );
+        let ops = h.token("ops", &["operator"], Some(h.now()));
         refused(
             h.apps()
                 .create_app(bearer(
@@ -161,7 +192,7 @@ async fn teams_are_managed_by_the_technical_contact() {
             .unwrap_err();
         assert_eq!(bad_fields(&status), ["name", "technical_contact"]);
 
-        let dev = h.token("dev", &[], None);
+        let dev = h.stepped_up("dev");
         h.add_member(&app, "dev", pb::TeamRole::Deploy).await;
         refused(
             h.apps()
@@ -177,7 +208,48 @@ async fn teams_are_managed_by_the_technical_contact() {
             Code::PermissionDenied,
             "TECHNICAL_CONTACT_REQUIRED",
         );
-        let tina = h.token("tina", &[], None);
+        // A team change needs the Technical Contact's fresh second factor.
+        let tina_password_only = h.token("tina", &[], None);
+        for role in [pb::TeamRole::TechnicalContact, pb::TeamRole::Member] {
+            let meta = refused(
+                h.apps()
+                    .add_team_member(bearer(
+                        &tina_password_only,
+                        pb::AddTeamMemberRequest {
+                            app_id: app.clone(),
+                            username: "dev".into(),
+                            role: role as i32,
+                        },
+                    ))
+                    .await,
+                Code::Unauthenticated,
+                "MFA_REQUIRED",
+            );
+            assert_eq!(
+                (meta["action"].as_str(), meta["environment"].as_str()),
+                ("change_team", "production")
+            );
+        }
+        refused(
+            h.apps()
+                .remove_team_member(bearer(
+                    &tina_password_only,
+                    pb::RemoveTeamMemberRequest {
+                        app_id: app.clone(),
+                        username: "dev".into(),
+                    },
+                ))
+                .await,
+            Code::Unauthenticated,
+            "MFA_REQUIRED",
+        );
+        let member = h.app.store().member(&app, "dev").await.unwrap().unwrap();
+        assert_eq!(
+            member.role,
+            padlock_deploy::store::Role::Deploy,
+            "unchanged"
+        );
+        let tina = h.stepped_up("tina");
         refused(
             h.apps()
                 .remove_team_member(bearer(

@@ -2,9 +2,55 @@
 //! on a real PostgreSQL, straight against the repository functions.
 
 use padlock_deploy::policy::{Env, Permission};
-use padlock_deploy::store::{AuditEvent, Deployment, Outcome, Package, Role, Store, StoreError};
+use padlock_deploy::store::{
+    AppChange, AuditEvent, Deployment, NewApp, Outcome, Package, Role, Store, StoreError,
+};
 
 const NOW: i64 = 1_800_000_000;
+
+fn new_app(id: &str, name: &str, technical_contact: &str) -> NewApp {
+    NewApp {
+        id: id.into(),
+        name: name.into(),
+        technical_contact: technical_contact.into(),
+        by: "ops".into(),
+        now: NOW,
+    }
+}
+
+fn record(action: &'static str) -> AuditEvent {
+    AuditEvent {
+        at: NOW,
+        actor: "tina".into(),
+        action,
+        app_id: Some("a1".into()),
+        env: None,
+        outcome: Outcome::Ok,
+        reason: None,
+        mfa_at: Some(NOW - 5),
+        mfa_method: Some("totp".into()),
+        detail: String::new(),
+    }
+}
+
+async fn create(
+    store: &Store,
+    id: &str,
+    name: &str,
+    technical_contact: &str,
+) -> Result<(), StoreError> {
+    store
+        .create_app(&new_app(id, name, technical_contact), record("create_app"))
+        .await
+}
+
+async fn change(store: &Store) -> AppChange {
+    store
+        .change("a1")
+        .await
+        .expect("begin a change")
+        .expect("the app exists")
+}
 
 async fn stores() -> Vec<(padlock_test_support::TestDatabase, Store)> {
     let mut all = Vec::new();
@@ -45,14 +91,8 @@ fn deployment(package_id: &str, env: Env, at: i64) -> Deployment {
 #[tokio::test]
 async fn apps_have_unique_names_and_start_with_their_technical_contact() {
     for (db, store) in stores().await {
-        store
-            .create_app("a1", "Shop", "tina", "ops", NOW)
-            .await
-            .unwrap();
-        let err = store
-            .create_app("a2", "Shop", "tom", "ops", NOW)
-            .await
-            .unwrap_err();
+        create(&store, "a1", "Shop", "tina").await.unwrap();
+        let err = create(&store, "a2", "Shop", "tom").await.unwrap_err();
         assert!(
             matches!(err, StoreError::Conflict),
             "{}: {err:?}",
@@ -70,93 +110,140 @@ async fn apps_have_unique_names_and_start_with_their_technical_contact() {
             "{}: the failed app left no member",
             db.backend
         );
+        assert_eq!(
+            store.audit_events(None, 10).await.unwrap().len(),
+            1,
+            "{}: one record, for the app that was created",
+            db.backend
+        );
+        assert!(store.change("a2").await.unwrap().is_none());
     }
 }
 
 #[tokio::test]
 async fn demoting_or_removing_a_member_drops_their_permissions() {
     for (db, store) in stores().await {
-        store
-            .create_app("a1", "Shop", "tina", "ops", NOW)
+        create(&store, "a1", "Shop", "tina").await.unwrap();
+        let mut c = change(&store).await;
+        c.put_member("dev", Role::Deploy, "tina", NOW)
             .await
             .unwrap();
-        store
-            .put_member("a1", "dev", Role::Deploy, "tina", NOW)
-            .await
-            .unwrap();
-        store
-            .grant(
-                "a1",
-                Env::Acceptance,
-                "dev",
-                &[Permission::Transport, Permission::Logs],
-                "tina",
-                NOW,
-            )
-            .await
-            .unwrap();
-        store
-            .grant(
-                "a1",
-                Env::Acceptance,
-                "dev",
-                &[Permission::Transport],
-                "tina",
-                NOW,
-            )
-            .await
-            .unwrap();
+        c.grant(
+            Env::Acceptance,
+            "dev",
+            &[Permission::Transport, Permission::Logs],
+            "tina",
+            NOW,
+        )
+        .await
+        .unwrap();
+        c.grant(
+            Env::Acceptance,
+            "dev",
+            &[Permission::Transport],
+            "tina",
+            NOW,
+        )
+        .await
+        .unwrap();
+        c.commit(record("grant")).await.unwrap();
         assert_eq!(
             store.grants("a1", Some("dev")).await.unwrap().len(),
             2,
             "{}",
             db.backend
         );
-        store
-            .put_member("a1", "dev", Role::Member, "tina", NOW)
+        let mut c = change(&store).await;
+        c.put_member("dev", Role::Member, "tina", NOW)
             .await
             .unwrap();
+        c.commit(record("add_team_member")).await.unwrap();
         assert!(store.grants("a1", Some("dev")).await.unwrap().is_empty());
-        store
-            .put_member("a1", "dev", Role::Deploy, "tina", NOW)
+        let mut c = change(&store).await;
+        c.put_member("dev", Role::Deploy, "tina", NOW)
             .await
             .unwrap();
-        store
-            .grant("a1", Env::Test, "dev", &[Permission::Operate], "tina", NOW)
+        c.grant(Env::Test, "dev", &[Permission::Operate], "tina", NOW)
             .await
             .unwrap();
-        assert!(store.remove_member("a1", "dev").await.unwrap());
-        assert!(!store.remove_member("a1", "dev").await.unwrap());
+        assert!(c.remove_member("dev").await.unwrap());
+        assert!(!c.remove_member("dev").await.unwrap());
+        c.commit(record("remove_team_member")).await.unwrap();
         assert!(store.grants("a1", None).await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_change_commits_with_its_record_or_leaves_nothing() {
+    for (db, store) in stores().await {
+        create(&store, "a1", "Shop", "tina").await.unwrap();
+        let records = || async { store.audit_events(Some("a1"), 100).await.unwrap().len() };
+        let version = store.permissions_version("a1").await.unwrap();
+
+        // Dropped without a commit, and rolled back: nothing of either stays.
+        let mut c = change(&store).await;
+        c.put_member("dev", Role::Deploy, "tina", NOW)
+            .await
+            .unwrap();
+        drop(c);
+        let mut c = change(&store).await;
+        c.put_member("eve", Role::TechnicalContact, "tina", NOW)
+            .await
+            .unwrap();
+        c.rollback().await.unwrap();
+        assert!(
+            store.member("a1", "dev").await.unwrap().is_none(),
+            "{}",
+            db.backend
+        );
+        assert!(store.member("a1", "eve").await.unwrap().is_none());
+        assert_eq!(records().await, 1, "{}: only the creation", db.backend);
+        assert_eq!(store.permissions_version("a1").await.unwrap(), version);
+
+        // Committed: the change, its record and a new permissions version.
+        let mut c = change(&store).await;
+        assert_eq!(c.app().technical_contacts, ["tina"]);
+        c.put_member("dev", Role::Deploy, "tina", NOW)
+            .await
+            .unwrap();
+        c.commit(record("add_team_member")).await.unwrap();
+        assert!(store.member("a1", "dev").await.unwrap().is_some());
+        assert_eq!(records().await, 2, "{}", db.backend);
+        assert!(store.permissions_version("a1").await.unwrap() > version);
+        let newest = &store.audit_events(Some("a1"), 1).await.unwrap()[0];
+        assert_eq!(newest.action, "add_team_member");
     }
 }
 
 #[tokio::test]
 async fn the_newest_deployment_is_what_runs() {
     for (db, store) in stores().await {
-        store
-            .create_app("a1", "Shop", "tina", "ops", NOW)
-            .await
-            .unwrap();
-        store.insert_package(&package("p1", "1.0.0")).await.unwrap();
-        store.insert_package(&package("p2", "1.1.0")).await.unwrap();
+        create(&store, "a1", "Shop", "tina").await.unwrap();
+        let c = change(&store).await;
+        c.insert_package(&package("p1", "1.0.0")).await.unwrap();
+        c.insert_package(&package("p2", "1.1.0")).await.unwrap();
+        c.commit(record("upload_package")).await.unwrap();
+        let c = change(&store).await;
         assert!(matches!(
-            store.insert_package(&package("p3", "1.0.0")).await,
+            c.insert_package(&package("p3", "1.0.0")).await,
             Err(StoreError::Conflict)
         ));
+        drop(c);
         assert!(store.blob_in_use(&"ab".repeat(32)).await.unwrap());
-        store
-            .insert_deployment(&deployment("p1", Env::Test, NOW))
+        let c = change(&store).await;
+        c.insert_deployment(&deployment("p1", Env::Test, NOW))
             .await
             .unwrap();
-        store
-            .insert_deployment(&deployment("p2", Env::Test, NOW))
+        c.insert_deployment(&deployment("p2", Env::Test, NOW))
             .await
             .unwrap();
-        store
-            .insert_deployment(&deployment("p1", Env::Acceptance, NOW + 1))
+        c.insert_deployment(&deployment("p1", Env::Acceptance, NOW + 1))
             .await
             .unwrap();
+        assert!(c.has_run("p1", Env::Test).await.unwrap());
+        assert!(c.has_run("p1", Env::Acceptance).await.unwrap());
+        assert!(!c.has_run("p2", Env::Acceptance).await.unwrap());
+        c.commit(record("deploy_package")).await.unwrap();
         let current = store
             .current_deployment("a1", Env::Test)
             .await

@@ -246,13 +246,24 @@ async fn check_access_tells_in_advance_and_changes_nothing() {
             .unwrap()
             .into_inner()
             .actions;
-        assert_eq!(actions.len(), 15, "5 actions x 3 environments");
+        assert_eq!(actions.len(), 18, "6 actions x 3 environments");
         let padlocked: Vec<_> = actions
             .iter()
             .filter(|a| a.padlock)
-            .map(|a| a.environment())
+            .map(|a| (a.action(), a.environment()))
             .collect();
-        assert_eq!(padlocked, vec![Production; 5], "{}", h.backend);
+        let mut expected: Vec<_> = [
+            pb::Action::DeployPackage,
+            pb::Action::TransportPackage,
+            pb::Action::GetNodeDetails,
+            pb::Action::DownloadBackup,
+            pb::Action::ChangeNodePermissions,
+        ]
+        .into_iter()
+        .map(|a| (a, Production))
+        .collect();
+        expected.extend([Test, Acceptance, Production].map(|e| (pb::Action::ChangeTeam, e)));
+        assert_eq!(padlocked, expected, "{}", h.backend);
         assert!(
             h.app
                 .store()
@@ -280,6 +291,7 @@ async fn a_configured_max_age_applies_to_its_action_only() {
     let mfa_at = h.now();
     let tina = h.token("tina", &[], Some(mfa_at));
     let package = h.upload(&tina, &app, "1.0.0", &mda(4, 100)).await.unwrap();
+    h.deploy(&tina, &package.id, Test).await.unwrap();
     h.deploy(&tina, &package.id, Acceptance).await.unwrap();
     h.clock.advance(Duration::from_secs(3601));
     let tina = h.token("tina", &[], Some(mfa_at));

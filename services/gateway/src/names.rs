@@ -72,6 +72,7 @@ pub fn action(value: i32) -> Option<&'static str> {
         Action::GetNodeDetails => Some("get_node_details"),
         Action::DownloadBackup => Some("download_backup"),
         Action::ChangeNodePermissions => Some("change_node_permissions"),
+        Action::ChangeTeam => Some("change_team"),
         Action::Unspecified => None,
     }
 }
@@ -83,6 +84,7 @@ pub fn parse_action(name: &str) -> Option<Action> {
         "get_node_details" => Some(Action::GetNodeDetails),
         "download_backup" => Some(Action::DownloadBackup),
         "change_node_permissions" => Some(Action::ChangeNodePermissions),
+        "change_team" => Some(Action::ChangeTeam),
         _ => None,
     }
 }
@@ -163,6 +165,7 @@ mod tests {
             Action::GetNodeDetails,
             Action::DownloadBackup,
             Action::ChangeNodePermissions,
+            Action::ChangeTeam,
         ] {
             assert_eq!(parse_action(action(a as i32).unwrap()), Some(a));
         }

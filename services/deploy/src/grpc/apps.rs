@@ -7,13 +7,22 @@ use padlock_proto::deploy::v1::{
     app_service_server::AppService,
 };
 use padlock_token::Claims;
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
 use super::{Check, app_message, deployment_message, node_name, role_message, timestamp};
-use crate::app::{APP_CREATOR_ROLES, App};
+use crate::app::{APP_CREATOR_ROLES, App, Authorized, Verified};
 use crate::error::{DeployError, Result};
-use crate::policy::Env;
-use crate::store::{self, AuditEvent, Member, Outcome, Role, StoreError};
+use crate::policy::{self, Action, Env};
+use crate::store::{self, Member, Role, StoreError};
+
+/// The environment a team change is padlocked as: it changes who can
+/// reach production.
+const TEAM_ENV: Env = Env::Production;
+
+fn refused(refusal: policy::Refusal, max_age: i64) -> DeployError {
+    DeployError::Refused(Box::new(policy::create_app_refusal(refusal, max_age)))
+}
 
 #[derive(Debug, Clone)]
 pub struct Apps(pub App);
@@ -38,41 +47,13 @@ impl Apps {
             .ok_or(DeployError::AppNotFound)
     }
 
-    /// The caller must be the app's Technical Contact.
-    async fn technical_contact(&self, claims: &Claims, app_id: &str) -> Result<store::App> {
-        let app = self.app(app_id).await?;
-        if !app.technical_contacts.contains(&claims.preferred_username) {
-            return Err(DeployError::TechnicalContactRequired);
-        }
-        Ok(app)
-    }
-
-    async fn audit(
-        &self,
-        claims: &Claims,
-        action: &'static str,
-        app_id: &str,
-        detail: String,
-    ) -> Result<()> {
-        self.0
-            .store()
-            .audit(AuditEvent {
-                at: self.0.now(),
-                actor: claims.preferred_username.clone(),
-                action,
-                app_id: Some(app_id.to_owned()),
-                env: None,
-                outcome: Outcome::Ok,
-                reason: None,
-                mfa_at: claims.mfa_at,
-                mfa_method: claims.mfa_method.clone(),
-                detail,
-            })
-            .await?;
-        Ok(())
-    }
-
-    async fn create_app(&self, claims: Claims, req: CreateAppRequest) -> Result<pb::App> {
+    /// An operator (or support) names a new app's Technical Contact, which
+    /// decides who reaches its production: so it takes the role and a
+    /// fresh second factor, checked in that order (someone without the role
+    /// is not asked to step up).
+    async fn create_app(&self, verified: Verified, req: CreateAppRequest) -> Result<pb::App> {
+        let max_age = policy::DEFAULT_MAX_AGE_SECS;
+        let claims = verified.map_err(|_| refused(policy::Refusal::MfaExpired, max_age))?;
         if !APP_CREATOR_ROLES.iter().any(|r| claims.has_role(r)) {
             return Err(DeployError::RoleRequired("operator"));
         }
@@ -80,32 +61,29 @@ impl Apps {
         check.app_name("name", &req.name);
         check.username("technical_contact", &req.technical_contact);
         check.done()?;
-        let id = uuid::Uuid::new_v4().to_string();
         let now = self.0.now();
-        match self
-            .0
-            .store()
-            .create_app(
-                &id,
-                &req.name,
-                &req.technical_contact,
-                &claims.preferred_username,
-                now,
-            )
-            .await
-        {
+        policy::second_factor(&claims, max_age, now).map_err(|r| refused(r, max_age))?;
+        let new = store::NewApp {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: req.name,
+            technical_contact: req.technical_contact,
+            by: claims.preferred_username.clone(),
+            now,
+        };
+        let who = Authorized { claims };
+        let audit = self.0.audit_ok(
+            &who,
+            "create_app",
+            &new.id,
+            None,
+            format!("technical_contact={}", new.technical_contact),
+        );
+        match self.0.store().create_app(&new, audit).await {
             Ok(()) => {}
             Err(StoreError::Conflict) => return Err(DeployError::AppNameTaken),
             Err(e) => return Err(e.into()),
         }
-        self.audit(
-            &claims,
-            "create_app",
-            &id,
-            format!("technical_contact={}", req.technical_contact),
-        )
-        .await?;
-        Ok(app_message(&self.app(&id).await?))
+        Ok(app_message(&self.app(&new.id).await?))
     }
 
     async fn get_app(&self, claims: Claims, req: GetAppRequest) -> Result<pb::App> {
@@ -119,78 +97,89 @@ impl Apps {
         Ok(app_message(&app))
     }
 
+    /// Adds a member or changes their role: a team change, padlocked,
+    /// by the Technical Contact, in one change with its checks (the app
+    /// keeps a Technical Contact) and its audit record.
     async fn add_member(
         &self,
-        claims: Claims,
+        metadata: &MetadataMap,
         req: AddTeamMemberRequest,
     ) -> Result<pb::TeamMember> {
+        let verified = self.team_change_caller(metadata).await?;
         let mut check = Check::new();
         check.id("app_id", &req.app_id);
         check.username("username", &req.username);
         let role = check.role("role", req.role);
         check.done()?;
-        let Some(role) = role else {
-            return Err(DeployError::Internal);
-        };
-        let app = self.technical_contact(&claims, &req.app_id).await?;
-        let demotes_last_tc = role != Role::TechnicalContact
-            && app.technical_contacts.len() == 1
-            && app.technical_contacts[0] == req.username;
-        if demotes_last_tc {
+        let role = role.ok_or(DeployError::Internal)?;
+        let (who, mut change) = self
+            .0
+            .authorize(&verified, Action::ChangeTeam, &req.app_id, TEAM_ENV)
+            .await?;
+        let contacts = &change.app().technical_contacts;
+        if role != Role::TechnicalContact && contacts[..] == [req.username.clone()] {
             return Err(DeployError::LastTechnicalContact);
         }
-        let member = self
-            .0
-            .store()
-            .put_member(
-                &req.app_id,
-                &req.username,
-                role,
-                &claims.preferred_username,
-                self.0.now(),
-            )
+        let before = change.member(&req.username).await?;
+        let member = change
+            .put_member(&req.username, role, who.username(), self.0.now())
             .await?;
-        self.audit(
-            &claims,
-            "add_team_member",
-            &req.app_id,
-            format!("username={} role={}", req.username, role.as_str()),
-        )
-        .await?;
+        let detail = match before {
+            Some(before) => format!(
+                "username={} role={}->{}",
+                req.username,
+                before.role.as_str(),
+                role.as_str()
+            ),
+            None => format!("username={} role={}", req.username, role.as_str()),
+        };
+        let audit = self
+            .0
+            .audit_ok(&who, "add_team_member", &req.app_id, None, detail);
+        change.commit(audit).await?;
         Ok(member_message(&member))
     }
 
+    /// Removes a member and their node permissions: a team change, as
+    /// [`Apps::add_member`].
     async fn remove_member(
         &self,
-        claims: Claims,
+        metadata: &MetadataMap,
         req: RemoveTeamMemberRequest,
     ) -> Result<RemoveTeamMemberResponse> {
+        let verified = self.team_change_caller(metadata).await?;
         let mut check = Check::new();
         check.id("app_id", &req.app_id);
         check.username("username", &req.username);
         check.done()?;
-        let app = self.technical_contact(&claims, &req.app_id).await?;
-        let member = self
+        let (who, mut change) = self
             .0
-            .store()
-            .member(&req.app_id, &req.username)
+            .authorize(&verified, Action::ChangeTeam, &req.app_id, TEAM_ENV)
+            .await?;
+        let member = change
+            .member(&req.username)
             .await?
             .ok_or(DeployError::MemberNotFound)?;
-        if member.role == Role::TechnicalContact && app.technical_contacts.len() == 1 {
+        if member.role == Role::TechnicalContact && change.app().technical_contacts.len() == 1 {
             return Err(DeployError::LastTechnicalContact);
         }
-        self.0
-            .store()
-            .remove_member(&req.app_id, &req.username)
-            .await?;
-        self.audit(
-            &claims,
+        change.remove_member(&req.username).await?;
+        let audit = self.0.audit_ok(
+            &who,
             "remove_team_member",
             &req.app_id,
-            format!("username={}", req.username),
-        )
-        .await?;
+            None,
+            format!("username={} role={}", req.username, member.role.as_str()),
+        );
+        change.commit(audit).await?;
         Ok(RemoveTeamMemberResponse {})
+    }
+
+    /// The caller of a team change, verified as for any padlocked action.
+    async fn team_change_caller(&self, metadata: &MetadataMap) -> Result<Verified> {
+        self.0
+            .verify_for(metadata, Action::ChangeTeam, Some(TEAM_ENV))
+            .await
     }
 
     async fn list_members(
@@ -247,9 +236,9 @@ impl Apps {
 #[tonic::async_trait]
 impl AppService for Apps {
     async fn create_app(&self, request: Request<CreateAppRequest>) -> Reply<pb::App> {
-        let claims = self.0.caller(request.metadata()).await?;
+        let verified = self.0.verify(request.metadata()).await?;
         Ok(Response::new(
-            Apps::create_app(self, claims, request.into_inner()).await?,
+            Apps::create_app(self, verified, request.into_inner()).await?,
         ))
     }
 
@@ -277,20 +266,16 @@ impl AppService for Apps {
         &self,
         request: Request<AddTeamMemberRequest>,
     ) -> Reply<pb::TeamMember> {
-        let claims = self.0.caller(request.metadata()).await?;
-        Ok(Response::new(
-            self.add_member(claims, request.into_inner()).await?,
-        ))
+        let (metadata, _, req) = request.into_parts();
+        Ok(Response::new(self.add_member(&metadata, req).await?))
     }
 
     async fn remove_team_member(
         &self,
         request: Request<RemoveTeamMemberRequest>,
     ) -> Reply<RemoveTeamMemberResponse> {
-        let claims = self.0.caller(request.metadata()).await?;
-        Ok(Response::new(
-            self.remove_member(claims, request.into_inner()).await?,
-        ))
+        let (metadata, _, req) = request.into_parts();
+        Ok(Response::new(self.remove_member(&metadata, req).await?))
     }
 
     async fn list_team_members(

@@ -48,11 +48,11 @@ impl Nodes {
             )
             .await?;
         let (app, env) = self.target(&req.app_id, req.environment).await?;
-        let who = self
+        let (who, change) = self
             .0
             .authorize(&verified, Action::GetNodeDetails, &app.id, env)
             .await?;
-        let current = self.0.store().current_deployment(&app.id, env).await?;
+        let current = change.current_deployment(env).await?;
         let package_version = match current {
             Some(d) => self
                 .0
@@ -63,15 +63,14 @@ impl Nodes {
                 .unwrap_or_default(),
             None => String::new(),
         };
-        self.0
-            .audit_ok(
-                &who,
-                Action::GetNodeDetails.as_str(),
-                &app.id,
-                Some(env),
-                String::new(),
-            )
-            .await?;
+        let audit = self.0.audit_ok(
+            &who,
+            Action::GetNodeDetails.as_str(),
+            &app.id,
+            Some(env),
+            String::new(),
+        );
+        change.commit(audit).await?;
         let node = node_name(&app.name, env);
         Ok(NodeDetails {
             app_id: app.id.clone(),
@@ -102,14 +101,12 @@ impl Nodes {
             )
             .await?;
         let (app, env) = self.target(&req.app_id, req.environment).await?;
-        let who = self
+        let (who, change) = self
             .0
             .authorize(&verified, Action::DownloadBackup, &app.id, env)
             .await?;
-        let deployments = self
-            .0
-            .store()
-            .deployments(&app.id, Some(env), super::MAX_LISTED_DEPLOYMENTS)
+        let deployments = change
+            .deployments(Some(env), super::MAX_LISTED_DEPLOYMENTS)
             .await?;
         let history: Vec<serde_json::Value> = deployments
             .iter()
@@ -129,15 +126,14 @@ impl Nodes {
             "deployments": history,
         });
         let bytes = serde_json::to_vec_pretty(&document).map_err(|_| DeployError::Internal)?;
-        self.0
-            .audit_ok(
-                &who,
-                Action::DownloadBackup.as_str(),
-                &app.id,
-                Some(env),
-                format!("bytes={}", bytes.len()),
-            )
-            .await?;
+        let audit = self.0.audit_ok(
+            &who,
+            Action::DownloadBackup.as_str(),
+            &app.id,
+            Some(env),
+            format!("bytes={}", bytes.len()),
+        );
+        change.commit(audit).await?;
         Ok(bytes)
     }
 }

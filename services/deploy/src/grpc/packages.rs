@@ -14,7 +14,7 @@ use super::{Check, MAX_LISTED_DEPLOYMENTS, deployment_message, package_message};
 use crate::app::{App, Authorized};
 use crate::error::{DeployError, Result};
 use crate::policy::{Action, Env};
-use crate::store::{self, Role, StoreError};
+use crate::store::{self, AppChange, Role, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct Packages(pub App);
@@ -93,7 +93,7 @@ impl Packages {
             uploaded_by: claims.preferred_username.clone(),
             uploaded_at: self.0.now(),
         };
-        if let Err(e) = self.0.store().insert_package(&package).await {
+        if let Err(e) = self.insert_package(&Authorized { claims }, &package).await {
             // No file without its row: drop the blob unless another row uses it.
             let in_use = self
                 .0
@@ -104,28 +104,50 @@ impl Packages {
             if !in_use {
                 let _ = self.0.blobs().remove(&stored.sha256_hex).await;
             }
-            return Err(match e {
-                StoreError::Conflict => DeployError::PackageVersionExists,
-                e => e.into(),
-            });
+            return Err(e);
         }
-        let who = Authorized { claims };
-        self.0
-            .audit_ok(
-                &who,
-                "upload_package",
-                &app.id,
-                None,
-                format!("version={} sha256={}", package.version, package.sha256),
-            )
-            .await?;
         Ok(package_message(&package))
     }
 
-    /// Records that `package` now runs on `env` (coming from `from`).
+    /// Writes an uploaded package's row and its audit record in one change,
+    /// checking again that the uploader may upload: the membership checked
+    /// before the upload may have ended while it streamed.
+    async fn insert_package(&self, who: &Authorized, package: &store::Package) -> Result<()> {
+        let change = self
+            .0
+            .store()
+            .change(&package.app_id)
+            .await?
+            .ok_or(DeployError::AppNotFound)?;
+        let member = change
+            .member(who.username())
+            .await?
+            .ok_or(DeployError::NotAMember)?;
+        if !member.role.may_hold_permissions() {
+            return Err(DeployError::DeployRoleRequired);
+        }
+        match change.insert_package(package).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict) => return Err(DeployError::PackageVersionExists),
+            Err(e) => return Err(e.into()),
+        }
+        let audit = self.0.audit_ok(
+            who,
+            "upload_package",
+            &package.app_id,
+            None,
+            format!("version={} sha256={}", package.version, package.sha256),
+        );
+        change.commit(audit).await?;
+        Ok(())
+    }
+
+    /// Records, in `change`, that `package` now runs on `env` (coming from
+    /// `from`), and commits it with its audit record.
     async fn record(
         &self,
         who: &Authorized,
+        change: AppChange,
         action: Action,
         package: &store::Package,
         env: Env,
@@ -142,7 +164,7 @@ impl Packages {
             mfa_at: who.claims.mfa_at,
             mfa_method: who.claims.mfa_method.clone(),
         };
-        deployment.id = self.0.store().insert_deployment(&deployment).await?;
+        deployment.id = change.insert_deployment(&deployment).await?;
         let detail = match from {
             Some(from) => format!(
                 "package={} version={} from={}",
@@ -152,9 +174,10 @@ impl Packages {
             ),
             None => format!("package={} version={}", package.id, package.version),
         };
-        self.0
-            .audit_ok(who, action.as_str(), &package.app_id, Some(env), detail)
-            .await?;
+        let audit = self
+            .0
+            .audit_ok(who, action.as_str(), &package.app_id, Some(env), detail);
+        change.commit(audit).await?;
         Ok(deployment_message(&deployment, &package.version))
     }
 
@@ -174,11 +197,19 @@ impl Packages {
         check.done()?;
         let env = env.ok_or(DeployError::Internal)?;
         let package = self.package(&req.package_id).await?;
-        let who = self
+        let (who, change) = self
             .0
             .authorize(&verified, Action::DeployPackage, &package.app_id, env)
             .await?;
-        self.record(&who, Action::DeployPackage, &package, env, None)
+        // The promotion order holds whatever the RPC: a package reaches an
+        // environment only after it ran on the one before (a redeploy, or
+        // a rollback to a package that passed there earlier, is fine).
+        if let Some(previous) = env.previous()
+            && !change.has_run(&package.id, previous).await?
+        {
+            return Err(DeployError::NotPromoted { env, previous });
+        }
+        self.record(&who, change, Action::DeployPackage, &package, env, None)
             .await
     }
 
@@ -207,20 +238,23 @@ impl Packages {
             ));
         }
         let package = self.package(&req.package_id).await?;
-        let who = self
+        let (who, change) = self
             .0
             .authorize(&verified, Action::TransportPackage, &package.app_id, to)
             .await?;
-        let current = self
-            .0
-            .store()
-            .current_deployment(&package.app_id, from)
-            .await?;
+        let current = change.current_deployment(from).await?;
         if current.is_none_or(|d| d.package_id != package.id) {
             return Err(DeployError::NotDeployedInSource);
         }
-        self.record(&who, Action::TransportPackage, &package, to, Some(from))
-            .await
+        self.record(
+            &who,
+            change,
+            Action::TransportPackage,
+            &package,
+            to,
+            Some(from),
+        )
+        .await
     }
 }
 

@@ -30,7 +30,7 @@ impl Permissions {
     async fn change(
         &self,
         metadata: &MetadataMap,
-        change: Change,
+        what: Change,
         app_id: &str,
         env: i32,
         username: &str,
@@ -51,62 +51,46 @@ impl Permissions {
         let permissions = check.permissions("permissions", permissions);
         check.done()?;
         let env = env.ok_or(DeployError::Internal)?;
-        self.0
-            .store()
-            .app(app_id)
-            .await?
-            .ok_or(DeployError::AppNotFound)?;
-        let who = self
+        let (who, mut change) = self
             .0
             .authorize(&verified, Action::ChangeNodePermissions, app_id, env)
             .await?;
-        let member = self
-            .0
-            .store()
-            .member(app_id, username)
+        let member = change
+            .member(username)
             .await?
             .ok_or(DeployError::MemberNotFound)?;
-        let store = self.0.store();
-        match change {
+        match what {
             Change::Grant => {
                 if !member.role.may_hold_permissions() {
                     return Err(DeployError::MemberCannotHoldPermissions);
                 }
-                store
-                    .grant(
-                        app_id,
-                        env,
-                        username,
-                        &permissions,
-                        who.username(),
-                        self.0.now(),
-                    )
+                change
+                    .grant(env, username, &permissions, who.username(), self.0.now())
                     .await?;
             }
-            Change::Revoke => store.revoke(app_id, env, username, &permissions).await?,
+            Change::Revoke => change.revoke(env, username, &permissions).await?,
         }
-        let names: Vec<&str> = permissions.iter().map(|p| p.as_str()).collect();
-        let verb = if change == Change::Grant {
-            "grant"
-        } else {
-            "revoke"
-        };
-        self.0
-            .audit_ok(
-                &who,
-                Action::ChangeNodePermissions.as_str(),
-                app_id,
-                Some(env),
-                format!("{verb} username={username} permissions={}", names.join(",")),
-            )
-            .await?;
-        let held: Vec<Permission> = store
-            .grants(app_id, Some(username))
+        let held: Vec<Permission> = change
+            .grants(Some(username))
             .await?
             .into_iter()
             .filter(|g| g.env == env)
             .map(|g| g.permission)
             .collect();
+        let names: Vec<&str> = permissions.iter().map(|p| p.as_str()).collect();
+        let verb = if what == Change::Grant {
+            "grant"
+        } else {
+            "revoke"
+        };
+        let audit = self.0.audit_ok(
+            &who,
+            Action::ChangeNodePermissions.as_str(),
+            app_id,
+            Some(env),
+            format!("{verb} username={username} permissions={}", names.join(",")),
+        );
+        change.commit(audit).await?;
         Ok(permission_set(app_id, env, username, &held))
     }
 }

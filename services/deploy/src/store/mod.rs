@@ -3,24 +3,26 @@
 //! domain types. Handlers never see sea-orm types.
 
 mod audit_chain;
+mod change;
 mod entity;
 pub mod migration;
 mod permission_version;
+mod read;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use padlock_runtime::{audit, db};
-use sea_orm::sea_query::OnConflict;
+use padlock_runtime::db;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    QueryOrder, QuerySelect,
 };
 
 use crate::policy::{Env, Permission};
-use entity::{app, audit_event, deployment, node_permission, package, team_member};
+use entity::{app, audit_event, deployment, package, team_member};
 
 pub use audit_chain::verify as verify_audit_chain;
+pub use change::AppChange;
 pub use padlock_runtime::db::StoreError;
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -61,6 +63,16 @@ fn env_of(s: &str) -> Option<Env> {
 
 fn permission_of(s: &str) -> Option<Permission> {
     Permission::ALL.into_iter().find(|p| p.as_str() == s)
+}
+
+/// An app to create, with its first Technical Contact.
+#[derive(Debug, Clone)]
+pub struct NewApp {
+    pub id: String,
+    pub name: String,
+    pub technical_contact: String,
+    pub by: String,
+    pub now: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -180,73 +192,46 @@ impl Store {
         self.permission_changes.load(Ordering::Acquire)
     }
 
-    /// Bumps `app_id`'s permissions version inside `txn`, commits, and
-    /// counts the change.
-    async fn commit_permission_change(
-        &self,
-        txn: sea_orm::DatabaseTransaction,
-        app_id: &str,
-    ) -> Result<()> {
-        permission_version::bump(&txn, app_id).await?;
-        txn.commit().await?;
-        self.permission_changes.fetch_add(1, Ordering::AcqRel);
-        Ok(())
-    }
-
     pub async fn ping(&self) -> bool {
         self.db.ping().await.is_ok()
     }
 
-    /// Creates an app with its Technical Contact, atomically.
-    pub async fn create_app(
-        &self,
-        id: &str,
-        name: &str,
-        technical_contact: &str,
-        by: &str,
-        now: i64,
-    ) -> Result<()> {
-        let txn = self.db.begin().await?;
+    /// Creates an app with its Technical Contact and the audit record of
+    /// its creation, in one transaction.
+    pub async fn create_app(&self, new: &NewApp, audit: AuditEvent) -> Result<()> {
+        let txn = padlock_runtime::audit::begin(&self.db).await?;
         app::Entity::insert(app::ActiveModel {
-            id: Set(id.to_owned()),
-            name: Set(name.to_owned()),
-            created_at: Set(now),
-            created_by: Set(by.to_owned()),
+            id: Set(new.id.clone()),
+            name: Set(new.name.clone()),
+            created_at: Set(new.now),
+            created_by: Set(new.by.clone()),
         })
         .exec_without_returning(&txn)
         .await?;
         team_member::Entity::insert(team_member::ActiveModel {
-            app_id: Set(id.to_owned()),
-            username: Set(technical_contact.to_owned()),
+            app_id: Set(new.id.clone()),
+            username: Set(new.technical_contact.clone()),
             role: Set(Role::TechnicalContact.as_str().to_owned()),
-            added_at: Set(now),
-            added_by: Set(by.to_owned()),
+            added_at: Set(new.now),
+            added_by: Set(new.by.clone()),
         })
         .exec_without_returning(&txn)
         .await?;
+        append_audit(&txn, audit).await?;
         txn.commit().await?;
         Ok(())
     }
 
+    /// Begins a change to `app_id` (`None`: no such app): a transaction
+    /// that holds the app's lock until it commits, so the checks made in it
+    /// still hold when its writes and their audit record commit
+    /// ([`AppChange`]).
+    pub async fn change(&self, app_id: &str) -> Result<Option<AppChange>> {
+        AppChange::begin(self, app_id).await
+    }
+
     pub async fn app(&self, id: &str) -> Result<Option<App>> {
-        let Some(row) = app::Entity::find_by_id(id.to_owned()).one(&self.db).await? else {
-            return Ok(None);
-        };
-        let technical_contacts = team_member::Entity::find()
-            .filter(team_member::Column::AppId.eq(id))
-            .filter(team_member::Column::Role.eq(Role::TechnicalContact.as_str()))
-            .order_by_asc(team_member::Column::Username)
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(|m| m.username)
-            .collect();
-        Ok(Some(App {
-            id: row.id,
-            name: row.name,
-            created_at: row.created_at,
-            technical_contacts,
-        }))
+        read::app(&self.db, id).await
     }
 
     /// The apps `username` is a team member of, by name.
@@ -269,10 +254,7 @@ impl Store {
     }
 
     pub async fn member(&self, app_id: &str, username: &str) -> Result<Option<Member>> {
-        let row = team_member::Entity::find_by_id((app_id.to_owned(), username.to_owned()))
-            .one(&self.db)
-            .await?;
-        Ok(row.and_then(member_from_row))
+        read::member(&self.db, app_id, username).await
     }
 
     pub async fn members(&self, app_id: &str) -> Result<Vec<Member>> {
@@ -284,159 +266,9 @@ impl Store {
         Ok(rows.into_iter().filter_map(member_from_row).collect())
     }
 
-    /// Adds a member or changes their role. A role that may not hold node
-    /// permissions drops the ones they had, in the same transaction.
-    pub async fn put_member(
-        &self,
-        app_id: &str,
-        username: &str,
-        role: Role,
-        by: &str,
-        now: i64,
-    ) -> Result<Member> {
-        let txn = self.db.begin().await?;
-        team_member::Entity::insert(team_member::ActiveModel {
-            app_id: Set(app_id.to_owned()),
-            username: Set(username.to_owned()),
-            role: Set(role.as_str().to_owned()),
-            added_at: Set(now),
-            added_by: Set(by.to_owned()),
-        })
-        .on_conflict(
-            OnConflict::columns([team_member::Column::AppId, team_member::Column::Username])
-                .update_column(team_member::Column::Role)
-                .to_owned(),
-        )
-        .exec_without_returning(&txn)
-        .await?;
-        if !role.may_hold_permissions() {
-            node_permission::Entity::delete_many()
-                .filter(node_permission::Column::AppId.eq(app_id))
-                .filter(node_permission::Column::Username.eq(username))
-                .exec(&txn)
-                .await?;
-        }
-        self.commit_permission_change(txn, app_id).await?;
-        self.member(app_id, username)
-            .await?
-            .ok_or(StoreError::Internal)
-    }
-
-    /// Removes a member and their node permissions; false if not a member.
-    pub async fn remove_member(&self, app_id: &str, username: &str) -> Result<bool> {
-        let txn = self.db.begin().await?;
-        node_permission::Entity::delete_many()
-            .filter(node_permission::Column::AppId.eq(app_id))
-            .filter(node_permission::Column::Username.eq(username))
-            .exec(&txn)
-            .await?;
-        let removed = team_member::Entity::delete_many()
-            .filter(team_member::Column::AppId.eq(app_id))
-            .filter(team_member::Column::Username.eq(username))
-            .exec(&txn)
-            .await?
-            .rows_affected;
-        self.commit_permission_change(txn, app_id).await?;
-        Ok(removed == 1)
-    }
-
     /// Node permissions on `app_id`, for one user or everyone.
     pub async fn grants(&self, app_id: &str, username: Option<&str>) -> Result<Vec<NodeGrant>> {
-        let mut query =
-            node_permission::Entity::find().filter(node_permission::Column::AppId.eq(app_id));
-        if let Some(username) = username {
-            query = query.filter(node_permission::Column::Username.eq(username));
-        }
-        let rows = query
-            .order_by_asc(node_permission::Column::Username)
-            .order_by_asc(node_permission::Column::Environment)
-            .order_by_asc(node_permission::Column::Permission)
-            .all(&self.db)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|r| {
-                Some(NodeGrant {
-                    env: env_of(&r.environment)?,
-                    permission: permission_of(&r.permission)?,
-                    app_id: r.app_id,
-                    username: r.username,
-                })
-            })
-            .collect())
-    }
-
-    /// Grants permissions; already-held ones are left as they are.
-    pub async fn grant(
-        &self,
-        app_id: &str,
-        env: Env,
-        username: &str,
-        permissions: &[Permission],
-        by: &str,
-        now: i64,
-    ) -> Result<()> {
-        if permissions.is_empty() {
-            return Ok(());
-        }
-        let rows = permissions.iter().map(|p| node_permission::ActiveModel {
-            app_id: Set(app_id.to_owned()),
-            environment: Set(env.as_str().to_owned()),
-            username: Set(username.to_owned()),
-            permission: Set(p.as_str().to_owned()),
-            granted_at: Set(now),
-            granted_by: Set(by.to_owned()),
-        });
-        let txn = self.db.begin().await?;
-        node_permission::Entity::insert_many(rows)
-            .on_conflict(
-                OnConflict::columns([
-                    node_permission::Column::AppId,
-                    node_permission::Column::Username,
-                    node_permission::Column::Environment,
-                    node_permission::Column::Permission,
-                ])
-                .do_nothing()
-                .to_owned(),
-            )
-            .exec_without_returning(&txn)
-            .await?;
-        self.commit_permission_change(txn, app_id).await
-    }
-
-    pub async fn revoke(
-        &self,
-        app_id: &str,
-        env: Env,
-        username: &str,
-        permissions: &[Permission],
-    ) -> Result<()> {
-        let names: Vec<&str> = permissions.iter().map(|p| p.as_str()).collect();
-        let txn = self.db.begin().await?;
-        node_permission::Entity::delete_many()
-            .filter(node_permission::Column::AppId.eq(app_id))
-            .filter(node_permission::Column::Environment.eq(env.as_str()))
-            .filter(node_permission::Column::Username.eq(username))
-            .filter(node_permission::Column::Permission.is_in(names))
-            .exec(&txn)
-            .await?;
-        self.commit_permission_change(txn, app_id).await
-    }
-
-    pub async fn insert_package(&self, p: &Package) -> Result<()> {
-        package::Entity::insert(package::ActiveModel {
-            id: Set(p.id.clone()),
-            app_id: Set(p.app_id.clone()),
-            version: Set(p.version.clone()),
-            file_name: Set(p.file_name.clone()),
-            size: Set(i64::try_from(p.size).map_err(|_| StoreError::Internal)?),
-            sha256: Set(p.sha256.clone()),
-            uploaded_by: Set(p.uploaded_by.clone()),
-            uploaded_at: Set(p.uploaded_at),
-        })
-        .exec_without_returning(&self.db)
-        .await?;
-        Ok(())
+        read::grants(&self.db, app_id, username).await
     }
 
     pub async fn package(&self, id: &str) -> Result<Option<Package>> {
@@ -466,23 +298,6 @@ impl Store {
         Ok(n > 0)
     }
 
-    pub async fn insert_deployment(&self, d: &Deployment) -> Result<i64> {
-        let result = deployment::Entity::insert(deployment::ActiveModel {
-            app_id: Set(d.app_id.clone()),
-            package_id: Set(d.package_id.clone()),
-            environment: Set(d.env.as_str().to_owned()),
-            from_environment: Set(d.from_env.map(|e| e.as_str().to_owned())),
-            deployed_by: Set(d.deployed_by.clone()),
-            deployed_at: Set(d.deployed_at),
-            mfa_at: Set(d.mfa_at),
-            mfa_method: Set(d.mfa_method.clone()),
-            ..Default::default()
-        })
-        .exec(&self.db)
-        .await?;
-        Ok(result.last_insert_id)
-    }
-
     /// Newest first; one environment or all.
     pub async fn deployments(
         &self,
@@ -490,31 +305,19 @@ impl Store {
         env: Option<Env>,
         limit: u64,
     ) -> Result<Vec<Deployment>> {
-        let mut query = deployment::Entity::find().filter(deployment::Column::AppId.eq(app_id));
-        if let Some(env) = env {
-            query = query.filter(deployment::Column::Environment.eq(env.as_str()));
-        }
-        let rows = query
-            .order_by_desc(deployment::Column::Id)
-            .limit(limit)
-            .all(&self.db)
-            .await?;
-        Ok(rows.into_iter().filter_map(deployment_from_row).collect())
+        read::deployments(&self.db, app_id, env, limit).await
     }
 
     /// What runs on an environment now: its newest deployment.
     pub async fn current_deployment(&self, app_id: &str, env: Env) -> Result<Option<Deployment>> {
-        Ok(self
-            .deployments(app_id, Some(env), 1)
-            .await?
-            .into_iter()
-            .next())
+        read::current_deployment(&self.db, app_id, env).await
     }
 
-    /// Appends one record to the audit chain, in a transaction of its own.
+    /// Appends one record to the audit chain, in a transaction of its own:
+    /// for records that go with no state change (a refusal).
     pub async fn audit(&self, e: AuditEvent) -> Result<()> {
-        let txn = audit::begin(&self.db).await?;
-        audit::append(&txn, &audit_chain::CHAIN, vec![audit_chain::values(e)]).await?;
+        let txn = padlock_runtime::audit::begin(&self.db).await?;
+        append_audit(&txn, e).await?;
         txn.commit().await?;
         Ok(())
     }
@@ -546,6 +349,13 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// Appends `e` to the audit chain in `txn` (begun by `audit::begin`); call
+/// it after the transaction's other writes.
+async fn append_audit(txn: &sea_orm::DatabaseTransaction, e: AuditEvent) -> Result<()> {
+    padlock_runtime::audit::append(txn, &audit_chain::CHAIN, vec![audit_chain::values(e)]).await?;
+    Ok(())
 }
 
 fn member_from_row(r: team_member::Model) -> Option<Member> {

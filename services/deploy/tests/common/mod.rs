@@ -165,9 +165,10 @@ impl Harness {
         PolicyServiceClient::new(self.channel.clone())
     }
 
-    /// App "Shop" with Technical Contact tina, created by an operator.
+    /// App "Shop" with Technical Contact tina, created by an operator with
+    /// a fresh second factor.
     pub async fn shop(&self) -> String {
-        let ops = self.token("ops", &["operator"], None);
+        let ops = self.token("ops", &["operator"], Some(self.now()));
         self.apps()
             .create_app(bearer(
                 &ops,
@@ -182,8 +183,9 @@ impl Harness {
             .id
     }
 
+    /// tina, stepped up, adds `username` to the team (or changes their role).
     pub async fn add_member(&self, app_id: &str, username: &str, role: pb::TeamRole) {
-        let tina = self.token("tina", &[], None);
+        let tina = self.stepped_up("tina");
         self.apps()
             .add_team_member(bearer(
                 &tina,
