@@ -53,6 +53,16 @@ pub enum AuthError {
     UserNotFound,
     #[error("this needs the {0} role")]
     RoleRequired(&'static str),
+    /// A support action without a second factor verified in this session
+    /// within `max_age` seconds (`expired`: there was one, too old).
+    #[error("support actions need a second factor verified in this session within the last {} minutes; verify yours and try again", .max_age / 60)]
+    StepUpRequired {
+        expired: bool,
+        max_age: i64,
+        action: &'static str,
+    },
+    #[error("the {0} role is granted only on the server, with `padlock-auth users add --role`")]
+    RoleNotGrantable(String),
     #[error("that username is taken")]
     UsernameTaken,
     #[error("{0} is not available yet")]
@@ -128,6 +138,24 @@ impl From<AuthError> for Status {
             SelfService => refusal(Code::PermissionDenied, "SELF_SERVICE_FORBIDDEN"),
             UserNotFound => refusal(Code::NotFound, "USER_NOT_FOUND"),
             RoleRequired(_) => refusal(Code::PermissionDenied, "ROLE_REQUIRED"),
+            StepUpRequired {
+                expired,
+                max_age,
+                action,
+            } => status::refusal(
+                Code::Unauthenticated,
+                if expired {
+                    "MFA_EXPIRED"
+                } else {
+                    "MFA_REQUIRED"
+                },
+                message,
+                [
+                    ("max_age", max_age.to_string()),
+                    ("action", action.to_owned()),
+                ],
+            ),
+            RoleNotGrantable(_) => refusal(Code::PermissionDenied, "ROLE_NOT_GRANTABLE"),
             UsernameTaken => refusal(Code::AlreadyExists, "USERNAME_TAKEN"),
             Unimplemented(_) => refusal(Code::Unimplemented, "UNIMPLEMENTED"),
             Store(StoreError::Conflict) => refusal(Code::Aborted, "CONFLICT"),

@@ -12,6 +12,7 @@ pub mod key_files;
 pub mod metrics;
 pub mod password;
 pub mod phone;
+pub mod rules;
 pub mod sealing;
 pub mod sms;
 pub mod store;

@@ -152,6 +152,7 @@ async fn add_user(options: Options, username: String, roles: Vec<String>) -> any
         app.hasher(),
         app.now(),
         None,
+        None,
         &username,
         password,
         roles,

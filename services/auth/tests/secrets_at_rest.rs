@@ -105,6 +105,7 @@ impl Service {
             self.h.app.hasher(),
             self.h.clock.unix(),
             None,
+            None,
             username,
             password.to_owned(),
             Vec::new(),

@@ -334,7 +334,6 @@ async fn caps_hold_under_50_concurrent_sends() {
 async fn after_a_reset_an_sms_user_may_enroll_totp() {
     let db = padlock_test_support::sqlite();
     let (h, fake) = with_twilio(&db).await;
-    h.add_user("sam", &["support"]).await;
     h.add_user("alice", &[]).await;
     let session = h.sign_in("alice").await;
     let started = start_sms(&h, &session.access_token, PHONE).await.unwrap();
@@ -350,7 +349,7 @@ async fn after_a_reset_an_sms_user_may_enroll_totp() {
         Code::FailedPrecondition,
         "FACTOR_LOCKED",
     );
-    let sam = h.sign_in("sam").await.access_token;
+    let sam = h.support_user("sam").await;
     h.support()
         .reset_factor(bearer(
             &sam,

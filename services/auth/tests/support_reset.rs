@@ -25,10 +25,9 @@ fn reset(username: &str, ticket: &str) -> ResetFactorRequest {
 async fn a_reset_ends_second_factor_state_and_allows_a_new_enrollment() {
     for db in padlock_test_support::databases().await {
         let h = Harness::start(&db).await;
-        h.add_user("sam", &["support"]).await;
         let (alice, _, step_up) = h.enrolled_user("alice").await;
         assert!(h.claims(&step_up.access_token).await.mfa_at.is_some());
-        let sam = h.sign_in("sam").await.access_token;
+        let sam = h.support_user("sam").await;
 
         assert_refused(
             h.start_totp(&alice.access_token).await,
@@ -92,6 +91,154 @@ async fn a_reset_ends_second_factor_state_and_allows_a_new_enrollment() {
             "{}",
             events[0].detail
         );
+
+        // Alice sees that support reset her factor, who and under which ticket.
+        let factor = h
+            .two_factor()
+            .get_factor(bearer(
+                &refreshed.access_token,
+                padlock_proto::auth::v1::GetFactorRequest {},
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (factor.reset_by.as_str(), factor.reset_ticket.as_str()),
+            ("sam", "CHG0012345"),
+            "{}",
+            h.backend
+        );
+        assert_eq!(
+            factor.reset_at.map(|t| t.seconds),
+            Some(events[0].at.unwrap().seconds)
+        );
+        h.stop().await;
+    }
+}
+
+/// Every support call: (its name in refusals, the call with `token`).
+async fn every_support_call(h: &Harness, token: &str) -> Vec<(&'static str, tonic::Status)> {
+    let mut support = h.support();
+    let mut refused = Vec::new();
+    let mut push = |action: &'static str, result: Result<(), tonic::Status>| {
+        if let Err(status) = result {
+            refused.push((action, status));
+        }
+    };
+    let create = padlock_proto::auth::v1::CreateUserRequest {
+        username: "mallory".into(),
+        password: "a long enough password".into(),
+        roles: vec![],
+        ticket: "CHG1".into(),
+    };
+    push(
+        "support_create_user",
+        support.create_user(bearer(token, create)).await.map(|_| ()),
+    );
+    push(
+        "support_reset_factor",
+        support
+            .reset_factor(bearer(token, reset("alice", "CHG1")))
+            .await
+            .map(|_| ()),
+    );
+    let unlock = UnlockRequest {
+        username: "alice".into(),
+        ticket: "CHG1".into(),
+    };
+    push(
+        "support_unlock",
+        support.unlock(bearer(token, unlock)).await.map(|_| ()),
+    );
+    let lookup = GetUserFactorRequest {
+        username: "alice".into(),
+    };
+    push(
+        "support_get_user_factor",
+        support
+            .get_user_factor(bearer(token, lookup))
+            .await
+            .map(|_| ()),
+    );
+    push(
+        "support_list_audit_events",
+        support
+            .list_audit_events(bearer(token, ListAuditEventsRequest::default()))
+            .await
+            .map(|_| ()),
+    );
+    refused
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn support_needs_a_second_factor_from_the_last_hour_for_every_call() {
+    for db in padlock_test_support::databases().await {
+        let h = Harness::start(&db).await;
+        let (_, _, alice_step_up) = h.enrolled_user("alice").await;
+        h.add_user("sam", &["support"]).await;
+        let password_only = h.sign_in("sam").await.access_token;
+        let refused = every_support_call(&h, &password_only).await;
+        assert_eq!(refused.len(), 5, "{}: every call refused", h.backend);
+        for (action, status) in &refused {
+            assert_eq!(status.code(), Code::Unauthenticated, "{action}: {status:?}");
+            use tonic_types::StatusExt as _;
+            let info = status.get_error_details().error_info().cloned().unwrap();
+            assert_eq!(info.reason, "MFA_REQUIRED", "{action}");
+            assert_eq!(info.metadata["max_age"], "3600");
+            assert_eq!(info.metadata["action"], *action);
+        }
+        // Nothing changed: alice keeps her factor, mallory does not exist.
+        let alice = h
+            .app
+            .store()
+            .user_by_username("alice")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(h.app.store().factor(&alice.id).await.unwrap().is_some());
+        assert!(
+            h.app
+                .store()
+                .user_by_username("mallory")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(h.claims(&alice_step_up.access_token).await.mfa_at.is_some());
+
+        // Stepped up, support works; an hour and a second later it does not.
+        let session = h.sign_in("sam").await;
+        let enrollment = h.start_totp(&session.access_token).await.unwrap();
+        let secret = base32_decode(&enrollment.secret);
+        let sam = h
+            .confirm(
+                &session.access_token,
+                &enrollment.enrollment_id,
+                &h.code(&secret, 0),
+            )
+            .await
+            .unwrap()
+            .access_token;
+        let lookup = || GetUserFactorRequest {
+            username: "alice".into(),
+        };
+        h.support()
+            .get_user_factor(bearer(&sam, lookup()))
+            .await
+            .unwrap();
+        h.clock.advance(Duration::from_secs(3601));
+        // A refreshed token carries the session's mfa_at, an hour old now.
+        let sam = h
+            .sessions()
+            .refresh(RefreshRequest {
+                session_token: session.session_token.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .access_token;
+        let expired = h.support().get_user_factor(bearer(&sam, lookup())).await;
+        assert_refused(expired, Code::Unauthenticated, "MFA_EXPIRED");
         h.stop().await;
     }
 }
@@ -100,9 +247,8 @@ async fn a_reset_ends_second_factor_state_and_allows_a_new_enrollment() {
 async fn support_checks_roles_tickets_and_never_acts_on_itself() {
     for db in padlock_test_support::databases().await {
         let h = Harness::start(&db).await;
-        h.add_user("sam", &["support"]).await;
         let (alice, _, _) = h.enrolled_user("alice").await;
-        let sam = h.sign_in("sam").await.access_token;
+        let sam = h.support_user("sam").await;
 
         assert_refused(
             h.support()
@@ -170,7 +316,6 @@ async fn support_checks_roles_tickets_and_never_acts_on_itself() {
 async fn unlock_lifts_a_lockout() {
     for db in padlock_test_support::databases().await {
         let h = Harness::start(&db).await;
-        h.add_user("sam", &["support"]).await;
         let (alice, secret, _) = h.enrolled_user("alice").await;
         let right = [h.code(&secret, -1), h.code(&secret, 0), h.code(&secret, 1)];
         let wrong: Vec<String> = (0..)
@@ -186,7 +331,7 @@ async fn unlock_lifts_a_lockout() {
             Code::ResourceExhausted,
             "TOO_MANY_ATTEMPTS",
         );
-        let sam = h.sign_in("sam").await.access_token;
+        let sam = h.support_user("sam").await;
         h.support()
             .unlock(bearer(
                 &sam,
@@ -208,12 +353,11 @@ async fn unlock_lifts_a_lockout() {
 async fn the_audit_trail_pages_newest_first() {
     let db = padlock_test_support::sqlite();
     let h = Harness::start(&db).await;
-    h.add_user("sam", &["support"]).await;
     h.add_user("alice", &[]).await;
     for _ in 0..5 {
         h.sign_in("alice").await;
     }
-    let sam = h.sign_in("sam").await.access_token;
+    let sam = h.support_user("sam").await;
     let page = |token: String| ListAuditEventsRequest {
         username: "alice".into(),
         kind: "sign_in".into(),

@@ -475,45 +475,78 @@ async fn wrong_password_and_ended_sessions_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_support_creates_users() {
+async fn only_stepped_up_support_creates_users_and_never_privileged_ones() {
     for db in padlock_test_support::databases().await {
         let h = Harness::start(&db).await;
-        h.add_user("sam", &["support"]).await;
         h.add_user("alice", &[]).await;
-        let sam = h.sign_in("sam").await;
         let alice = h.sign_in("alice").await;
-        let request = |username: &str| padlock_proto::auth::v1::CreateUserRequest {
+        let request = |username: &str, roles: &[&str]| padlock_proto::auth::v1::CreateUserRequest {
             username: username.into(),
             password: "a long enough password".into(),
-            roles: vec!["operator".into()],
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            ticket: "CHG0012345".into(),
         };
         assert_refused(
             h.support()
-                .create_user(bearer(&alice.access_token, request("eve")))
+                .create_user(bearer(&alice.access_token, request("eve", &[])))
                 .await,
             Code::PermissionDenied,
             "ROLE_REQUIRED",
         );
+        let sam = h.support_user("sam").await;
+        // Support may not mint support, nor an operator (who names who
+        // reaches an app's production): only the server's CLI grants them.
+        for role in ["support", "operator"] {
+            assert_refused(
+                h.support()
+                    .create_user(bearer(&sam, request("mallory", &["auditor", role])))
+                    .await,
+                Code::PermissionDenied,
+                "ROLE_NOT_GRANTABLE",
+            );
+        }
+        assert!(
+            h.app
+                .store()
+                .user_by_username("mallory")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let mut no_ticket = request("bob", &[]);
+        no_ticket.ticket.clear();
+        let status = assert_refused(
+            h.support().create_user(bearer(&sam, no_ticket)).await,
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        );
+        assert_eq!(bad_fields(&status), ["ticket"]);
         let user = h
             .support()
-            .create_user(bearer(&sam.access_token, request("bob")))
+            .create_user(bearer(&sam, request("bob", &["auditor"])))
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(user.roles, ["operator"]);
+        assert_eq!(user.roles, ["auditor"]);
+        let created = h
+            .app
+            .store()
+            .audit_events(Some(&user.id), 10)
+            .await
+            .unwrap();
+        assert_eq!(created[0].kind, "user_created");
+        assert_eq!(created[0].detail, "ticket=CHG0012345 roles=auditor");
         assert_refused(
             h.support()
-                .create_user(bearer(&sam.access_token, request("bob")))
+                .create_user(bearer(&sam, request("bob", &[])))
                 .await,
             Code::AlreadyExists,
             "USERNAME_TAKEN",
         );
-        let mut weak = request("carol");
+        let mut weak = request("carol", &[]);
         weak.password = "short".into();
         let status = assert_refused(
-            h.support()
-                .create_user(bearer(&sam.access_token, weak))
-                .await,
+            h.support().create_user(bearer(&sam, weak)).await,
             Code::InvalidArgument,
             "INVALID_ARGUMENT",
         );

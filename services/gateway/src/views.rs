@@ -22,6 +22,11 @@ pub fn factor(factor: &auth::Factor) -> Value {
         "attempts_left": factor.attempts_left,
         "masked_phone_number": text_or_null(&factor.masked_phone_number),
         "enrolled_at": time(factor.enrolled_at.as_ref()),
+        "reset": factor.reset_at.as_ref().map(|at| json!({
+            "at": time(Some(at)),
+            "by": factor.reset_by,
+            "ticket": factor.reset_ticket,
+        })),
     })
 }
 

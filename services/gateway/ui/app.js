@@ -705,7 +705,7 @@ async function startTwoFactor() {
   }
   const factor = res.data.factor || { method: 'none', state: 'none' };
   if (factor.state !== 'active' || factor.method === 'none') {
-    stepChoose();
+    stepChoose(factor.reset);
   } else if (factor.locked) {
     const until = factor.locked_until ? ` until ${clock(factor.locked_until)}` : '';
     setBody('locked', h('p', { 'data-testid': 'factor-locked' },
@@ -733,10 +733,20 @@ function dialogError(text) {
   show(el, Boolean(text));
 }
 
-/** No factor yet: choose one. TOTP is the recommended method (NIST SP 800-63B). */
-function stepChoose() {
+/**
+ * No factor yet: choose one. TOTP is the recommended method (NIST SP 800-63B).
+ * After a reset by support the user is told who reset it, when and why, so a
+ * reset they did not ask for does not go unnoticed.
+ */
+function stepChoose(reset) {
   dialogError('');
+  const notice = reset
+    ? h('p', { class: 'notice', 'data-testid': 'factor-reset' },
+      `Support (${reset.by || 'unknown'}) reset your second factor on ${clock(reset.at)}` +
+      `${reset.ticket ? ` under ticket ${reset.ticket}` : ''}. If you did not ask for this, tell your security team.`)
+    : null;
   setBody('choose',
+    notice,
     h('p', {}, 'You have no second factor yet. Choose how you will confirm it\'s you; you cannot change this later without support.'),
     h('div', { class: 'choices' },
       h('button', { type: 'button', id: 'choose-totp', class: 'choice', onclick: startTotp },

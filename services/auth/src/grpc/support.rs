@@ -17,6 +17,17 @@ use crate::store::{AuditEvent, AuditQuery, Outcome, StoreError, User};
 
 /// The role that may use this service.
 pub const SUPPORT_ROLE: &str = "support";
+
+/// Roles only an operator on the server hands out (`users add --role`):
+/// support resets other people's second factors, an operator names who
+/// reaches an app's production. Support cannot mint either.
+pub const SERVER_ONLY_ROLES: [&str; 2] = [SUPPORT_ROLE, "operator"];
+
+/// How recently a support person must have verified their own second
+/// factor in this session: one hour, shorter than the eight hours of a
+/// deploy, because every support action changes or reads someone else's
+/// account (like `sudo`'s short window).
+pub const SUPPORT_MAX_AGE_SECS: i64 = 60 * 60;
 /// Roles are short lowercase words.
 pub const MAX_ROLES: usize = 8;
 
@@ -47,12 +58,15 @@ pub fn validate_new_user(username: &str, password: &str, roles: &[String]) -> Re
     finish(errors)
 }
 
-/// Creates a user; shared by the RPC and the `users add` command.
+/// Creates a user; shared by the RPC and the `users add` command. The
+/// audit record names the ticket when there is one (the RPC requires it).
+#[allow(clippy::too_many_arguments)]
 pub async fn create_user(
     app_store: &crate::store::Store,
     hasher: &crate::password::Hasher,
     now: i64,
     actor: Option<String>,
+    ticket: Option<&str>,
     username: &str,
     password: String,
     mut roles: Vec<String>,
@@ -74,7 +88,10 @@ pub async fn create_user(
         actor,
         subject: Some(user.id.clone()),
         session_id: None,
-        detail: format!("roles={}", user.roles.join(",")),
+        detail: match ticket {
+            Some(ticket) => format!("ticket={ticket} roles={}", user.roles.join(",")),
+            None => format!("roles={}", user.roles.join(",")),
+        },
     };
     match app_store.create_user(&user, audit).await {
         Ok(()) => Ok(user),
@@ -151,15 +168,35 @@ impl Support {
         Ok(name)
     }
 
-    /// The caller, if they hold the support role now.
+    /// The caller of support's `action`: someone who holds the support
+    /// role now and verified their second factor in this session within
+    /// [`SUPPORT_MAX_AGE_SECS`]. The session's own `mfa_at` counts (a
+    /// reset of their factor clears it at once), not the token's.
     async fn support_caller(
         &self,
         request_metadata: &tonic::metadata::MetadataMap,
+        action: &'static str,
     ) -> Result<User> {
         let caller = self.0.caller(request_metadata).await?;
         let user = self.0.caller_user(&caller).await?;
         if !user.has_role(SUPPORT_ROLE) {
             return Err(AuthError::RoleRequired(SUPPORT_ROLE));
+        }
+        let now = self.0.now();
+        let step_up = |expired| AuthError::StepUpRequired {
+            expired,
+            max_age: SUPPORT_MAX_AGE_SECS,
+            action,
+        };
+        let mfa_at = caller
+            .session
+            .mfa_at
+            .filter(|_| caller.session.mfa_method.is_some())
+            .ok_or(step_up(false))?;
+        let too_old = now.saturating_sub(mfa_at) > SUPPORT_MAX_AGE_SECS;
+        let from_the_future = mfa_at > now.saturating_add(padlock_token::LEEWAY_SECS);
+        if too_old || from_the_future {
+            return Err(step_up(true));
         }
         Ok(user)
     }
@@ -171,13 +208,26 @@ impl SupportService for Support {
         &self,
         request: Request<CreateUserRequest>,
     ) -> std::result::Result<Response<UserMessage>, Status> {
-        let actor = self.support_caller(request.metadata()).await?;
+        let actor = self
+            .support_caller(request.metadata(), "support_create_user")
+            .await?;
         let req = request.into_inner();
+        let mut errors = Vec::new();
+        check_ticket(&req.ticket, &mut errors);
+        finish(errors)?;
+        if let Some(role) = req
+            .roles
+            .iter()
+            .find(|r| SERVER_ONLY_ROLES.contains(&r.as_str()))
+        {
+            return Err(AuthError::RoleNotGrantable(role.clone()).into());
+        }
         let user = create_user(
             self.0.store(),
             self.0.hasher(),
             self.0.now(),
             Some(actor.id),
+            Some(&req.ticket),
             &req.username,
             req.password,
             req.roles,
@@ -190,7 +240,9 @@ impl SupportService for Support {
         &self,
         request: Request<ResetFactorRequest>,
     ) -> std::result::Result<Response<ResetFactorResponse>, Status> {
-        let actor = self.support_caller(request.metadata()).await?;
+        let actor = self
+            .support_caller(request.metadata(), "support_reset_factor")
+            .await?;
         let req = request.into_inner();
         let mut errors = Vec::new();
         check_username("username", &req.username, &mut errors);
@@ -207,7 +259,7 @@ impl SupportService for Support {
         self.audit(
             &actor,
             &user,
-            "factor_reset",
+            RESET_KIND,
             format!(
                 "ticket={} reason={} had_factor={had_factor}",
                 req.ticket, req.reason
@@ -221,7 +273,9 @@ impl SupportService for Support {
         &self,
         request: Request<UnlockRequest>,
     ) -> std::result::Result<Response<UnlockResponse>, Status> {
-        let actor = self.support_caller(request.metadata()).await?;
+        let actor = self
+            .support_caller(request.metadata(), "support_unlock")
+            .await?;
         let req = request.into_inner();
         let mut errors = Vec::new();
         check_username("username", &req.username, &mut errors);
@@ -251,7 +305,9 @@ impl SupportService for Support {
         &self,
         request: Request<GetUserFactorRequest>,
     ) -> std::result::Result<Response<UserFactor>, Status> {
-        let actor = self.support_caller(request.metadata()).await?;
+        let actor = self
+            .support_caller(request.metadata(), "support_get_user_factor")
+            .await?;
         let req = request.into_inner();
         let mut errors = Vec::new();
         check_username("username", &req.username, &mut errors);
@@ -277,7 +333,8 @@ impl SupportService for Support {
         &self,
         request: Request<ListAuditEventsRequest>,
     ) -> std::result::Result<Response<ListAuditEventsResponse>, Status> {
-        self.support_caller(request.metadata()).await?;
+        self.support_caller(request.metadata(), "support_list_audit_events")
+            .await?;
         let req = request.into_inner();
         let mut errors = Vec::new();
         if !req.username.is_empty() {
@@ -354,6 +411,18 @@ impl SupportService for Support {
             next_page_token,
         }))
     }
+}
+
+/// The audit kind of a factor reset, whose detail starts with its ticket.
+pub const RESET_KIND: &str = "factor_reset";
+
+/// The ticket an audit detail starts with (`ticket=CHG1 ...`), or "".
+/// Tickets hold no spaces ([`check_ticket`]), so the first word is it.
+pub fn ticket_of(detail: &str) -> &str {
+    detail
+        .strip_prefix("ticket=")
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_default()
 }
 
 /// Ticket references look like `CHG0012345` or `INC-42`.

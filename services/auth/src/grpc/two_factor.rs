@@ -29,6 +29,14 @@ use crate::totp::{self, TotpSecret};
 #[derive(Debug, Clone)]
 pub struct TwoFactor(pub App);
 
+/// A reset of a user's factor by support, as its audit record tells it.
+#[derive(Debug)]
+struct Reset {
+    at: i64,
+    by: String,
+    ticket: String,
+}
+
 /// What checking a code against a factor found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Outcome {
@@ -97,7 +105,38 @@ impl TwoFactor {
         message.mfa_at = mfa_at.and_then(timestamp);
         message.mfa_expires_at =
             mfa_at.and_then(|at| timestamp(at + self.app().settings().mfa_max_age));
+        if let Some(reset) = self.last_reset(&caller.claims.sub).await? {
+            message.reset_at = timestamp(reset.at);
+            message.reset_by = reset.by;
+            message.reset_ticket = reset.ticket;
+        }
         Ok(message)
+    }
+
+    /// Support's last reset of `user_id`'s factor, from the audit trail, so
+    /// the user learns that their factor was reset, by whom and why.
+    async fn last_reset(&self, user_id: &str) -> Result<Option<Reset>> {
+        let store = self.app().store();
+        let found = store
+            .find_audit_events(&crate::store::AuditQuery {
+                subject: Some(user_id.to_owned()),
+                kind: Some(super::support::RESET_KIND.to_owned()),
+                limit: 1,
+                ..Default::default()
+            })
+            .await?;
+        let Some(record) = found.into_iter().next() else {
+            return Ok(None);
+        };
+        let by = match &record.actor {
+            Some(id) => store.user_by_id(id).await?.map(|u| u.username),
+            None => None,
+        };
+        Ok(Some(Reset {
+            at: record.at,
+            by: by.unwrap_or_default(),
+            ticket: super::support::ticket_of(&record.detail).to_owned(),
+        }))
     }
 
     async fn start_totp(&self, metadata: &MetadataMap) -> Result<StartTotpEnrollmentResponse> {

@@ -15,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(SmsCodes),
             Box::new(super::throttle::migration::SignInThrottles),
             Box::new(super::audit_chain::MIGRATION),
+            Box::new(AuditByKind),
         ]
     }
 }
@@ -256,5 +257,33 @@ impl MigrationTrait for SmsCodes {
         )
         .await?;
         Ok(())
+    }
+}
+
+/// An index for "the newest record of this kind about this user" (the
+/// last factor reset a user is shown), so it reads one index range however
+/// many records the user has.
+struct AuditByKind;
+
+impl MigrationName for AuditByKind {
+    fn name(&self) -> &str {
+        "m20261208_000001_audit_events_subject_kind"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AuditByKind {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_index(
+            Index::create()
+                .if_not_exists()
+                .name("audit_events_subject_kind_id")
+                .table(AuditEvents::Table)
+                .col(AuditEvents::Subject)
+                .col(AuditEvents::Kind)
+                .col(AuditEvents::Id)
+                .to_owned(),
+        )
+        .await
     }
 }

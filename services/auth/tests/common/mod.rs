@@ -103,6 +103,7 @@ impl Harness {
             self.app.hasher(),
             self.clock.unix(),
             None,
+            None,
             username,
             PASSWORD.to_owned(),
             roles.iter().map(|r| r.to_string()).collect(),
@@ -120,6 +121,23 @@ impl Harness {
             .await
             .unwrap()
             .into_inner()
+    }
+
+    /// A support person who verified their second factor just now: their
+    /// access token, which support's calls accept for an hour.
+    pub async fn support_user(&self, username: &str) -> String {
+        self.add_user(username, &["support"]).await;
+        let session = self.sign_in(username).await;
+        let enrollment = self.start_totp(&session.access_token).await.unwrap();
+        let secret = base32_decode(&enrollment.secret);
+        self.confirm(
+            &session.access_token,
+            &enrollment.enrollment_id,
+            &self.code(&secret, 0),
+        )
+        .await
+        .unwrap()
+        .access_token
     }
 
     /// A user with a confirmed TOTP factor: their session, secret and the
