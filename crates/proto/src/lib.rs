@@ -48,3 +48,66 @@ pub fn methods(descriptor_set: &[u8]) -> Vec<String> {
     }
     methods
 }
+
+/// Checks a table of rules per RPC against what a server serves: every
+/// method of the `served` descriptor sets listed exactly once, and nothing
+/// listed that is not served. `Err` names each missing, doubled or unknown
+/// method.
+pub fn check_rule_table<'a>(
+    served: &[&[u8]],
+    listed: impl IntoIterator<Item = &'a str>,
+) -> Result<(), String> {
+    let served: Vec<String> = served.iter().flat_map(|set| methods(set)).collect();
+    let listed: Vec<&str> = listed.into_iter().collect();
+    let mut faults = Vec::new();
+    if served.is_empty() {
+        faults.push("no served methods: the descriptor sets do not decode".to_owned());
+    }
+    for method in &served {
+        match listed.iter().filter(|l| **l == method.as_str()).count() {
+            0 => faults.push(format!("{method} has no rule")),
+            1 => {}
+            n => faults.push(format!("{method} has {n} rules")),
+        }
+    }
+    for method in &listed {
+        if !served.iter().any(|m| m == method) {
+            faults.push(format!("{method} has a rule but is not served"));
+        }
+    }
+    if faults.is_empty() {
+        Ok(())
+    } else {
+        Err(faults.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rule_table_must_list_each_served_method_once_and_nothing_else() {
+        let served = methods(DEPLOY_DESCRIPTOR_SET);
+        assert!(served.contains(&"padlock.deploy.v1.AppService/CreateApp".to_owned()));
+        let all = || served.iter().map(String::as_str);
+        assert_eq!(check_rule_table(&[DEPLOY_DESCRIPTOR_SET], all()), Ok(()));
+        let faults = check_rule_table(
+            &[DEPLOY_DESCRIPTOR_SET],
+            all()
+                .filter(|m| !m.ends_with("/CreateApp"))
+                .chain(["padlock.deploy.v1.AppService/GetApp", "x.Y/Z"]),
+        )
+        .unwrap_err();
+        assert!(
+            faults.contains("AppService/CreateApp has no rule"),
+            "{faults}"
+        );
+        assert!(faults.contains("AppService/GetApp has 2 rules"), "{faults}");
+        assert!(
+            faults.contains("x.Y/Z has a rule but is not served"),
+            "{faults}"
+        );
+        assert!(check_rule_table(&[b"not a descriptor set"], []).is_err());
+    }
+}

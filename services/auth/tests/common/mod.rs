@@ -128,23 +128,12 @@ impl Harness {
     pub async fn support_user(&self, username: &str) -> String {
         self.add_user(username, &["support"]).await;
         let session = self.sign_in(username).await;
-        let enrollment = self.start_totp(&session.access_token).await.unwrap();
-        let secret = base32_decode(&enrollment.secret);
-        self.confirm(
-            &session.access_token,
-            &enrollment.enrollment_id,
-            &self.code(&secret, 0),
-        )
-        .await
-        .unwrap()
-        .access_token
+        self.enroll_totp(&session).await.1.access_token
     }
 
-    /// A user with a confirmed TOTP factor: their session, secret and the
-    /// step-up result of the confirmation.
-    pub async fn enrolled_user(&self, username: &str) -> (SignInResponse, Vec<u8>, StepUpResponse) {
-        self.add_user(username, &[]).await;
-        let session = self.sign_in(username).await;
+    /// Enrolls TOTP in `session` and confirms it with the current code:
+    /// the secret and the step-up result.
+    pub async fn enroll_totp(&self, session: &SignInResponse) -> (Vec<u8>, StepUpResponse) {
         let enrollment = self.start_totp(&session.access_token).await.unwrap();
         let secret = base32_decode(&enrollment.secret);
         let step_up = self
@@ -155,6 +144,15 @@ impl Harness {
             )
             .await
             .unwrap();
+        (secret, step_up)
+    }
+
+    /// A user with a confirmed TOTP factor: their session, secret and the
+    /// step-up result of the confirmation.
+    pub async fn enrolled_user(&self, username: &str) -> (SignInResponse, Vec<u8>, StepUpResponse) {
+        self.add_user(username, &[]).await;
+        let session = self.sign_in(username).await;
+        let (secret, step_up) = self.enroll_totp(&session).await;
         (session, secret, step_up)
     }
 
