@@ -7,7 +7,6 @@ use clap::Parser;
 use padlock_auth::config::{Cli, Command, DataKeysCommand, KeysCommand, Settings, UsersCommand};
 use padlock_auth::sealing::DataKeySource;
 use padlock_auth::{KeySource, Options};
-use padlock_runtime::audit::{AuditCommand, Link};
 use padlock_runtime::{SystemClock, server, telemetry};
 
 const SERVICE: &str = "padlock-auth";
@@ -51,6 +50,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         data_keys: data_key_source(&cli.auth),
         sms: sms_sender(&cli.auth.sms)?,
     };
+    let checkpoints = cli.checkpoints.config(&cli.common.data_dir);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             serve(
@@ -58,6 +58,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 options,
                 cli.common.clock(),
                 cli.common.limits(),
+                checkpoints,
             )
             .await
         }
@@ -67,9 +68,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(KeysCommand::Rotate) => rotate_keys(&options),
         Command::DataKeys(command) => data_keys(&options, command).await,
         Command::Migrate => padlock_auth::migrate(&options).await,
-        Command::Audit(AuditCommand::Verify { expect_head }) => {
-            verify_audit(&options, expect_head).await
-        }
+        Command::Audit(command) => padlock_auth::audit(&options, &checkpoints, command).await,
     }
 }
 
@@ -116,14 +115,19 @@ async fn serve(
     options: Options,
     clock: padlock_runtime::SharedClock,
     limits: server::Limits,
+    checkpoints: padlock_runtime::checkpoint::CheckpointConfig,
 ) -> anyhow::Result<()> {
-    let app = padlock_auth::open(options, clock).await?;
+    let app = padlock_auth::open(options.clone(), clock.clone()).await?;
+    let checkpoints = padlock_auth::start_audit_checkpoints(&options, &checkpoints, clock).await?;
     let listener = server::bind(listen).await?;
     let addr = listener.local_addr()?;
     spawn_key_reloader(app.clone())?;
     let shutdown = server::shutdown_signal();
     server::announce(SERVICE, addr);
-    padlock_auth::serve(app, listener, &limits, shutdown).await
+    let served = padlock_auth::serve(app, listener, &limits, shutdown).await;
+    // After the drain, so it sees every record the requests appended.
+    let _ = checkpoints.finish().await;
+    served
 }
 
 /// SIGHUP re-reads the data keys and the signing keys, so a rotation of
@@ -174,13 +178,6 @@ async fn add_user(options: Options, username: String, roles: Vec<String>) -> any
         user.id,
         user.roles.join(",")
     );
-    Ok(())
-}
-
-#[allow(clippy::print_stdout)]
-async fn verify_audit(options: &Options, expect_head: Option<Link>) -> anyhow::Result<()> {
-    let intact = padlock_auth::verify_audit(options, expect_head).await?;
-    println!("{intact}");
     Ok(())
 }
 
