@@ -160,8 +160,46 @@ impl FromStr for PublicKey {
     }
 }
 
-/// The key a service signs its checkpoints with: Ed25519, kept as PKCS#8
-/// PEM (what `openssl genpkey -algorithm ed25519` writes) in a 0600 file.
+/// How a checkpoint key file is kept at rest. A service with data keys
+/// seals it (auth: like its signing key files); [`ClearPem`] otherwise.
+pub trait KeyFormat: Send + Sync + fmt::Debug {
+    /// The file's text for the key (PKCS#8 DER).
+    fn encode(&self, pkcs8_der: &[u8]) -> Result<String, String>;
+    /// The key (PKCS#8 DER) in a file's text, and whether the file should
+    /// be written again with [`KeyFormat::encode`] (say, sealed under an
+    /// older data key). Errors name no key material.
+    fn decode(&self, text: &str) -> Result<(Vec<u8>, bool), String>;
+}
+
+/// PKCS#8 PEM in clear, what `openssl genpkey -algorithm ed25519` writes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClearPem;
+
+impl KeyFormat for ClearPem {
+    fn encode(&self, pkcs8_der: &[u8]) -> Result<String, String> {
+        let key = SigningKey::from_pkcs8_der(pkcs8_der).map_err(|_| "not an Ed25519 key")?;
+        let pem = key
+            .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+            .map_err(|_| "cannot encode the key")?;
+        Ok(pem.as_str().to_owned())
+    }
+
+    fn decode(&self, text: &str) -> Result<(Vec<u8>, bool), String> {
+        // The parser's error could quote the file; it is not passed on.
+        let key = SigningKey::from_pkcs8_pem(text)
+            .map_err(|_| "not an Ed25519 private key in PKCS#8 PEM")?;
+        Ok((pkcs8_der(&key)?, false))
+    }
+}
+
+fn pkcs8_der(key: &SigningKey) -> Result<Vec<u8>, String> {
+    key.to_pkcs8_der()
+        .map(|der| der.as_bytes().to_vec())
+        .map_err(|_| "cannot encode the key".to_owned())
+}
+
+/// The key a service signs its checkpoints with: Ed25519, in a 0600 file
+/// in a [`KeyFormat`].
 pub struct CheckpointKey(SigningKey);
 
 impl fmt::Debug for CheckpointKey {
@@ -181,38 +219,75 @@ impl CheckpointKey {
         PublicKey(self.0.verifying_key())
     }
 
-    /// The key in `path`; `Ok(None)` if there is no such file.
-    pub fn load(path: &Path) -> Result<Option<Self>, CheckpointError> {
-        let pem = match fs::read_to_string(path) {
-            Ok(pem) => pem,
+    /// The key in `path` and whether `format` wants the file written
+    /// again; `Ok(None)` if there is no such file.
+    pub fn load(
+        path: &Path,
+        format: &dyn KeyFormat,
+    ) -> Result<Option<(Self, bool)>, CheckpointError> {
+        let text = match fs::read_to_string(path) {
+            Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(CheckpointError::io(path, e)),
         };
-        // The parser's error could quote the file; it is not passed on.
-        SigningKey::from_pkcs8_pem(&pem)
-            .map(|key| Some(CheckpointKey(key)))
-            .map_err(|_| CheckpointError::Key {
-                path: path.to_owned(),
-            })
+        let key_error = |why: String| CheckpointError::Key {
+            path: path.to_owned(),
+            why,
+        };
+        let (der, rewrite) = format.decode(&text).map_err(key_error)?;
+        let key = SigningKey::from_pkcs8_der(&der)
+            .map_err(|_| key_error("not an Ed25519 private key".into()))?;
+        Ok(Some((CheckpointKey(key), rewrite)))
     }
 
     /// The key in `path`, generated there (0600) if there is none yet;
     /// `true` when it was generated. Two processes starting at once end
     /// up with the same key: the file appears whole or not at all (a
     /// temporary file, hard-linked into place only if nothing is there).
-    pub fn load_or_generate(path: &Path) -> Result<(Self, bool), CheckpointError> {
-        if let Some(key) = Self::load(path)? {
+    /// A file `format` wants written again is (a failure to is logged).
+    pub fn load_or_generate(
+        path: &Path,
+        format: &dyn KeyFormat,
+    ) -> Result<(Self, bool), CheckpointError> {
+        if let Some((key, rewrite)) = Self::load(path, format)? {
+            if rewrite && let Err(e) = key.write(path, format, Place::Replace) {
+                tracing::warn!(error = %e, "cannot write the audit checkpoint key file again");
+            }
             return Ok((key, false));
         }
-        let dir = parent(path);
-        create_private_dir(dir)?;
+        create_private_dir(parent(path))?;
         let key = Self::generate();
-        let pem = key
-            .0
-            .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
-            .map_err(|_| CheckpointError::Key {
-                path: path.to_owned(),
-            })?;
+        match key.write(path, format, Place::New) {
+            Ok(()) => Ok((key, true)),
+            // Another process was first: use its key.
+            Err(CheckpointError::Io { source, .. })
+                if source.kind() == io::ErrorKind::AlreadyExists =>
+            {
+                match Self::load(path, format)? {
+                    Some((key, _)) => Ok((key, false)),
+                    None => Err(CheckpointError::io(path, source)),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes the key to `path` in `format`: through a 0600 temporary
+    /// file, linked into place (never over a file) or renamed over it.
+    fn write(
+        &self,
+        path: &Path,
+        format: &dyn KeyFormat,
+        place: Place,
+    ) -> Result<(), CheckpointError> {
+        let key_error = |why: String| CheckpointError::Key {
+            path: path.to_owned(),
+            why,
+        };
+        let text = format
+            .encode(&pkcs8_der(&self.0).map_err(key_error)?)
+            .map_err(key_error)?;
+        let dir = parent(path);
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("key");
         let tmp = dir.join(format!(".{name}.{:016x}.tmp", rand::rngs::OsRng.next_u64()));
         let write = || -> io::Result<()> {
@@ -221,25 +296,39 @@ impl CheckpointKey {
                 .create_new(true)
                 .mode(FILE_MODE)
                 .open(&tmp)?;
-            file.write_all(pem.as_bytes())?;
-            file.sync_all()
-        };
-        let linked = write().and_then(|()| fs::hard_link(&tmp, path));
-        let _ = fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => {
-                File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(|e| CheckpointError::io(dir, e))?;
-                Ok((key, true))
+            file.write_all(text.as_bytes())?;
+            file.sync_all()?;
+            match place {
+                Place::New => fs::hard_link(&tmp, path),
+                Place::Replace => fs::rename(&tmp, path),
             }
-            // Another process was first: use its key.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match Self::load(path)? {
-                Some(key) => Ok((key, false)),
-                None => Err(CheckpointError::io(path, e)),
-            },
-            Err(e) => Err(CheckpointError::io(path, e)),
+        };
+        let placed = write();
+        let _ = fs::remove_file(&tmp);
+        placed
+            .and_then(|()| File::open(dir).and_then(|d| d.sync_all()))
+            .map_err(|e| CheckpointError::io(path, e))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    New,
+    Replace,
+}
+
+/// Writes the checkpoint key file again if its format asks for it (auth:
+/// sealed under a data key that is no longer the current one), after the
+/// data keys were reloaded. Never generates a key. Returns whether it
+/// wrote.
+pub fn reseal_key(config: &CheckpointConfig) -> Result<bool, CheckpointError> {
+    let format = &*config.key_format;
+    match CheckpointKey::load(&config.key_file, format)? {
+        Some((key, true)) => {
+            key.write(&config.key_file, format, Place::Replace)?;
+            Ok(true)
         }
+        _ => Ok(false),
     }
 }
 
@@ -662,16 +751,19 @@ impl CheckpointArgs {
                 .audit_checkpoint_key
                 .clone()
                 .unwrap_or_else(|| data_dir.join(DEFAULT_KEY_FILE)),
+            key_format: Arc::new(ClearPem),
             interval: Duration::from_secs(self.audit_checkpoint_interval),
         }
     }
 }
 
 /// Where a service's checkpoints and key are, and how often it writes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct CheckpointConfig {
     pub file: PathBuf,
     pub key_file: PathBuf,
+    /// How the key file is kept at rest (default [`ClearPem`]).
+    pub key_format: Arc<dyn KeyFormat>,
     pub interval: Duration,
 }
 
@@ -681,6 +773,7 @@ impl CheckpointConfig {
         CheckpointConfig {
             file: data_dir.join(DEFAULT_FILE),
             key_file: data_dir.join(DEFAULT_KEY_FILE),
+            key_format: Arc::new(ClearPem),
             interval: DEFAULT_INTERVAL,
         }
     }
@@ -731,7 +824,8 @@ impl Checkpointer {
         config: &CheckpointConfig,
         clock: SharedClock,
     ) -> Result<Self, CheckpointError> {
-        let (key, generated) = CheckpointKey::load_or_generate(&config.key_file)?;
+        let (key, generated) =
+            CheckpointKey::load_or_generate(&config.key_file, &*config.key_format)?;
         let public = key.public();
         tracing::info!(
             key = %public,
@@ -947,6 +1041,7 @@ pub struct Sources {
     /// key file.
     pub pinned: Vec<PublicKey>,
     pub key_file: PathBuf,
+    pub key_format: Arc<dyn KeyFormat>,
 }
 
 impl Sources {
@@ -963,6 +1058,7 @@ impl Sources {
             default_file,
             pinned,
             key_file: config.key_file.clone(),
+            key_format: config.key_format.clone(),
         }
     }
 }
@@ -1277,8 +1373,8 @@ fn trusted_keys(sources: &Sources) -> Result<HashSet<PublicKey>, String> {
     if !sources.pinned.is_empty() {
         return Ok(sources.pinned.iter().copied().collect());
     }
-    match CheckpointKey::load(&sources.key_file) {
-        Ok(Some(key)) => Ok(HashSet::from([key.public()])),
+    match CheckpointKey::load(&sources.key_file, &*sources.key_format) {
+        Ok(Some((key, _))) => Ok(HashSet::from([key.public()])),
         Ok(None) => Err(format!(
             "cannot check the checkpoints' signatures: there is no checkpoint key at {}; pin \
              the service's key with --checkpoint-public-key (`audit checkpoint-key` prints it)",
@@ -1356,7 +1452,8 @@ where
             report.print(trail.service)?;
         }
         AuditCommand::CheckpointKey => {
-            let (key, generated) = CheckpointKey::load_or_generate(&config.key_file)?;
+            let (key, generated) =
+                CheckpointKey::load_or_generate(&config.key_file, &*config.key_format)?;
             println!("{}", key.public());
             if generated {
                 eprintln!(
@@ -1377,8 +1474,8 @@ where
 pub enum CheckpointError {
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
-    #[error("{}: not an Ed25519 private key in PKCS#8 PEM", path.display())]
-    Key { path: PathBuf },
+    #[error("{}: {why}", path.display())]
+    Key { path: PathBuf, why: String },
     #[error("cannot read the audit chain's head: {0}")]
     Db(DbErr),
     #[error("the checkpoint writer stopped unexpectedly")]

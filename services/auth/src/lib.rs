@@ -128,6 +128,58 @@ pub const AUDIT_TRAIL: checkpoint::Trail = checkpoint::Trail {
     table: "audit_events",
 };
 
+/// Where auth keeps its audit checkpoints and their key (`--audit-checkpoint*`).
+/// The key is sealed under the data keys like the signing key files
+/// ([`key_files`]), so the data directory holds no private key in clear;
+/// the service seals it again under the current data key when it starts
+/// and when it reloads its keys ([`checkpoint::reseal_key`]). A key file
+/// the operator names is sealed only if it is sealed already: it may be
+/// on a read-only mount.
+pub fn checkpoint_config(
+    options: &Options,
+    args: &checkpoint::CheckpointArgs,
+) -> checkpoint::CheckpointConfig {
+    let upgrade = if args.audit_checkpoint_key.is_some() {
+        key_files::Upgrade::OlderOnly
+    } else {
+        key_files::Upgrade::ClearAndOlder
+    };
+    checkpoint::CheckpointConfig {
+        key_format: Arc::new(SealedCheckpointKey {
+            data_keys: options.data_key_source(),
+            upgrade,
+        }),
+        ..args.config(&options.data_dir)
+    }
+}
+
+/// See [`checkpoint_config`]. Loads the data keys at each use: the key file
+/// is read at start, at a reload and by the CLI, never per request.
+#[derive(Debug)]
+struct SealedCheckpointKey {
+    data_keys: sealing::DataKeySource,
+    upgrade: key_files::Upgrade,
+}
+
+impl checkpoint::KeyFormat for SealedCheckpointKey {
+    fn encode(&self, pkcs8_der: &[u8]) -> Result<String, String> {
+        use padlock_token::KeyFileFormat as _;
+        let keys = self.data_keys.load().map_err(|e| e.to_string())?;
+        let key =
+            padlock_token::SigningKey::from_pkcs8_der(pkcs8_der).map_err(|e| e.to_string())?;
+        Ok(key_files::SealedKeyFiles::new(&keys, self.upgrade).encode(&key))
+    }
+
+    fn decode(&self, text: &str) -> Result<(Vec<u8>, bool), String> {
+        use padlock_token::KeyFileFormat as _;
+        let keys = self.data_keys.load().map_err(|e| e.to_string())?;
+        let decoded = key_files::SealedKeyFiles::new(&keys, self.upgrade)
+            .decode(text)
+            .map_err(|e| e.to_string())?;
+        Ok((decoded.key.to_pkcs8_der(), decoded.rewrite))
+    }
+}
+
 /// `audit verify` (the chain, then every checkpoint of its head) and
 /// `audit checkpoint-key`, on the configured database without migrating
 /// it. A broken chain or records a checkpoint saw and the chain lost are

@@ -50,7 +50,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         data_keys: data_key_source(&cli.auth),
         sms: sms_sender(&cli.auth.sms)?,
     };
-    let checkpoints = cli.checkpoints.config(&cli.common.data_dir);
+    let checkpoints = padlock_auth::checkpoint_config(&options, &cli.checkpoints);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             serve(
@@ -118,27 +118,34 @@ async fn serve(
     checkpoints: padlock_runtime::checkpoint::CheckpointConfig,
 ) -> anyhow::Result<()> {
     let app = padlock_auth::open(options.clone(), clock.clone()).await?;
-    let checkpoints = padlock_auth::start_audit_checkpoints(&options, &checkpoints, clock).await?;
+    let checkpointing =
+        padlock_auth::start_audit_checkpoints(&options, &checkpoints, clock).await?;
     let listener = server::bind(listen).await?;
     let addr = listener.local_addr()?;
-    spawn_key_reloader(app.clone())?;
+    spawn_key_reloader(app.clone(), checkpoints)?;
     let shutdown = server::shutdown_signal();
     server::announce(SERVICE, addr);
     let served = padlock_auth::serve(app, listener, &limits, shutdown).await;
     // After the drain, so it sees every record the requests appended.
-    let _ = checkpoints.finish().await;
+    let _ = checkpointing.finish().await;
     served
 }
 
 /// SIGHUP re-reads the data keys and the signing keys, so a rotation of
-/// either needs no restart. The
-/// handler is installed before the service says it is ready.
-fn spawn_key_reloader(app: padlock_auth::App) -> anyhow::Result<()> {
+/// either needs no restart, and seals the audit checkpoint key under the
+/// current data key. The handler is installed before the service says it
+/// is ready.
+fn spawn_key_reloader(
+    app: padlock_auth::App,
+    checkpoints: padlock_runtime::checkpoint::CheckpointConfig,
+) -> anyhow::Result<()> {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             if let Err(e) = app.reload_keys() {
                 tracing::error!(error = %e, "reloading keys failed; keeping the old ones");
+            } else if let Err(e) = padlock_runtime::checkpoint::reseal_key(&checkpoints) {
+                tracing::error!(error = %e, "sealing the audit checkpoint key again failed");
             }
         }
     });

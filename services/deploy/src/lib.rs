@@ -118,6 +118,16 @@ pub const AUDIT_TRAIL: checkpoint::Trail = checkpoint::Trail {
     table: "audit_events",
 };
 
+/// Where deploy keeps its audit checkpoints and their key
+/// (`--audit-checkpoint*`); deploy has no data keys, so the key file is
+/// PKCS#8 PEM (0600).
+pub fn checkpoint_config(
+    options: &Options,
+    args: &checkpoint::CheckpointArgs,
+) -> checkpoint::CheckpointConfig {
+    args.config(&options.data_dir)
+}
+
 /// `audit verify` (the chain, then every checkpoint of its head) and
 /// `audit checkpoint-key`, on the configured database without migrating
 /// it. A broken chain or records a checkpoint saw and the chain lost are

@@ -52,7 +52,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         max_package_bytes: cli.deploy.max_package_bytes,
         permission_recheck: std::time::Duration::from_millis(cli.deploy.permission_recheck_ms),
     };
-    let checkpoints = cli.checkpoints.config(&cli.common.data_dir);
+    let checkpoints = padlock_deploy::checkpoint_config(&options, &cli.checkpoints);
     match cli.command {
         Some(Command::Migrate) => return padlock_deploy::migrate(&options).await,
         Some(Command::Audit(command)) => {
@@ -63,7 +63,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let jwks = GrpcJwksSource::connect_lazy(cli.deploy.auth_url.clone(), FETCH_TIMEOUT)
         .map_err(|e| anyhow::anyhow!("--auth-url: {e}"))?;
     let app = padlock_deploy::open(options.clone(), clock.clone(), Arc::new(jwks)).await?;
-    let checkpoints =
+    let checkpointing =
         padlock_deploy::start_audit_checkpoints(&options, &checkpoints, clock).await?;
     let listener = server::bind(
         cli.common
@@ -76,6 +76,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     server::announce(SERVICE, addr);
     let served = padlock_deploy::serve(app, listener, &limits, shutdown).await;
     // After the drain, so it sees every record the requests appended.
-    let _ = checkpoints.finish().await;
+    let _ = checkpointing.finish().await;
     served
 }

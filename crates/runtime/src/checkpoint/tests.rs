@@ -223,12 +223,12 @@ fn public_keys_print_and_parse_back() {
 fn the_key_is_generated_once_in_a_0600_file_and_read_back() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sub").join(DEFAULT_KEY_FILE);
-    assert!(CheckpointKey::load(&path).unwrap().is_none());
-    let (first, generated) = CheckpointKey::load_or_generate(&path).unwrap();
+    assert!(CheckpointKey::load(&path, &ClearPem).unwrap().is_none());
+    let (first, generated) = CheckpointKey::load_or_generate(&path, &ClearPem).unwrap();
     assert!(generated);
     let mode = fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
-    let (again, generated) = CheckpointKey::load_or_generate(&path).unwrap();
+    let (again, generated) = CheckpointKey::load_or_generate(&path, &ClearPem).unwrap();
     assert!(!generated);
     assert_eq!(again.public(), first.public());
     assert!(
@@ -244,9 +244,101 @@ fn the_key_is_generated_once_in_a_0600_file_and_read_back() {
     assert!(!debug.contains(&hex::encode(first.0.to_bytes())));
 
     fs::write(&path, "-----BEGIN PRIVATE KEY-----\nnot a key\n").unwrap();
-    let err = CheckpointKey::load(&path).unwrap_err().to_string();
+    let err = CheckpointKey::load(&path, &ClearPem)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("not an Ed25519 private key"), "{err}");
     assert!(!err.contains("not a key"), "{err}");
+}
+
+/// A format that "seals" under a numbered key, for the rewrite path: a
+/// file under an older number is written again under the current one.
+#[derive(Debug)]
+struct Numbered(u8);
+
+impl KeyFormat for Numbered {
+    fn encode(&self, pkcs8_der: &[u8]) -> Result<String, String> {
+        Ok(format!("sealed-{} {}", self.0, hex::encode(pkcs8_der)))
+    }
+
+    fn decode(&self, text: &str) -> Result<(Vec<u8>, bool), String> {
+        let (label, body) = text.split_once(' ').ok_or("unrecognised")?;
+        let n: u8 = label
+            .strip_prefix("sealed-")
+            .and_then(|n| n.parse().ok())
+            .ok_or("unrecognised")?;
+        if n > self.0 {
+            return Err(format!("sealed under {n}, which is not configured"));
+        }
+        Ok((hex::decode(body).map_err(|_| "malformed")?, n < self.0))
+    }
+}
+
+#[test]
+fn a_key_file_in_an_older_format_is_written_again_and_never_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = CheckpointConfig {
+        key_format: Arc::new(Numbered(1)),
+        ..CheckpointConfig::in_dir(dir.path())
+    };
+    let (key, generated) = CheckpointKey::load_or_generate(&config.key_file, &Numbered(1)).unwrap();
+    assert!(generated);
+    assert!(
+        fs::read_to_string(&config.key_file)
+            .unwrap()
+            .starts_with("sealed-1 ")
+    );
+    assert!(!reseal_key(&config).unwrap(), "already current");
+
+    // The data keys move on: the file is sealed again under the new one,
+    // the key itself stays.
+    let config = CheckpointConfig {
+        key_format: Arc::new(Numbered(2)),
+        ..config
+    };
+    assert!(reseal_key(&config).unwrap());
+    assert!(
+        fs::read_to_string(&config.key_file)
+            .unwrap()
+            .starts_with("sealed-2 ")
+    );
+    let (again, rewrite) = CheckpointKey::load(&config.key_file, &Numbered(2))
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.public(), key.public());
+    assert!(!rewrite);
+    assert_eq!(
+        fs::metadata(&config.key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // At start, too (load_or_generate), and never a new key.
+    let (started, generated) =
+        CheckpointKey::load_or_generate(&config.key_file, &Numbered(3)).unwrap();
+    assert!(!generated);
+    assert_eq!(started.public(), key.public());
+    assert!(
+        fs::read_to_string(&config.key_file)
+            .unwrap()
+            .starts_with("sealed-3 ")
+    );
+
+    // A key the format cannot open is an error naming the file, not a new key.
+    let err = CheckpointKey::load_or_generate(&config.key_file, &Numbered(1)).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("sealed under 3, which is not configured"),
+        "{err}"
+    );
+    assert!(
+        fs::read_to_string(&config.key_file)
+            .unwrap()
+            .starts_with("sealed-3 ")
+    );
+    // Resealing never creates a key.
+    let none = CheckpointConfig::in_dir(&dir.path().join("empty"));
+    assert!(!reseal_key(&none).unwrap());
+    assert!(!none.key_file.exists());
 }
 
 #[test]
@@ -804,7 +896,7 @@ async fn files_name_their_problems_and_defaults_may_be_missing() {
     // A checkpoint of another trail, signed by the right key.
     let mut checkpointer = t.checkpointer().await;
     checkpointer.checkpoint(Reason::Timer).await.unwrap();
-    let (key, _) = CheckpointKey::load_or_generate(&t.config().key_file).unwrap();
+    let (key, _) = CheckpointKey::load_or_generate(&t.config().key_file, &ClearPem).unwrap();
     let mut other = checkpoint(2);
     other.chain = "padlock-other/t".into();
     let mut file = OpenOptions::new()
@@ -838,7 +930,9 @@ async fn several_files_and_json_logs_are_read_and_the_chain_break_comes_first() 
     let mut first = t.checkpointer().await;
     first.checkpoint(Reason::Timer).await.unwrap();
     // A second replica's file, shipped as JSON log lines among others.
-    let key = CheckpointKey::load(&t.config().key_file).unwrap().unwrap();
+    let (key, _) = CheckpointKey::load(&t.config().key_file, &ClearPem)
+        .unwrap()
+        .unwrap();
     let head = t.append(2).await;
     let mut replica = checkpoint(5);
     replica.head = head;
