@@ -1245,8 +1245,10 @@ where
     if opened.is_empty() {
         return Ok(report);
     }
-    // Only needed once there is a checkpoint to check.
-    let mut trusted = Some(trusted_keys(sources));
+    // Read at the first checkpoint (auth opens its key file with its
+    // data keys); a failure is reported once.
+    let mut trusted: Option<Result<HashSet<PublicKey>, String>> = None;
+    let mut untrusted_reported = false;
     let conn = match end {
         Some(_) => Some(
             crate::db::connect(crate::db::connect_options(url))
@@ -1297,16 +1299,15 @@ where
                     continue;
                 }
             };
-            let keys = match trusted.as_ref() {
-                Some(Ok(keys)) => keys,
-                Some(Err(_)) => {
-                    if let Some(Err(problem)) = trusted.take() {
-                        report.problems.push(problem);
+            let keys = match trusted.get_or_insert_with(|| trusted_keys(sources)) {
+                Ok(keys) => &*keys,
+                Err(problem) => {
+                    if !untrusted_reported {
+                        report.problems.push(problem.clone());
+                        untrusted_reported = true;
                     }
                     continue;
                 }
-                // Reported at the first checkpoint.
-                None => continue,
             };
             if !signed.signature_holds() {
                 report.problems.push(format!(
