@@ -37,8 +37,10 @@
 //! edited, removed or slipped in *between* two records that are still
 //! there. Someone who can write to the database can still cut records off
 //! the end, or rewrite the trail from some record on and recompute every
-//! hash after it. Against that, keep a copy of the head outside the
-//! database: `audit verify` prints `head SEQ:HASH`; a later `audit verify
+//! hash after it. Against that, the head is kept outside the database: a
+//! running service signs checkpoints of it into a file of its own
+//! ([`crate::checkpoint`]), which `audit verify` checks the chain against;
+//! and `audit verify` prints `head SEQ:HASH`, so a later `audit verify
 //! --expect-head SEQ:HASH` fails unless that record is still in the chain
 //! with that hash.
 //!
@@ -363,11 +365,17 @@ fn check_kinds(chain: &Chain, values: &[Value]) -> Result<(), DbErr> {
 
 /// The newest link of the chain (its last record), or [`Link::GENESIS`].
 async fn head(conn: &impl ConnectionTrait, chain: &Chain) -> Result<Link, DbErr> {
+    head_of(conn, chain.table).await
+}
+
+/// The newest link of the chain in `table`: one index lookup, whatever
+/// the table's size. Checkpoints ([`crate::checkpoint`]) read it on their
+/// timer, not on any request's path.
+pub(crate) async fn head_of(conn: &impl ConnectionTrait, table: &str) -> Result<Link, DbErr> {
     // `LIMIT 1` is written out, not bound: PostgreSQL cannot know a bound
     // limit is 1, so it planned the query afresh at every append (three
     // times its execution time); with no parameters it plans it once per
     // connection.
-    let table = chain.table;
     let query = Statement::from_string(
         conn.get_database_backend(),
         format!(
@@ -383,11 +391,34 @@ async fn head(conn: &impl ConnectionTrait, chain: &Chain) -> Result<Link, DbErr>
     // Fail closed: a chain whose head was damaged is not extended.
     let hash = parse_hash(&hash).ok_or_else(|| {
         DbErr::Custom(format!(
-            "the head of the {} chain is damaged: run `audit verify`",
-            chain.table
+            "the head of the {table} chain is damaged: run `audit verify`"
         ))
     })?;
     Ok(Link { seq, hash })
+}
+
+/// The stored hashes of the records at `seqs` in `table`, by position; a
+/// position with no record is absent, an unreadable hash is `None`. For
+/// comparing checkpoints with a chain [`verify`] found intact, so the
+/// stored hashes are the recomputed ones.
+pub(crate) async fn hashes_at(
+    conn: &impl ConnectionTrait,
+    table: &str,
+    seqs: &[i64],
+) -> Result<std::collections::HashMap<i64, Option<[u8; 32]>>, DbErr> {
+    let col = |name: &str| (Alias::new(table), Alias::new(name));
+    let query = Query::select()
+        .columns([col(SEQ), col(HASH)])
+        .from(Alias::new(table))
+        .and_where(Expr::col(col(SEQ)).is_in(seqs.iter().copied()))
+        .to_owned();
+    let mut found = std::collections::HashMap::with_capacity(seqs.len());
+    for row in conn.query_all(&query).await? {
+        let seq: i64 = row.try_get("", SEQ)?;
+        let hash: Option<String> = row.try_get("", HASH)?;
+        found.insert(seq, hash.as_deref().and_then(parse_hash));
+    }
+    Ok(found)
 }
 
 /// One row of an audit table as the chain sees it.
@@ -693,15 +724,31 @@ async fn add_chain(m: &SchemaManager<'_>, chain: &Chain) -> Result<(), DbErr> {
 /// `audit` subcommands, the same for both services.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum AuditCommand {
-    /// Recomputes the audit chain and reports its first break (exit 1) or
-    /// its record count and head (exit 0).
+    /// Recomputes the audit chain and checks it against the signed
+    /// checkpoints of its head (`--audit-checkpoints`): reports the first
+    /// break, or records missing that a checkpoint saw (exit 1), or the
+    /// record count and head (exit 0).
     Verify {
         /// A head printed by an earlier verify (`SEQ:HASH`): fail unless
         /// that record is still in the chain with that hash, so records cut
         /// off the end or a rewritten chain are found too.
         #[arg(long)]
         expect_head: Option<Link>,
+        /// A checkpoint file (or JSON log) to check the chain against,
+        /// instead of this service's own `--audit-checkpoints` file; repeat
+        /// it for each replica's file.
+        #[arg(long = "checkpoints", value_name = "FILE")]
+        checkpoints: Vec<std::path::PathBuf>,
+        /// The key checkpoints must be signed with (`ed25519:HEX`, as
+        /// `audit checkpoint-key` prints it); repeat it for each replica's
+        /// key. Default: the public half of `--audit-checkpoint-key`.
+        #[arg(long = "checkpoint-public-key", value_name = "KEY")]
+        checkpoint_public_keys: Vec<crate::checkpoint::PublicKey>,
     },
+    /// Prints the public key that signs this service's audit checkpoints
+    /// (`ed25519:HEX`), for operators to pin; generates the key if there
+    /// is none yet.
+    CheckpointKey,
 }
 
 #[cfg(test)]

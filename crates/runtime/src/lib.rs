@@ -2,10 +2,12 @@
 //! the clock, redacted secrets, the common command-line flags, rich gRPC
 //! statuses, tracing and OpenTelemetry set-up (trace context in and out of
 //! gRPC, RPC spans and latency), the server bootstrap (health,
-//! reflection, graceful shutdown), and the audit trails' hash chain.
+//! reflection, graceful shutdown), and the audit trails' hash chain and
+//! the signed checkpoints of its head.
 //! Depends only on the generated contracts.
 
 pub mod audit;
+pub mod checkpoint;
 pub mod cli;
 pub mod clock;
 pub mod db;

@@ -73,6 +73,8 @@ pub struct Cli {
     pub common: CommonArgs,
     #[command(flatten)]
     pub auth: AuthArgs,
+    #[command(flatten)]
+    pub checkpoints: padlock_runtime::checkpoint::CheckpointArgs,
     #[command(subcommand)]
     pub command: Option<Command>,
 }

@@ -28,7 +28,7 @@ use padlock_proto::auth::v1::{
     support_service_server::SupportServiceServer,
     two_factor_service_server::TwoFactorServiceServer,
 };
-use padlock_runtime::{Secret, SharedClock, health, server};
+use padlock_runtime::{Secret, SharedClock, checkpoint, health, server};
 use tokio::net::TcpListener;
 
 pub use app::{App, KeySource};
@@ -122,16 +122,98 @@ pub async fn migrate(options: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `audit verify`: walks the configured database's audit chain, without
-/// migrating it. A broken chain is an error naming the first break.
-pub async fn verify_audit(
+/// The auth audit trail as its checkpoints name it: the table of the
+/// store's chain (`store/audit_chain.rs`).
+pub const AUDIT_TRAIL: checkpoint::Trail = checkpoint::Trail {
+    service: "padlock-auth",
+    table: "audit_events",
+};
+
+/// Where auth keeps its audit checkpoints and their key (`--audit-checkpoint*`).
+/// The key is sealed under the data keys like the signing key files
+/// ([`key_files`]), so the data directory holds no private key in clear;
+/// the service seals it again under the current data key when it starts
+/// and when it reloads its keys ([`checkpoint::reseal_key`]). A key file
+/// the operator names is sealed only if it is sealed already: it may be
+/// on a read-only mount.
+pub fn checkpoint_config(
     options: &Options,
-    expect_head: Option<padlock_runtime::audit::Link>,
-) -> anyhow::Result<padlock_runtime::audit::Intact> {
-    let verdict = store::verify_audit_chain(&database_url(options), expect_head)
+    args: &checkpoint::CheckpointArgs,
+) -> checkpoint::CheckpointConfig {
+    let upgrade = if args.audit_checkpoint_key.is_some() {
+        key_files::Upgrade::OlderOnly
+    } else {
+        key_files::Upgrade::ClearAndOlder
+    };
+    checkpoint::CheckpointConfig {
+        key_format: Arc::new(SealedCheckpointKey {
+            data_keys: options.data_key_source(),
+            upgrade,
+        }),
+        ..args.config(&options.data_dir)
+    }
+}
+
+/// See [`checkpoint_config`]. Loads the data keys at each use: the key file
+/// is read at start, at a reload and by the CLI, never per request.
+#[derive(Debug)]
+struct SealedCheckpointKey {
+    data_keys: sealing::DataKeySource,
+    upgrade: key_files::Upgrade,
+}
+
+impl checkpoint::KeyFormat for SealedCheckpointKey {
+    fn encode(&self, pkcs8_der: &[u8]) -> Result<String, String> {
+        use padlock_token::KeyFileFormat as _;
+        let keys = self.data_keys.load().map_err(|e| e.to_string())?;
+        let key =
+            padlock_token::SigningKey::from_pkcs8_der(pkcs8_der).map_err(|e| e.to_string())?;
+        Ok(key_files::SealedKeyFiles::new(&keys, self.upgrade).encode(&key))
+    }
+
+    fn decode(&self, text: &str) -> Result<(Vec<u8>, bool), String> {
+        use padlock_token::KeyFileFormat as _;
+        let keys = self.data_keys.load().map_err(|e| e.to_string())?;
+        let decoded = key_files::SealedKeyFiles::new(&keys, self.upgrade)
+            .decode(text)
+            .map_err(|e| e.to_string())?;
+        Ok((decoded.key.to_pkcs8_der(), decoded.rewrite))
+    }
+}
+
+/// `audit verify` (the chain, then every checkpoint of its head) and
+/// `audit checkpoint-key`, on the configured database without migrating
+/// it. A broken chain or records a checkpoint saw and the chain lost are
+/// an error naming them.
+pub async fn audit(
+    options: &Options,
+    checkpoints: &checkpoint::CheckpointConfig,
+    command: padlock_runtime::audit::AuditCommand,
+) -> anyhow::Result<()> {
+    let url = database_url(options);
+    checkpoint::run_command(command, &url, AUDIT_TRAIL, checkpoints, |expect| {
+        store::verify_audit_chain(&url, expect)
+    })
+    .await?;
+    Ok(())
+}
+
+/// Checkpoints the audit trail's head (after [`open`] migrated the
+/// database): one now, then on `checkpoints.interval` while it moves;
+/// [`checkpoint::Running::finish`] writes the last one after serving.
+pub async fn start_audit_checkpoints(
+    options: &Options,
+    checkpoints: &checkpoint::CheckpointConfig,
+    clock: SharedClock,
+) -> anyhow::Result<checkpoint::Running> {
+    let checkpointer =
+        checkpoint::Checkpointer::open(&database_url(options), AUDIT_TRAIL, checkpoints, clock)
+            .await
+            .map_err(|e| anyhow::anyhow!("audit checkpoints: {e}"))?;
+    checkpointer
+        .spawn(checkpoints.interval)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot read the audit chain (has `migrate` run?): {e}"))?;
-    Ok(verdict.into_result()?)
+        .map_err(|e| anyhow::anyhow!("audit checkpoints: {e}"))
 }
 
 /// Serves every auth gRPC service, plus health and reflection, on

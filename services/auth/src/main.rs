@@ -7,7 +7,6 @@ use clap::Parser;
 use padlock_auth::config::{Cli, Command, DataKeysCommand, KeysCommand, Settings, UsersCommand};
 use padlock_auth::sealing::DataKeySource;
 use padlock_auth::{KeySource, Options};
-use padlock_runtime::audit::{AuditCommand, Link};
 use padlock_runtime::{SystemClock, server, telemetry};
 
 const SERVICE: &str = "padlock-auth";
@@ -51,6 +50,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         data_keys: data_key_source(&cli.auth),
         sms: sms_sender(&cli.auth.sms)?,
     };
+    let checkpoints = padlock_auth::checkpoint_config(&options, &cli.checkpoints);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             serve(
@@ -58,6 +58,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 options,
                 cli.common.clock(),
                 cli.common.limits(),
+                checkpoints,
             )
             .await
         }
@@ -67,9 +68,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(KeysCommand::Rotate) => rotate_keys(&options),
         Command::DataKeys(command) => data_keys(&options, command).await,
         Command::Migrate => padlock_auth::migrate(&options).await,
-        Command::Audit(AuditCommand::Verify { expect_head }) => {
-            verify_audit(&options, expect_head).await
-        }
+        Command::Audit(command) => padlock_auth::audit(&options, &checkpoints, command).await,
     }
 }
 
@@ -116,25 +115,37 @@ async fn serve(
     options: Options,
     clock: padlock_runtime::SharedClock,
     limits: server::Limits,
+    checkpoints: padlock_runtime::checkpoint::CheckpointConfig,
 ) -> anyhow::Result<()> {
-    let app = padlock_auth::open(options, clock).await?;
+    let app = padlock_auth::open(options.clone(), clock.clone()).await?;
+    let checkpointing =
+        padlock_auth::start_audit_checkpoints(&options, &checkpoints, clock).await?;
     let listener = server::bind(listen).await?;
     let addr = listener.local_addr()?;
-    spawn_key_reloader(app.clone())?;
+    spawn_key_reloader(app.clone(), checkpoints)?;
     let shutdown = server::shutdown_signal();
     server::announce(SERVICE, addr);
-    padlock_auth::serve(app, listener, &limits, shutdown).await
+    let served = padlock_auth::serve(app, listener, &limits, shutdown).await;
+    // After the drain, so it sees every record the requests appended.
+    let _ = checkpointing.finish().await;
+    served
 }
 
 /// SIGHUP re-reads the data keys and the signing keys, so a rotation of
-/// either needs no restart. The
-/// handler is installed before the service says it is ready.
-fn spawn_key_reloader(app: padlock_auth::App) -> anyhow::Result<()> {
+/// either needs no restart, and seals the audit checkpoint key under the
+/// current data key. The handler is installed before the service says it
+/// is ready.
+fn spawn_key_reloader(
+    app: padlock_auth::App,
+    checkpoints: padlock_runtime::checkpoint::CheckpointConfig,
+) -> anyhow::Result<()> {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             if let Err(e) = app.reload_keys() {
                 tracing::error!(error = %e, "reloading keys failed; keeping the old ones");
+            } else if let Err(e) = padlock_runtime::checkpoint::reseal_key(&checkpoints) {
+                tracing::error!(error = %e, "sealing the audit checkpoint key again failed");
             }
         }
     });
@@ -175,13 +186,6 @@ async fn add_user(options: Options, username: String, roles: Vec<String>) -> any
         user.id,
         user.roles.join(",")
     );
-    Ok(())
-}
-
-#[allow(clippy::print_stdout)]
-async fn verify_audit(options: &Options, expect_head: Option<Link>) -> anyhow::Result<()> {
-    let intact = padlock_auth::verify_audit(options, expect_head).await?;
-    println!("{intact}");
     Ok(())
 }
 

@@ -16,6 +16,8 @@ pub struct Cli {
     pub common: CommonArgs,
     #[command(flatten)]
     pub deploy: DeployArgs,
+    #[command(flatten)]
+    pub checkpoints: padlock_runtime::checkpoint::CheckpointArgs,
     #[command(subcommand)]
     pub command: Option<Command>,
 }

@@ -25,7 +25,7 @@ use padlock_proto::deploy::v1::{
     package_service_server::PackageServiceServer,
     permission_service_server::PermissionServiceServer, policy_service_server::PolicyServiceServer,
 };
-use padlock_runtime::{Secret, SharedClock, server};
+use padlock_runtime::{Secret, SharedClock, checkpoint, server};
 use tokio::net::TcpListener;
 
 pub use app::App;
@@ -112,16 +112,56 @@ pub async fn migrate(options: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `audit verify`: walks the configured database's audit chain, without
-/// migrating it. A broken chain is an error naming the first break.
-pub async fn verify_audit(
+/// The deploy audit trail as its checkpoints name it: the table of the
+/// store's chain (`store/audit_chain.rs`).
+pub const AUDIT_TRAIL: checkpoint::Trail = checkpoint::Trail {
+    service: "padlock-deploy",
+    table: "audit_events",
+};
+
+/// Where deploy keeps its audit checkpoints and their key
+/// (`--audit-checkpoint*`); deploy has no data keys, so the key file is
+/// PKCS#8 PEM (0600).
+pub fn checkpoint_config(
     options: &Options,
-    expect_head: Option<padlock_runtime::audit::Link>,
-) -> anyhow::Result<padlock_runtime::audit::Intact> {
-    let verdict = store::verify_audit_chain(&database_url(options), expect_head)
+    args: &checkpoint::CheckpointArgs,
+) -> checkpoint::CheckpointConfig {
+    args.config(&options.data_dir)
+}
+
+/// `audit verify` (the chain, then every checkpoint of its head) and
+/// `audit checkpoint-key`, on the configured database without migrating
+/// it. A broken chain or records a checkpoint saw and the chain lost are
+/// an error naming them.
+pub async fn audit(
+    options: &Options,
+    checkpoints: &checkpoint::CheckpointConfig,
+    command: padlock_runtime::audit::AuditCommand,
+) -> anyhow::Result<()> {
+    let url = database_url(options);
+    checkpoint::run_command(command, &url, AUDIT_TRAIL, checkpoints, |expect| {
+        store::verify_audit_chain(&url, expect)
+    })
+    .await?;
+    Ok(())
+}
+
+/// Checkpoints the audit trail's head (after [`open`] migrated the
+/// database): one now, then on `checkpoints.interval` while it moves;
+/// [`checkpoint::Running::finish`] writes the last one after serving.
+pub async fn start_audit_checkpoints(
+    options: &Options,
+    checkpoints: &checkpoint::CheckpointConfig,
+    clock: SharedClock,
+) -> anyhow::Result<checkpoint::Running> {
+    let checkpointer =
+        checkpoint::Checkpointer::open(&database_url(options), AUDIT_TRAIL, checkpoints, clock)
+            .await
+            .map_err(|e| anyhow::anyhow!("audit checkpoints: {e}"))?;
+    checkpointer
+        .spawn(checkpoints.interval)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot read the audit chain (has `migrate` run?): {e}"))?;
-    Ok(verdict.into_result()?)
+        .map_err(|e| anyhow::anyhow!("audit checkpoints: {e}"))
 }
 
 /// Serves every deploy gRPC service, plus health and reflection, on

@@ -7,7 +7,6 @@ use padlock_deploy::Options;
 use padlock_deploy::config::{Cli, Command};
 use padlock_deploy::keys::{FETCH_TIMEOUT, GrpcJwksSource};
 use padlock_deploy::policy::{Policy, parse_max_age_override};
-use padlock_runtime::audit::{AuditCommand, Link};
 use padlock_runtime::{server, telemetry};
 
 const SERVICE: &str = "padlock-deploy";
@@ -53,16 +52,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         max_package_bytes: cli.deploy.max_package_bytes,
         permission_recheck: std::time::Duration::from_millis(cli.deploy.permission_recheck_ms),
     };
+    let checkpoints = padlock_deploy::checkpoint_config(&options, &cli.checkpoints);
     match cli.command {
         Some(Command::Migrate) => return padlock_deploy::migrate(&options).await,
-        Some(Command::Audit(AuditCommand::Verify { expect_head })) => {
-            return verify_audit(&options, expect_head).await;
+        Some(Command::Audit(command)) => {
+            return padlock_deploy::audit(&options, &checkpoints, command).await;
         }
         Some(Command::Serve) | None => {}
     }
     let jwks = GrpcJwksSource::connect_lazy(cli.deploy.auth_url.clone(), FETCH_TIMEOUT)
         .map_err(|e| anyhow::anyhow!("--auth-url: {e}"))?;
-    let app = padlock_deploy::open(options, clock, Arc::new(jwks)).await?;
+    let app = padlock_deploy::open(options.clone(), clock.clone(), Arc::new(jwks)).await?;
+    let checkpointing =
+        padlock_deploy::start_audit_checkpoints(&options, &checkpoints, clock).await?;
     let listener = server::bind(
         cli.common
             .listen_or(std::net::SocketAddr::from(([127, 0, 0, 1], 50052))),
@@ -72,12 +74,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let limits = cli.common.limits();
     let shutdown = server::shutdown_signal();
     server::announce(SERVICE, addr);
-    padlock_deploy::serve(app, listener, &limits, shutdown).await
-}
-
-#[allow(clippy::print_stdout)]
-async fn verify_audit(options: &Options, expect_head: Option<Link>) -> anyhow::Result<()> {
-    let intact = padlock_deploy::verify_audit(options, expect_head).await?;
-    println!("{intact}");
-    Ok(())
+    let served = padlock_deploy::serve(app, listener, &limits, shutdown).await;
+    // After the drain, so it sees every record the requests appended.
+    let _ = checkpointing.finish().await;
+    served
 }
