@@ -610,6 +610,15 @@ class Service:
             self._drain.join(timeout=5)
         return code
 
+    def revive(self, *args: str) -> None:
+        """Start it again after `kill()` (or a crash) on the same data
+        directory with `args` (they replace the previous extra arguments):
+        what a supervisor does after the OOM killer."""
+        assert self.proc.poll() is not None, f"{self.name} is still running"
+        self._log.write(f"---- revive after exit {self.proc.returncode}: {self.name} {' '.join(args)}\n".encode())
+        self._log.flush()
+        self._start(list(args))
+
     def cli(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
         """`NAME --data-dir DIR ARGS...` against the same data (and with
         the same extra environment)."""
