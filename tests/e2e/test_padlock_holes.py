@@ -19,6 +19,9 @@ back from the databases themselves (sqlite3, psql), and the audit trail has no
    still cannot mint a support or operator user (ROLE_NOT_GRANTABLE); a
    legitimate reset is shown to the user (GetFactor resetBy, resetTicket)
    and in ListAuditEvents with its ticket.
+   A second factor past its window (both services restarted with their
+   clocks moved past eight hours, sessions refreshed there) opens none of
+   these padlocks: MFA_EXPIRED for change_team, create_app and support.
 4. DeployPackage follows the promotion order (PACKAGE_NOT_PROMOTED): a
    package never on test or acceptance is not deployed to production.
 6. One transaction per change under the app's lock: two stepped-up
@@ -66,6 +69,7 @@ from conftest import (
     RpcError,
     RpcFailed,
     provision,
+    refresh,
     run_together,
     sign_in,
     step_up,
@@ -458,6 +462,61 @@ def test_deploy_package_follows_the_promotion_order(stack: Stack, people, shop):
                   token=tina.token)
     assert (done["environment"], done["packageVersion"]) == (PRODUCTION, "2.0.0")
     assert [e for p, e in stack.deployments(app_id) if p == package["id"]] == ["test", "acceptance", "production"]
+
+
+# ---------------------------------------------------------------- a second factor too old
+
+
+def test_a_second_factor_too_old_opens_no_padlock(stack: Stack, people, shop):
+    """Both services restarted with their clocks just past eight hours
+    after the latest step-up (past create_app's and change_team's eight
+    hours and support's one): sessions refreshed there carry their mfa_at
+    over, and it no longer counts (MFA_EXPIRED); nothing changes. The
+    refreshes go to copies of the people, so their own tokens never come
+    from the shifted clock."""
+    app_id = shop["app_id"]
+    sam = people["sam"]
+    if not sam.totp_secret:
+        step_up(stack.grpc, sam)
+    names = ("tina", "olga", "sam")
+    mfa_at = max(int(jwt_claims(people[n].token)["mfa_at"]) for n in names)
+    offset = mfa_at + EIGHT_HOURS + 1 - int(time.time())
+    auth_args, deploy_args = (stack.engine.db_args(stack.engine.auth_url),
+                              stack.engine.db_args(stack.engine.deploy_url))
+    team, users, apps = stack.team(app_id), stack.users(), stack.deploy_rows("SELECT id FROM apps")
+    stack.auth.restart(*auth_args, "--clock-offset-secs", str(offset))
+    stack.deploy.restart(*deploy_args, "--clock-offset-secs", str(offset))
+    try:
+        later = {}
+        for n in names:
+            later[n] = Person(n, people[n].password, people[n].roles, session_token=people[n].session_token)
+            refresh(stack.grpc, later[n])
+            assert jwt_claims(later[n].token)["mfa_at"] == jwt_claims(people[n].token)["mfa_at"]
+        err = stack.deployg.call_error(f"{APPS}/AddTeamMember", {"appId": app_id, "username": "dev", "role": TC},
+                                       token=later["tina"].token)
+        assert_refused(err, "UNAUTHENTICATED", "MFA_EXPIRED", change_team_metadata())
+        err = stack.deployg.call_error(f"{APPS}/RemoveTeamMember", {"appId": app_id, "username": "tom"},
+                                       token=later["tina"].token)
+        assert_refused(err, "UNAUTHENTICATED", "MFA_EXPIRED", change_team_metadata())
+        err = stack.deployg.call_error(f"{APPS}/CreateApp", {"name": "Late", "technicalContact": "eve"},
+                                       token=later["olga"].token)
+        assert_refused(err, "UNAUTHENTICATED", "MFA_EXPIRED", {"max_age": str(EIGHT_HOURS), "action": "create_app"})
+        for method, request_, action in (
+                ("ResetFactor", {"username": "dev", "ticket": TICKET, "reason": "late"}, "support_reset_factor"),
+                ("CreateUser", {"username": "late", "password": "l" * 16, "ticket": TICKET}, "support_create_user")):
+            err = stack.grpc.call_error(f"{SUPPORT}/{method}", request_, token=later["sam"].token)
+            assert_refused(err, "UNAUTHENTICATED", "MFA_EXPIRED", {"max_age": str(SUPPORT_MAX_AGE), "action": action})
+        assert (stack.team(app_id), stack.users(), stack.deploy_rows("SELECT id FROM apps")) == (team, users, apps)
+    finally:
+        stack.auth.restart(*auth_args)
+        stack.deploy.restart(*deploy_args)
+    # Back in the present, the people's own sessions still count.
+    stack.grpc.call(f"{SUPPORT}/GetUserFactor", {"username": "dev"}, token=sam.token)
+    stack.deployg.call(f"{APPS}/ListTeamMembers", {"appId": app_id}, token=people["tina"].token)
+
+
+def jwt_claims(token: str) -> dict:
+    return json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=" * (-len(token.split(".")[1]) % 4)))
 
 
 # ---------------------------------------------------------------- 6. races
