@@ -362,6 +362,118 @@ class Grpcurl:
                                f"{out.stderr.strip()[:500]}"))
 
 
+# ---------------------------------------------------------------- people
+
+TOTP_STEP_S = 30
+# The ticket support names when the suite creates a user (CreateUser
+# requires one and keeps it in the audit trail).
+SETUP_TICKET = "CHG-E2E-SETUP"
+SERVER_ONLY_ROLES = ("support", "operator")
+
+
+@dataclass
+class Person:
+    """Someone who uses padlock, and what their own session holds: the
+    session and latest access token, the authenticator app's secret and the
+    last TOTP step it showed. Its repr names only the user."""
+
+    username: str
+    password: str = field(repr=False)
+    roles: list[str] = field(default_factory=list)
+    session_token: str = ""
+    token: str = ""  # the latest access token
+    totp_secret: str = ""
+    last_code_at: int = 0  # the (server) Unix time whose TOTP step was used last
+    # How far ahead the clock of the auth server they talk to runs
+    # (`--clock-offset-secs`): the phone shows the code of that present.
+    clock_offset: int = 0
+    history: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:  # never show tokens or the secret
+        return f"Person({self.username!r})"
+
+
+# The name `Replicas` used for the people it provisions.
+Account = Person
+
+
+def provision(auth: "Service", username: str, roles: Iterable[str] = (), *cli_args: str) -> Person:
+    """`padlock-auth [CLI_ARGS] users add --username U --role R...` with a
+    fresh password on stdin, as an operator on the server does (the only way
+    to grant `support` or `operator`); `cli_args` name the database
+    (`--database-url URL`) where the service has one."""
+    password = secret(secrets.token_urlsafe(18))
+    role_args = [a for r in roles for a in ("--role", r)]
+    added = auth.cli(*cli_args, "users", "add", "--username", username, *role_args, stdin=password + "\n")
+    assert added.returncode == 0, redact(f"users add {username} exited {added.returncode}: {added.stderr[-500:]}")
+    return Person(username, password, list(roles))
+
+
+def sign_in(grpc: "Grpcurl", person: Person) -> Msg:
+    """SignIn with the password: a new session, no second factor in it."""
+    resp = grpc.call("padlock.auth.v1.SessionService/SignIn",
+                     {"username": person.username, "password": person.password})
+    person.session_token = secret(resp["sessionToken"])
+    person.token = secret(resp["accessToken"])
+    return resp
+
+
+def refresh(grpc: "Grpcurl", person: Person) -> Msg:
+    resp = grpc.call("padlock.auth.v1.SessionService/Refresh", {"sessionToken": person.session_token})
+    person.token = secret(resp["accessToken"])
+    return resp
+
+
+def next_code(person: Person) -> str:
+    """A code for a step never used before: now, or the step after the last
+    one used (the server accepts one step of drift). Only a third code within
+    one step has to wait for the clock to reach the step before it."""
+    present = lambda: int(time.time()) + person.clock_offset  # noqa: E731
+    at = max(present(), person.last_code_at + TOTP_STEP_S)
+    while at // TOTP_STEP_S - present() // TOTP_STEP_S > 1:
+        time.sleep(TOTP_STEP_S - time.time() % TOTP_STEP_S + 0.05)
+    person.last_code_at = at
+    return totp_code(person.totp_secret, at)
+
+
+def enroll_totp(grpc: "Grpcurl", person: Person) -> Msg:
+    """StartTotpEnrollment, then ConfirmEnrollment with oathtool's code, as
+    a person with an authenticator app does; person.token is stepped up."""
+    started = grpc.call("padlock.auth.v1.TwoFactorService/StartTotpEnrollment", token=person.token)
+    person.totp_secret = secret(started["secret"])
+    secret(started.get("otpauthUri", ""))
+    resp = grpc.call("padlock.auth.v1.TwoFactorService/ConfirmEnrollment",
+                     {"enrollmentId": started["enrollmentId"], "code": next_code(person)},
+                     token=person.token)
+    person.token = secret(resp["accessToken"])
+    return resp
+
+
+def verify_again(grpc: "Grpcurl", person: Person) -> Msg:
+    """Verify with the next code of the person's authenticator app."""
+    resp = grpc.call("padlock.auth.v1.TwoFactorService/Verify", {"code": next_code(person)},
+                     token=person.token)
+    person.token = secret(resp["accessToken"])
+    return resp
+
+
+def step_up(grpc: "Grpcurl", person: Person) -> Msg:
+    """A fresh second factor in the person's session, through the real RPCs
+    only: SignIn if they have no session yet, then the first time
+    StartTotpEnrollment and ConfirmEnrollment with oathtool's code, after
+    that Verify with the next code. Returns the stepped-up response
+    (`mfaAt`, ...); person.token carries `mfa_at` afterwards.
+
+    For operators (CreateApp), support (every SupportService call) and
+    Technical Contacts (team changes, production). The person's factor must
+    have been enrolled through this Person (it holds the secret)."""
+    if not person.session_token:
+        sign_in(grpc, person)
+    if person.totp_secret:
+        return verify_again(grpc, person)
+    return enroll_totp(grpc, person)
+
+
 # ---------------------------------------------------------------- the servers
 
 
@@ -497,6 +609,15 @@ class Service:
         if getattr(self, "_drain", None):
             self._drain.join(timeout=5)
         return code
+
+    def revive(self, *args: str) -> None:
+        """Start it again after `kill()` (or a crash) on the same data
+        directory with `args` (they replace the previous extra arguments):
+        what a supervisor does after the OOM killer."""
+        assert self.proc.poll() is not None, f"{self.name} is still running"
+        self._log.write(f"---- revive after exit {self.proc.returncode}: {self.name} {' '.join(args)}\n".encode())
+        self._log.flush()
+        self._start(list(args))
 
     def cli(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
         """`NAME --data-dir DIR ARGS...` against the same data (and with
@@ -739,13 +860,6 @@ def postgres() -> Postgres:
 # ---------------------------------------------------------------- replicas
 
 
-@dataclass
-class Account:
-    username: str
-    password: str = field(repr=False)
-    roles: list[str] = field(default_factory=list)
-
-
 def data_keys_spec() -> str:
     """A fresh `--data-keys` value: one AES-256 key, id k1."""
     return secret("k1:" + base64.b64encode(secrets.token_bytes(32)).decode())
@@ -761,8 +875,12 @@ class Replicas:
     auth i % auths.
 
     A support person (`support`, role support) is provisioned with the CLI
-    of the first replica's data directory before anything serves;
-    `create_user` adds more through SupportService.CreateUser."""
+    of the first replica's data directory before anything serves, and
+    steps up (`step_up`: TOTP through the first auth replica) once they
+    serve: `support_token` carries that second factor, which support's
+    calls need. `create_user` adds people through SupportService.CreateUser
+    (never `support` or `operator`: support cannot grant those);
+    `provision` adds them with the CLI, as an operator on the server does."""
 
     def __init__(self, workdir: Path, postgres: Postgres, *, auths: int = 2, deploys: int = 0,
                  auth_args: Iterable[str] = (), env: dict | None = None):
@@ -775,7 +893,8 @@ class Replicas:
 
         first = workdir / "auth-1" / "data"
         first.mkdir(parents=True)
-        self.support = Account("support", secret(secrets.token_urlsafe(18)), ["support"])
+        self.support = Account("support", secret(secrets.token_urlsafe(18)), ["support"],
+                               clock_offset=_clock_offset(auth_args))
         self._origin_cli(first, "--database-url", self.auth_db, "users", "add", "--username", "support",
                          "--role", "support", stdin=self.support.password + "\n")
         self._origin_cli(first, "keys", "rotate")
@@ -791,7 +910,8 @@ class Replicas:
                                                      ["--database-url", self.deploy_db], self.env))
             self.auth_grpc = [Grpcurl(lambda s=s: s.addr) for s in self.auths]
             self.deploy_grpc = [Grpcurl(lambda s=s: s.addr) for s in self.deploys]
-            self.support_token = self.sign_in(self.support)
+            step_up(self.auth_grpc[0], self.support)
+            self.support_token = self.support.token
         except BaseException:
             self.stop()
             raise
@@ -814,17 +934,39 @@ class Replicas:
             srv.stop()
 
     def sign_in(self, account: Account, replica: int = 0) -> str:
-        resp = self.auth_grpc[replica].call("padlock.auth.v1.SessionService/SignIn",
-                                            {"username": account.username, "password": account.password})
-        secret(resp["sessionToken"])
-        return secret(resp["accessToken"])
+        """A new session of `account` on auth replica `replica`; its access token."""
+        sign_in(self.auth_grpc[replica], account)
+        return account.token
 
     def create_user(self, username: str, roles: Iterable[str] = (), replica: int = 0) -> Account:
-        account = Account(username, secret(secrets.token_urlsafe(18)), list(roles))
+        """Through SupportService.CreateUser, by the stepped-up support person."""
+        roles = list(roles)
+        assert not set(roles) & set(SERVER_ONLY_ROLES), \
+            f"support cannot grant {roles}: use Replicas.provision (the CLI)"
+        account = Account(username, secret(secrets.token_urlsafe(18)), roles,
+                          clock_offset=self.support.clock_offset)
         self.auth_grpc[replica].call("padlock.auth.v1.SupportService/CreateUser",
                                      {"username": username, "password": account.password,
-                                      "roles": account.roles}, token=self.support_token)
+                                      "roles": account.roles, "ticket": SETUP_TICKET},
+                                     token=self.support_token)
         return account
+
+    def provision(self, username: str, roles: Iterable[str] = ()) -> Account:
+        """With `padlock-auth users add` on the shared database (operators)."""
+        account = provision(self.auths[0], username, roles, "--database-url", self.auth_db)
+        account.clock_offset = self.support.clock_offset
+        return account
+
+
+def _clock_offset(args: Iterable[str]) -> int:
+    """The `--clock-offset-secs` value among a server's arguments (0 if none)."""
+    args = list(args)
+    for i, arg in enumerate(args):
+        if arg.startswith("--clock-offset-secs="):
+            return int(arg.split("=", 1)[1])
+        if arg == "--clock-offset-secs" and i + 1 < len(args):
+            return int(args[i + 1])
+    return 0
 
 
 def replicas(workdir: Path, postgres: Postgres, **kwargs):

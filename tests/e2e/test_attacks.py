@@ -63,8 +63,9 @@ from conftest import (
     Msg,
     Postgres,
     RpcError,
-    redact,
+    provision,
     secret,
+    step_up,
     wait_until,
     watched,
 )
@@ -84,7 +85,6 @@ from test_transport_to_production import (
     assert_padlock_refusal,
     assert_refusal,
     claims_of,
-    enroll_totp,
     next_code,
     package_upload,
     sign_in,
@@ -313,12 +313,7 @@ def people(stack: Stack) -> dict[str, Person]:
     from 127.0.0.1, which makes it an address they are known at."""
     out = {}
     for username, roles in (("olga", ["operator"]), ("tina", []), ("dev", []), ("mallory", [])):
-        password = secret(base64.b64encode(uuid.uuid4().bytes).decode())
-        role_args = [a for r in roles for a in ("--role", r)]
-        added = stack.auth.cli(*stack.engine.db_args(stack.engine.auth_url),
-                               "users", "add", "--username", username, *role_args, stdin=password + "\n")
-        assert added.returncode == 0, redact(f"users add {username}: {added.stderr[-500:]}")
-        person = Person(username, password, roles)
+        person = provision(stack.auth, username, roles, *stack.engine.db_args(stack.engine.auth_url))
         sign_in(stack.grpc, person)
         out[username] = person
     return out
@@ -327,8 +322,12 @@ def people(stack: Stack) -> dict[str, Person]:
 @pytest.fixture(scope="module")
 def shop(stack: Stack, people) -> dict:
     """Shop, with tina as Technical Contact and a package on acceptance,
-    moved there by dev: a transport to production is one token away."""
+    moved there by dev: a transport to production is one token away.
+    olga (CreateApp) and tina (team changes) step up for it: tina's
+    session has an authenticator app (oathtool) from here on."""
     olga, tina, dev = people["olga"], people["tina"], people["dev"]
+    step_up(stack.grpc, olga)
+    step_up(stack.grpc, tina)
     d = stack.deployg
     app = d.call(f"{APPS}/CreateApp", {"name": "Shop", "technicalContact": "tina"}, token=olga.token)
     d.call(f"{APPS}/AddTeamMember", {"appId": app["id"], "username": "dev", "role": "TEAM_ROLE_DEPLOY"},
@@ -346,11 +345,11 @@ def shop(stack: Stack, people) -> dict:
 
 
 @pytest.fixture(scope="module")
-def tina_enrolled(stack: Stack, people) -> Person:
-    """tina with an authenticator app (oathtool) and one wrong code of her
-    own: four attempts left."""
+def tina_enrolled(stack: Stack, people, shop) -> Person:
+    """tina with an authenticator app (oathtool, enrolled when she built
+    Shop's team) and one wrong code of her own: four attempts left."""
     tina = people["tina"]
-    enroll_totp(stack.grpc, tina)
+    assert tina.totp_secret, "tina enrolled when she set up Shop"
     err = stack.grpc.call_error(f"{TWO_FACTOR}/Verify", {"code": a_wrong_code(tina.totp_secret)},
                                 token=tina.token)
     assert_refusal(err, "UNAUTHENTICATED", "CODE_INVALID")

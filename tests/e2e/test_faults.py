@@ -44,7 +44,9 @@ from conftest import (
     RpcFailed,
     redact,
     replicas,
+    SETUP_TICKET,
     secret,
+    step_up,
     totp_code,
     wait_until,
 )
@@ -116,7 +118,7 @@ class CreateUsers(threading.Thread):
             name = f"load{n:04d}"
             started = time.monotonic()
             result, took = timed(lambda: grpc.attempt(
-                f"{SUPPORT}/CreateUser", {"username": name, "password": self.password},
+                f"{SUPPORT}/CreateUser", {"username": name, "password": self.password, "ticket": SETUP_TICKET},
                 token=self.cluster.support_token))
             self.calls.append(Call(name, result, started, took))
 
@@ -153,8 +155,9 @@ def single(tmp_path, postgres):
 def test_database_stopped_and_started_under_load(served: Replicas, postgres):
     cluster = served
     auth, deploy = cluster.auth_grpc[0], cluster.deploy_grpc[0]
-    olga = cluster.create_user("olga", ["operator"])
-    olga_token = cluster.sign_in(olga)
+    olga = cluster.provision("olga", ["operator"])
+    step_up(auth, olga)
+    olga_token = olga.token
     pids = [s.proc.pid for s in (*cluster.auths, *cluster.deploys)]
     for grpc, service in ((auth, f"{SESSION}"), (deploy, APPS)):
         assert (grpc.health(), grpc.health(service)) == ("SERVING", "SERVING")
@@ -218,7 +221,8 @@ def test_database_stopped_and_started_under_load(served: Replicas, postgres):
     for c in calls:
         if c.outcome != UNAVAILABLE:
             continue
-        retry = outcome(auth.attempt(f"{SUPPORT}/CreateUser", {"username": c.name, "password": password},
+        retry = outcome(auth.attempt(f"{SUPPORT}/CreateUser",
+                                     {"username": c.name, "password": password, "ticket": SETUP_TICKET},
                                      token=cluster.support_token))
         expected = "ALREADY_EXISTS USERNAME_TAKEN" if c.name in stored else "OK"
         assert retry == expected, f"retrying {c.name} (stored before: {c.name in stored}): {retry}"
@@ -247,7 +251,8 @@ def test_a_user_lost_with_the_connection_is_created_whole_or_not_at_all(single: 
           FOR EACH ROW EXECUTE FUNCTION cut_connection();""")
     auth = cluster.auth_grpc[0]
     password = secret("victim-password-xyz")
-    first = outcome(auth.attempt(f"{SUPPORT}/CreateUser", {"username": "victim", "password": password},
+    first = outcome(auth.attempt(f"{SUPPORT}/CreateUser",
+                                 {"username": "victim", "password": password, "ticket": SETUP_TICKET},
                                  token=cluster.support_token))
     assert first == UNAVAILABLE, f"the lost connection should answer UNAVAILABLE, got {first}"
     postgres.psql(cluster.auth_db, "DROP TRIGGER cut_connection ON audit_events")
@@ -421,8 +426,9 @@ CHUNK = 64 * 1024
 
 def test_sigterm_drains_an_upload_in_flight(served: Replicas, postgres):
     cluster = served
-    olga, tina = cluster.create_user("olga", ["operator"]), cluster.create_user("tina")
-    olga_token, tina_token = cluster.sign_in(olga), cluster.sign_in(tina)
+    olga, tina = cluster.provision("olga", ["operator"]), cluster.create_user("tina")
+    step_up(cluster.auth_grpc[0], olga)
+    olga_token, tina_token = olga.token, cluster.sign_in(tina)
     deploy_srv, deploy = cluster.deploys[0], cluster.deploy_grpc[0]
     app = deploy.call(f"{APPS}/CreateApp", {"name": "Shop", "technicalContact": "tina"}, token=olga_token)
 

@@ -12,14 +12,16 @@ standard one will not send `Secure` cookies over plain http):
   cookies and no token in a body, header or URL; a write without the CSRF
   header and malformed JSON change nothing;
 - olga, an operator, creates "Shop" with grpcurl (the gateway has no route
-  for it); tina builds the team and grants dev TRANSPORT on test and
-  acceptance; dev uploads a package (streamed to deploy in chunks), deploys
+  for it), stepped up (`step_up`); tina's team change without a second
+  factor is 401 MFA_REQUIRED (action change_team); she enrolls TOTP
+  (oathtool, the QR read back with zbarimg) through the gateway, builds the
+  team and grants dev TRANSPORT on test and acceptance; dev uploads a package (streamed to deploy in chunks), deploys
   it to test and transports it to acceptance;
 - every row of the status mapping with real calls: 400 with fields, 401
   MFA_REQUIRED / MFA_EXPIRED with the RFC 9470 challenge, 401 invalid_token,
   403, 404, 409, 413, 429 with Retry-After, 503 from /readyz;
-- tina enrolls TOTP (oathtool, the QR read back with zbarimg), transports
-  to production and steps up again; sara enrolls her phone against the
+- tina, from a password-only browser, gets 401 MFA_REQUIRED for production;
+  with her second factor she transports to production and steps up again; sara enrolls her phone against the
   fake Twilio of test_sms_enrollment.py; mia locks her factor with five
   wrong codes;
 - the clocks move past the access token's lifetime (`--clock-offset-secs`,
@@ -57,9 +59,11 @@ from conftest import (
     redact,
     require_tool,
     secret,
+    step_up,
     totp_code,
     watched,
 )
+from conftest import Person as GrpcPerson
 from test_sms_enrollment import FakeTwilio, Sent
 
 EIGHT_HOURS = 8 * 60 * 60
@@ -369,21 +373,29 @@ def sara(gateway_server, people) -> Person:
 
 
 @pytest.fixture(scope="module")
-def shop(grpc: Grpcurl, deploy: Grpcurl, people, tina: Person) -> Msg:
-    """olga creates the app with grpcurl: the gateway has no CreateApp."""
-    olga = people["olga"]
-    signed_in = grpc.call("padlock.auth.v1.SessionService/SignIn",
-                          {"username": olga.username, "password": olga.password})
-    secret(signed_in["sessionToken"])
-    token = secret(signed_in["accessToken"])
-    return deploy.call("padlock.deploy.v1.AppService/CreateApp",
-                       {"name": "Shop", "technicalContact": "tina"}, token=token)
+def tina_password_only(gateway_server, people) -> Person:
+    """tina in a second browser, signed in with her password only: a second
+    factor counts only in the session it was verified in."""
+    tina = people["tina"]
+    return sign_in(gateway_server, Person(tina.username, tina.password, tina.roles))
 
 
 @pytest.fixture(scope="module")
-def team(shop: Msg, tina: Person, dev: Person, mia: Person) -> dict[str, Reply]:
-    """tina adds dev with the Deploy role and mia as a plain member, and
-    grants dev TRANSPORT on test and acceptance."""
+def shop(grpc: Grpcurl, deploy: Grpcurl, people, tina: Person) -> Msg:
+    """olga creates the app with grpcurl (the gateway has no CreateApp),
+    stepped up with her authenticator app as CreateApp requires."""
+    olga = people["olga"]
+    operator = GrpcPerson(olga.username, olga.password, olga.roles)
+    step_up(grpc, operator)
+    return deploy.call("padlock.deploy.v1.AppService/CreateApp",
+                       {"name": "Shop", "technicalContact": "tina"}, token=operator.token)
+
+
+@pytest.fixture(scope="module")
+def team(shop: Msg, tina: Person, tina_stepped_up, dev: Person, mia: Person) -> dict[str, Reply]:
+    """tina, stepped up through the gateway (a team change is padlocked),
+    adds dev with the Deploy role and mia as a plain member, and grants dev
+    TRANSPORT on test and acceptance."""
     app = f"/api/v1/apps/{shop['id']}"
     replies = {
         "dev": tina.browser.post(f"{app}/members", {"username": "dev", "role": "deploy"}),
@@ -576,11 +588,25 @@ def test_me_shows_tina_without_a_second_factor(tina: Person):
     body = expect(tina.browser.get("/api/v1/me"), 200)
     assert body["user"] == tina.signed_in.json["user"]
     assert body["factor"] == {"method": "none", "state": "none", "locked": False, "locked_until": None,
-                              "attempts_left": 5, "masked_phone_number": None, "enrolled_at": None}
+                              "attempts_left": 5, "masked_phone_number": None, "enrolled_at": None,
+                              "reset": None}
     assert (body["mfa_at"], body["mfa_expires_at"]) == (None, None)
 
 
 # ---------------------------------------------------------------- the team, a package, test and acceptance
+
+
+def test_tinas_team_change_is_401_mfa_required(shop: Msg, tina: Person):
+    """Adding a member, even on a page about test, decides who reaches
+    production: without a second factor tina gets the step-up challenge."""
+    assert "mfa_at" not in tina.browser.access_claims
+    app = f"/api/v1/apps/{shop['id']}"
+    before = expect(tina.browser.get(app), 200)["members"]
+    reply = tina.browser.post(f"{app}/members", {"username": "dev", "role": "technical_contact"})
+    body = expect(reply, 401, "MFA_REQUIRED")
+    assert reply.header("WWW-Authenticate") == MFA_REQUIRED_CHALLENGE
+    assert (body["max_age"], body["action"], body["environment"]) == (EIGHT_HOURS, "change_team", "production")
+    assert expect(tina.browser.get(app), 200)["members"] == before
 
 
 def test_tina_builds_the_team_through_the_gateway(shop: Msg, team: dict[str, Reply], tina: Person):
@@ -639,13 +665,16 @@ def test_the_policy_lists_padlocks_on_production(tina: Person):
         "max_age_seconds": EIGHT_HOURS, "permission": "transport"}
     assert row[("transport_package", "acceptance")]["padlock"] is False
     assert row[("change_node_permissions", "production")]["permission"] is None
+    assert all(row[("change_team", env)]["padlock"] for env in ("test", "acceptance", "production"))
 
 
 # ---------------------------------------------------------------- step-up
 
 
 def test_tinas_transport_to_production_is_401_mfa_required(shop: Msg, package_id: str, on_acceptance,
-                                                            tina: Person):
+                                                            tina_password_only: Person):
+    """From a browser where she signed in with her password only."""
+    tina = tina_password_only
     before = deployment_ids(tina, shop["id"])
     access = expect(tina.browser.get(
         f"/api/v1/apps/{shop['id']}/access?action=transport_package&environment=production"), 200)

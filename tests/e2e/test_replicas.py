@@ -36,7 +36,10 @@ from conftest import (
     redact,
     replicas,
     run_together,
+    SETUP_TICKET,
     secret,
+    sign_in,
+    step_up,
     totp_code,
     wait_until,
 )
@@ -286,11 +289,16 @@ def test_sms_caps_hold_across_both_replicas(sms_cluster: Replicas, twilio: FakeT
 
 def test_one_app_name_created_on_both_deploy_replicas_at_once_exists_once(deploy_cluster: Replicas):
     cluster = deploy_cluster
-    olga = cluster.create_user("olga", ["operator"])
+    olga = cluster.provision("olga", ["operator"])
     cluster.create_user("tina")
     # A token from either auth replica is good on either deploy replica:
-    # they sign with the same key.
-    tokens = [cluster.sign_in(olga, replica=i) for i in (0, 1)]
+    # they sign with the same key. olga steps up in a session on each
+    # (CreateApp needs a fresh second factor).
+    tokens = []
+    for i in (0, 1):
+        sign_in(cluster.auth_grpc[i], olga)
+        step_up(cluster.auth_grpc[i], olga)
+        tokens.append(olga.token)
     d = cluster.deploy_grpc
     for n in range(ROUNDS):
         name = f"Shop {n}"
@@ -313,9 +321,11 @@ def test_one_app_name_created_on_both_deploy_replicas_at_once_exists_once(deploy
 
 def test_migrating_from_one_replica_while_the_others_serve_breaks_nothing(deploy_cluster: Replicas):
     cluster = deploy_cluster
-    olga = cluster.create_user("olga", ["operator"])
+    olga = cluster.provision("olga", ["operator"])
     cluster.create_user("tina")
-    token = cluster.sign_in(olga, replica=1)
+    cluster.sign_in(olga, replica=1)
+    step_up(cluster.auth_grpc[1], olga)
+    token = olga.token
     auth, deploy = cluster.auth_grpc[1], cluster.deploy_grpc[1]
 
     stop = threading.Event()
@@ -329,7 +339,8 @@ def test_migrating_from_one_replica_while_the_others_serve_breaks_nothing(deploy
                 return
             for what, call in (
                 ("CreateUser", lambda: auth.attempt(f"{SUPPORT}/CreateUser",
-                                                    {"username": f"load{n}", "password": "p" * 16},
+                                                    {"username": f"load{n}", "password": "p" * 16,
+                                                     "ticket": SETUP_TICKET},
                                                     token=cluster.support_token)),
                 ("GetFactor", lambda: auth.attempt(f"{TWO_FACTOR}/GetFactor", token=token)),
                 ("CreateApp", lambda: deploy.attempt(f"{APPS}/CreateApp",

@@ -7,8 +7,11 @@ build on each other through module fixtures:
 - alice signs in and enrolls an authenticator app (oathtool); with a factor
   active she can start neither an SMS nor a second TOTP enrollment
   (FACTOR_LOCKED);
-- alice has lost her phone. sam, with grpcurl only, looks at her factor,
-  resets it under ticket CHG0012345 and finds the reset in the audit trail;
+- sam's password alone gets him nothing from support (MFA_REQUIRED, max
+  age one hour); alice has lost her phone. sam, stepped up with his own
+  authenticator app, with grpcurl only, looks at her factor, resets it
+  under ticket CHG0012345 and finds the reset in the audit trail; alice's
+  GetFactor tells her who reset it and under which ticket;
 - alice's session loses its second factor (Refresh has no `mfaAt`, the token
   no `mfa_at`), and she enrolls again;
 - bad requests to support are refused (no ticket, a reset of oneself, an
@@ -33,10 +36,13 @@ from conftest import (
     AuthServer,
     Grpcurl,
     Msg,
+    Person,
     now,
     parse_timestamp,
     redact,
     secret,
+    sign_in as sign_in_person,
+    step_up,
     totp_code,
 )
 from test_totp_enrollment import (
@@ -115,10 +121,22 @@ def jwks(grpc: Grpcurl) -> jwt.PyJWKSet:
 
 
 @pytest.fixture(scope="module")
-def sam_session(grpc: Grpcurl, sam: User) -> Msg:
-    """sam's session (a Msg, so a failure never prints its tokens)."""
+def sam_password_only(grpc: Grpcurl, sam: User) -> Person:
+    """sam signed in with his password only."""
     assert sam.added.returncode == 0, "sam could not be provisioned"
-    return sign_in(grpc, sam)
+    person = Person(sam.username, sam.password, sam.roles)
+    sign_in_person(grpc, person)
+    return person
+
+
+@pytest.fixture(scope="module")
+def sam_session(grpc: Grpcurl, sam: User) -> Msg:
+    """sam's session, stepped up with his own authenticator app (`step_up`):
+    every support call needs a second factor verified in the caller's
+    session within the hour. The step-up response (a Msg, so a failure
+    never prints its tokens) carries the access token."""
+    assert sam.added.returncode == 0, "sam could not be provisioned"
+    return step_up(grpc, Person(sam.username, sam.password, sam.roles))
 
 
 @pytest.fixture(scope="module")
@@ -191,6 +209,24 @@ def test_alice_cannot_enroll_a_second_app(grpc: Grpcurl, first_factor: Enrolled)
 # ---------------------------------------------------------------- sam resets it
 
 
+@pytest.mark.parametrize("method, request_, action", [
+    ("GetUserFactor", {"username": "alice"}, "support_get_user_factor"),
+    ("ListAuditEvents", {"username": "alice"}, "support_list_audit_events"),
+    ("ResetFactor", {"username": "alice", "ticket": TICKET, "reason": REASON}, "support_reset_factor"),
+    ("Unlock", {"username": "alice", "ticket": UNLOCK_TICKET}, "support_unlock"),
+    ("CreateUser", {"username": "sam-two", "password": "p" * 16, "ticket": TICKET}, "support_create_user"),
+], ids=["get-user-factor", "list-audit-events", "reset", "unlock", "create-user"])
+def test_support_with_a_password_only_is_asked_for_a_second_factor(
+        grpc: Grpcurl, sam_password_only: Person, first_factor: Enrolled, method: str, request_: dict,
+        action: str):
+    """A stolen support password alone reads and changes nothing."""
+    err = grpc.call_error(f"{SUPPORT}/{method}", request_, token=sam_password_only.token)
+    assert_refused(err, "UNAUTHENTICATED", "MFA_REQUIRED")
+    assert err.error_info["metadata"] == {"max_age": "3600", "action": action}, f"{err}"
+    factor = grpc.call(f"{TWO_FACTOR}/GetFactor", token=access_token(first_factor.response))
+    assert (factor["state"], factor.get("resetBy", "")) == ("FACTOR_STATE_ACTIVE", ""), f"{factor}"
+
+
 def test_support_sees_alice_factor_without_its_secret(grpc: Grpcurl, sam_session: Msg, first_factor: Enrolled):
     seen = user_factor(grpc, sam_session, "alice")
     assert seen["user"]["username"] == "alice"
@@ -219,7 +255,7 @@ def test_audit_trail_shows_who_reset_whom_under_which_ticket(grpc: Grpcurl, sam_
     event = events[0]
     assert (event["kind"], event["outcome"], event["actor"], event["subject"]) == \
         ("factor_reset", "ok", "sam", "alice"), f"event {event}"
-    assert TICKET in event["detail"], f"the ticket is not in the event's detail: {event}"
+    assert event["detail"].startswith(f"ticket={TICKET} "), f"the detail does not start with the ticket: {event}"
     assert REASON in event["detail"], f"the reason is not in the event's detail: {event}"
     assert reset - CLOCK_SLACK_S <= parse_timestamp(event["at"]) <= now() + CLOCK_SLACK_S
     assert int(event["id"]) > 0
@@ -244,6 +280,14 @@ def test_refresh_after_the_reset_carries_no_second_factor(refreshed: Msg, jwks: 
     assert "mfa_at" not in claims, "the refreshed token still claims mfa_at"
     assert "mfa_method" not in claims, "the refreshed token still claims mfa_method"
     assert claims["amr"] == ["pwd"], f"amr after a reset: {claims['amr']}"
+
+
+def test_alice_sees_who_reset_her_factor_and_under_which_ticket(
+        grpc: Grpcurl, refreshed: Msg, reset: float):
+    factor = grpc.call(f"{TWO_FACTOR}/GetFactor", token=access_token(refreshed))
+    assert (factor["state"], factor["resetBy"], factor["resetTicket"]) == \
+        ("FACTOR_STATE_NONE", "sam", TICKET), f"{factor}"
+    assert reset - CLOCK_SLACK_S <= parse_timestamp(factor["resetAt"]) <= now() + CLOCK_SLACK_S
 
 
 def test_alice_enrolls_a_new_app_after_the_reset(

@@ -4,15 +4,20 @@ One `padlock-auth` and one `padlock-deploy` serve the whole module; the
 tests run in file order and build on each other through module fixtures:
 
 - olga, an operator, creates the app "Shop" with tina as its Technical
-  Contact; tina adds dev (an external developer) with the Deploy role and
+  Contact, once she has stepped up (with her password only: MFA_REQUIRED,
+  action create_app); tina, password only, cannot change the team
+  (MFA_REQUIRED, action change_team); stepped up (`step_up`: TOTP with
+  oathtool) she adds dev (an external developer) with the Deploy role and
   mia as a plain member, and grants dev TRANSPORT on test and acceptance only;
 - dev uploads a package in chunks, deploys it to test and transports it to
   acceptance, all without a second factor;
-- tina's transport to production is refused with MFA_REQUIRED (and
-  CheckAccess says so without changing anything) until she enrolls an
-  authenticator app (oathtool); dev, even with a fresh second factor, lacks
-  the production node permission;
-- wrong paths (test -> production, a package never in acceptance) are
+- tina's transport to production from a password-only session is refused
+  with MFA_REQUIRED (and CheckAccess says so without changing anything);
+  with her authenticator app it goes through; dev, even with a fresh second
+  factor, lacks the production node permission and is no Technical Contact
+  (TECHNICAL_CONTACT_REQUIRED for a team change);
+- wrong paths (test -> production, a package never in acceptance, also
+  deployed straight to production: PACKAGE_NOT_PROMOTED) are
   refused; the step-up window expires (deploy restarted with a shorter
   `--max-age`, and with its clock moved past eight hours), and a refresh
   does not renew it;
@@ -31,23 +36,30 @@ import re
 import secrets
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from conftest import (
+from conftest import (  # noqa: F401 - Person and the sign-in helpers are used by other modules too
     AuthServer,
     DeployServer,
     Grpcurl,
     Msg,
+    Person,
     RpcError,
+    enroll_totp,
+    next_code,
     now,
     parse_timestamp,
-    redact,
+    provision,
+    refresh,
     secret,
+    sign_in,
+    step_up,
     totp_code,
+    verify_again,
 )
 
 AUTH = "padlock.auth.v1"
@@ -75,21 +87,6 @@ CHUNK = 64 * 1024
 # ---------------------------------------------------------------- people
 
 
-@dataclass
-class Person:
-    username: str
-    password: str
-    roles: list[str]
-    session_token: str = ""
-    token: str = ""  # the latest access token
-    totp_secret: str = ""
-    last_code_at: int = 0  # the Unix time whose TOTP step was used last
-    history: list[str] = field(default_factory=list)
-
-    def __repr__(self) -> str:  # never show tokens or the secret
-        return f"Person({self.username!r})"
-
-
 def claims_of(token: str) -> dict:
     """The token's claims, read without checking the signature (the auth
     suite checks signatures; here only mfa_at and the key id matter)."""
@@ -98,49 +95,6 @@ def claims_of(token: str) -> dict:
 
 def kid_of(token: str) -> str:
     return jwt.get_unverified_header(token)["kid"]
-
-
-def sign_in(grpc: Grpcurl, person: Person) -> Msg:
-    resp = grpc.call(f"{SESSION}/SignIn", {"username": person.username, "password": person.password})
-    person.session_token = secret(resp["sessionToken"])
-    person.token = secret(resp["accessToken"])
-    return resp
-
-
-def refresh(grpc: Grpcurl, person: Person) -> Msg:
-    resp = grpc.call(f"{SESSION}/Refresh", {"sessionToken": person.session_token})
-    person.token = secret(resp["accessToken"])
-    return resp
-
-
-def next_code(person: Person) -> str:
-    """A code for a step never used before: now, or the step after the last
-    one used (the server accepts one step of drift). Only a third code within
-    one step has to wait for the clock to reach the step before it."""
-    at = max(int(time.time()), person.last_code_at + STEP)
-    while at // STEP - int(time.time()) // STEP > 1:
-        time.sleep(STEP - time.time() % STEP + 0.05)
-    person.last_code_at = at
-    return totp_code(person.totp_secret, at)
-
-
-def enroll_totp(grpc: Grpcurl, person: Person) -> Msg:
-    """StartTotpEnrollment, then ConfirmEnrollment with oathtool's code, as
-    a person with an authenticator app does."""
-    started = grpc.call(f"{TWO_FACTOR}/StartTotpEnrollment", token=person.token)
-    person.totp_secret = secret(started["secret"])
-    secret(started.get("otpauthUri", ""))
-    resp = grpc.call(f"{TWO_FACTOR}/ConfirmEnrollment",
-                     {"enrollmentId": started["enrollmentId"], "code": next_code(person)},
-                     token=person.token)
-    person.token = secret(resp["accessToken"])
-    return resp
-
-
-def verify_again(grpc: Grpcurl, person: Person) -> Msg:
-    resp = grpc.call(f"{TWO_FACTOR}/Verify", {"code": next_code(person)}, token=person.token)
-    person.token = secret(resp["accessToken"])
-    return resp
 
 
 # ---------------------------------------------------------------- assertions
@@ -213,15 +167,8 @@ def package_upload(app_id: str, version: str, content: bytes, *, sha256: str | N
 @pytest.fixture(scope="module")
 def people(server: AuthServer) -> dict[str, Person]:
     """Provisioned with the CLI, as an operator would; each signs in."""
-    out = {}
-    for username, roles in (("olga", ["operator"]), ("tina", []), ("dev", []), ("mia", [])):
-        password = secret(secrets.token_urlsafe(18))
-        role_args = [a for r in roles for a in ("--role", r)]
-        added = server.cli("users", "add", "--username", username, *role_args, stdin=password + "\n")
-        assert added.returncode == 0, redact(f"users add {username} exited {added.returncode}: "
-                                             f"{added.stderr[-500:]}")
-        out[username] = Person(username, password, roles)
-    return out
+    return {username: provision(server, username, roles)
+            for username, roles in (("olga", ["operator"]), ("tina", []), ("dev", []), ("mia", []))}
 
 
 @pytest.fixture(scope="module")
@@ -249,15 +196,33 @@ def mia(grpc: Grpcurl, people) -> Person:
 
 
 @pytest.fixture(scope="module")
-def shop(deploy: Grpcurl, olga: Person, tina: Person) -> Msg:
+def olga_stepped_up(grpc: Grpcurl, olga: Person) -> Msg:
+    """Creating an app names who reaches its production: olga needs a
+    fresh second factor for it."""
+    return step_up(grpc, olga)
+
+
+@pytest.fixture(scope="module")
+def shop(deploy: Grpcurl, olga: Person, olga_stepped_up: Msg, tina: Person) -> Msg:
     return deploy.call(f"{APPS}/CreateApp", {"name": "Shop", "technicalContact": tina.username},
                        token=olga.token)
 
 
 @pytest.fixture(scope="module")
-def team(deploy: Grpcurl, shop: Msg, tina: Person, dev: Person, mia: Person) -> dict[str, Msg]:
-    """tina adds dev (an external developer) with the Deploy role, and mia
-    as a plain member."""
+def tina_password_only(grpc: Grpcurl, people) -> Person:
+    """tina in a second session (another laptop), signed in with her
+    password only: a second factor counts only in the session it was
+    verified in."""
+    tina = people["tina"]
+    other = Person(tina.username, tina.password, tina.roles)
+    sign_in(grpc, other)
+    return other
+
+
+@pytest.fixture(scope="module")
+def team(deploy: Grpcurl, shop: Msg, tina: Person, tina_stepped_up: Msg, dev: Person, mia: Person) -> dict[str, Msg]:
+    """tina, stepped up (a team change is padlocked), adds dev (an external
+    developer) with the Deploy role, and mia as a plain member."""
     return {
         who.username: deploy.call(f"{APPS}/AddTeamMember",
                                   {"appId": shop["id"], "username": who.username, "role": role},
@@ -304,7 +269,9 @@ def on_acceptance(deploy: Grpcurl, package: Msg, on_test: Msg, dev: Person) -> M
 
 @pytest.fixture(scope="module")
 def tina_stepped_up(grpc: Grpcurl, tina: Person) -> Msg:
-    return enroll_totp(grpc, tina)
+    """tina enrolls an authenticator app (oathtool): her session carries a
+    fresh second factor from then on."""
+    return step_up(grpc, tina)
 
 
 @pytest.fixture(scope="module")
@@ -368,6 +335,16 @@ def test_calls_without_a_valid_token_are_refused(deploy: Grpcurl, olga: Person, 
 # ---------------------------------------------------------------- the app and its team
 
 
+def test_an_operator_needs_a_second_factor_to_create_an_app(deploy: Grpcurl, olga: Person):
+    """Naming an app's Technical Contact decides who reaches its
+    production: olga's password alone creates nothing."""
+    assert "mfa_at" not in claims_of(olga.token)
+    err = deploy.call_error(f"{APPS}/CreateApp", {"name": "Shop", "technicalContact": "olga"}, token=olga.token)
+    assert_refusal(err, "UNAUTHENTICATED", "MFA_REQUIRED")
+    assert err.error_info.get("metadata") == {"max_age": str(EIGHT_HOURS), "action": "create_app"}, f"{err}"
+    assert deploy.call(f"{APPS}/ListApps", token=olga.token)["apps"] == []
+
+
 def test_an_operator_creates_shop_with_tina_as_technical_contact(
         deploy: Grpcurl, shop: Msg, tina: Person):
     assert shop.get("id"), "no app id"
@@ -394,6 +371,21 @@ def test_a_stranger_sees_nothing_of_the_app(deploy: Grpcurl, shop: Msg, dev: Per
     assert deploy.call(f"{APPS}/ListApps", token=dev.token)["apps"] == []
 
 
+def test_a_password_only_technical_contact_cannot_change_the_team(
+        deploy: Grpcurl, shop: Msg, tina: Person, dev: Person):
+    """A team change decides who reaches production, so it is padlocked
+    like production itself, on every environment."""
+    assert "mfa_at" not in claims_of(tina.token), "tina has not stepped up yet"
+    for method, request_ in (
+            ("AddTeamMember", {"appId": shop["id"], "username": dev.username, "role": "TEAM_ROLE_DEPLOY"}),
+            ("AddTeamMember", {"appId": shop["id"], "username": dev.username, "role": "TEAM_ROLE_TECHNICAL_CONTACT"}),
+            ("RemoveTeamMember", {"appId": shop["id"], "username": tina.username})):
+        err = deploy.call_error(f"{APPS}/{method}", request_, token=tina.token)
+        assert_padlock_refusal(err, "UNAUTHENTICATED", "MFA_REQUIRED", action="change_team")
+    members = deploy.call(f"{APPS}/ListTeamMembers", {"appId": shop["id"]}, token=tina.token)["members"]
+    assert [(m["username"], m["role"]) for m in members] == [("tina", "TEAM_ROLE_TECHNICAL_CONTACT")]
+
+
 def test_tina_adds_dev_with_the_deploy_role(deploy: Grpcurl, shop: Msg, team, tina: Person, dev: Person):
     added = team["dev"]
     assert (added["appId"], added["username"], added["role"]) == (shop["id"], "dev", "TEAM_ROLE_DEPLOY")
@@ -405,10 +397,15 @@ def test_tina_adds_dev_with_the_deploy_role(deploy: Grpcurl, shop: Msg, team, ti
 
 
 def test_only_the_technical_contact_adds_members(deploy: Grpcurl, shop: Msg, team, dev: Person, olga: Person):
+    """dev, password only, is asked for a second factor first (the padlock
+    comes before the app's checks); stepped up he is still no Technical
+    Contact (test_dev_with_a_fresh_second_factor_cannot_change_the_team)."""
     err = deploy.call_error(f"{APPS}/AddTeamMember",
                             {"appId": shop["id"], "username": olga.username, "role": "TEAM_ROLE_DEPLOY"},
                             token=dev.token)
-    assert_refusal(err, "PERMISSION_DENIED", "TECHNICAL_CONTACT_REQUIRED")
+    assert_padlock_refusal(err, "UNAUTHENTICATED", "MFA_REQUIRED", action="change_team")
+    members = deploy.call(f"{APPS}/ListTeamMembers", {"appId": shop["id"]}, token=dev.token)["members"]
+    assert "olga" not in {m["username"] for m in members}
 
 
 # ---------------------------------------------------------------- node permissions
@@ -453,11 +450,12 @@ def test_only_deploy_members_hold_node_permissions(deploy: Grpcurl, shop: Msg, t
     assert permissions_of(deploy, tina, shop["id"], "mia") == {}
 
 
-def test_granting_on_production_carries_a_padlock(deploy: Grpcurl, shop: Msg, grants, tina: Person):
+def test_granting_on_production_carries_a_padlock(
+        deploy: Grpcurl, shop: Msg, grants, tina: Person, tina_password_only: Person):
     err = deploy.call_error(f"{PERMISSIONS}/GrantNodePermissions",
                             {"appId": shop["id"], "environment": PRODUCTION, "username": "dev",
                              "permissions": [TRANSPORT]},
-                            token=tina.token)
+                            token=tina_password_only.token)
     assert_padlock_refusal(err, "UNAUTHENTICATED", "MFA_REQUIRED", action="change_node_permissions")
     assert PRODUCTION not in permissions_of(deploy, tina, shop["id"], "dev")
 
@@ -533,17 +531,21 @@ def test_environments_show_what_runs_where(deploy: Grpcurl, shop: Msg, on_accept
 
 
 def test_tina_cannot_transport_to_production_without_a_second_factor(
-        deploy: Grpcurl, shop: Msg, package: Msg, on_acceptance: Msg, tina: Person):
-    assert "mfa_at" not in claims_of(tina.token)
+        deploy: Grpcurl, shop: Msg, package: Msg, on_acceptance: Msg, tina: Person, tina_password_only: Person):
+    """In a session with her password only (her other session stepped up
+    to build the team)."""
+    assert "mfa_at" not in claims_of(tina_password_only.token)
     before = deployment_ids(deploy, tina, shop["id"])
-    err = deploy.call_error(f"{PACKAGES}/TransportPackage", to_production(package["id"]), token=tina.token)
+    err = deploy.call_error(f"{PACKAGES}/TransportPackage", to_production(package["id"]),
+                            token=tina_password_only.token)
     assert_padlock_refusal(err, "UNAUTHENTICATED", "MFA_REQUIRED", action="transport_package")
     assert deployment_ids(deploy, tina, shop["id"]) == before, "a refused transport changed the deployments"
 
 
 def test_check_access_says_the_same_and_changes_nothing(
-        deploy: Grpcurl, shop: Msg, on_acceptance: Msg, tina: Person):
+        deploy: Grpcurl, shop: Msg, on_acceptance: Msg, tina: Person, tina_password_only: Person):
     before = deployment_ids(deploy, tina, shop["id"])
+    tina = tina_password_only
     access = check_access(deploy, tina, shop["id"], "ACTION_TRANSPORT_PACKAGE", PRODUCTION)
     assert (access["allowed"], access["reason"], access["padlock"], int(access["maxAgeSeconds"])) == \
            (False, "MFA_REQUIRED", True, EIGHT_HOURS), f"{access}"
@@ -555,7 +557,7 @@ def test_check_access_says_the_same_and_changes_nothing(
     assert deployment_ids(deploy, tina, shop["id"]) == before, "CheckAccess changed the deployments"
 
 
-def test_list_actions_puts_padlocks_on_production_only(deploy: Grpcurl, tina: Person):
+def test_list_actions_puts_padlocks_on_production_and_on_team_changes(deploy: Grpcurl, tina: Person):
     actions = deploy.call(f"{POLICY}/ListActions", token=tina.token)["actions"]
     table = {(a["action"], a["environment"]): a for a in actions}
     needs = {
@@ -564,11 +566,13 @@ def test_list_actions_puts_padlocks_on_production_only(deploy: Grpcurl, tina: Pe
         "ACTION_GET_NODE_DETAILS": "NODE_PERMISSION_OPERATE",
         "ACTION_DOWNLOAD_BACKUP": "NODE_PERMISSION_BACKUPS",
         "ACTION_CHANGE_NODE_PERMISSIONS": "NODE_PERMISSION_UNSPECIFIED",  # the Technical Contact
+        "ACTION_CHANGE_TEAM": "NODE_PERMISSION_UNSPECIFIED",  # the Technical Contact
     }
     assert set(table) == {(a, e) for a in needs for e in (TEST, ACCEPTANCE, PRODUCTION)}, \
         f"ListActions rows: {sorted(table)}"
     for (action, env), row in table.items():
-        padlocked = env == PRODUCTION
+        # A team change decides who reaches production: padlocked everywhere.
+        padlocked = env == PRODUCTION or action == "ACTION_CHANGE_TEAM"
         assert (row["padlock"], int(row["maxAgeSeconds"])) == (padlocked, EIGHT_HOURS if padlocked else 0), \
             f"{action} on {env}: {row}"
         assert row["permission"] == needs[action], f"{action} on {env}: {row}"
@@ -647,6 +651,19 @@ def test_dev_with_a_fresh_second_factor_lacks_the_production_permission(
     assert deployment_ids(deploy, tina, shop["id"]) == before
 
 
+def test_dev_with_a_fresh_second_factor_cannot_change_the_team(
+        deploy: Grpcurl, shop: Msg, team, dev: Person, dev_stepped_up: Msg, tina: Person):
+    """An external developer who stepped up is still no Technical Contact:
+    he can neither make himself one nor remove tina."""
+    before = deploy.call(f"{APPS}/ListTeamMembers", {"appId": shop["id"]}, token=tina.token)["members"]
+    for method, request_ in (
+            ("AddTeamMember", {"appId": shop["id"], "username": dev.username, "role": "TEAM_ROLE_TECHNICAL_CONTACT"}),
+            ("RemoveTeamMember", {"appId": shop["id"], "username": tina.username})):
+        err = deploy.call_error(f"{APPS}/{method}", request_, token=dev.token)
+        assert_padlock_refusal(err, "PERMISSION_DENIED", "TECHNICAL_CONTACT_REQUIRED", action="change_team")
+    assert deploy.call(f"{APPS}/ListTeamMembers", {"appId": shop["id"]}, token=tina.token)["members"] == before
+
+
 def test_test_to_production_skips_acceptance_and_is_refused(
         deploy: Grpcurl, shop: Msg, package: Msg, tina_stepped_up: Msg, tina: Person):
     before = deployment_ids(deploy, tina, shop["id"])
@@ -668,6 +685,13 @@ def test_a_package_never_in_acceptance_cannot_go_to_production(
     before = deployment_ids(deploy, tina, shop["id"])
     err = deploy.call_error(f"{PACKAGES}/TransportPackage", to_production(newer["id"]), token=tina.token)
     assert_refusal(err, "FAILED_PRECONDITION", "PACKAGE_NOT_DEPLOYED_IN_SOURCE")
+    # Nor by deploying it there directly: production only takes a package
+    # that ran on acceptance.
+    err = deploy.call_error(f"{PACKAGES}/DeployPackage", {"packageId": newer["id"], "environment": PRODUCTION},
+                            token=tina.token)
+    assert_refusal(err, "FAILED_PRECONDITION", "PACKAGE_NOT_PROMOTED")
+    assert err.error_info["metadata"] == {"environment": "production", "required_environment": "acceptance"}, \
+        f"{err}"
     assert deployment_ids(deploy, tina, shop["id"]) == before
 
 
