@@ -230,16 +230,19 @@ async fn operator_command(
         .args(args)
         // The data directory's SQLite, whatever the caller's environment says.
         .env_remove("DATABASE_URL")
-        .stdin(Stdio::piped())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("running {}", bin.display()))?;
-    if let Some(mut pipe) = child.stdin.take() {
-        if let Some(text) = stdin {
-            pipe.write_all(format!("{text}\n").as_bytes()).await?;
-        }
+    if let (Some(mut pipe), Some(text)) = (child.stdin.take(), stdin) {
+        // Dropping the pipe afterwards closes it: the command reads one line.
+        pipe.write_all(format!("{text}\n").as_bytes()).await?;
     }
     let out = child.wait_with_output().await?;
     if !out.status.success() {
