@@ -9,7 +9,9 @@
 #    after `cargo build --workspace --bins`);
 # 2. provisions a support+operator user with `padlock-auth users add`, then
 #    starts auth, deploy and the gateway on 127.0.0.1:0 with SQLite in a
-#    temp directory;
+#    temp directory; the first padlock-bench run enrolls that user's TOTP
+#    (support and CreateApp need a second factor) and keeps the secret in
+#    the temp directory for the later runs;
 # 3. runs `padlock-bench health`, `check-access --users 20` (and
 #    `--refused`), `verify --users 20`, `sign-in`, `refresh` and
 #    `transport` (through a gateway), about two seconds each, writing JSON;
@@ -133,6 +135,7 @@ echo "==> auth on $AUTH, deploy on $DEPLOY, gateway on $GATEWAY"
 
 export PADLOCK_BENCH_SUPPORT_USERNAME=bench-support
 export PADLOCK_BENCH_SUPPORT_PASSWORD=$PASSWORD
+export PADLOCK_BENCH_SUPPORT_TOTP_FILE=$WORK/support-totp
 
 # bench NAME ARGS...: one padlock-bench run, its report in $WORK/NAME.json.
 bench() {

@@ -8,8 +8,12 @@
 // Authenticator by reading the key off the page (oathtool is her phone),
 // and the transport goes through with "2FA valid until ...". She uploads a
 // package and grants a production permission (padlocked, but her 2FA still
-// counts). Then dev, an external developer, signs in, has to enroll too,
-// and is refused production for the missing Transport permission.
+// counts). A team change, which the UI does not offer, is refused by the
+// gateway with the answer that opens the two-factor dialog. Then dev, an
+// external developer, signs in, has to enroll too, and is refused
+// production for the missing Transport permission. Last, support (a user
+// added on the server, stepped up with its own TOTP) resets dev's factor
+// over gRPC, and dev's next padlocked action tells him who reset it.
 //
 // A screenshot of every step goes to tests/artifacts/browser/.
 
@@ -18,7 +22,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
-import { ARTIFACTS, PadlockUp, launchBrowser, readQr, totp } from './support.mjs';
+import {
+  ARTIFACTS, ApiClient, PadlockUp, addUser, grpcCall, launchBrowser, randomPassword, readQr, totp,
+} from './support.mjs';
 
 const STEP_TIMEOUT_MS = 60_000;
 
@@ -216,6 +222,26 @@ describe('the web UI, as tina and dev use it', { timeout: 15 * 60_000 }, () => {
     await screenshot('tina-on-acceptance');
   });
 
+  step('a team change needs her second factor: the gateway answers so that the dialog would open', async () => {
+    // The UI has no team page; its session calls the route the way its
+    // padlocked actions do, and gets what makes the dialog open (a 401 with
+    // insufficient_user_authentication), not a plain refusal.
+    const answer = await page.evaluate(async () => {
+      const apps = await (await fetch('/api/v1/apps')).json();
+      const shop = apps.apps.find((a) => a.name === 'Shop');
+      const res = await fetch(`/api/v1/apps/${encodeURIComponent(shop.id)}/members`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', 'X-Padlock-CSRF': '1' },
+        body: JSON.stringify({ username: 'erin', role: 'member' }),
+      });
+      return { status: res.status, challenge: res.headers.get('WWW-Authenticate'), body: await res.json() };
+    });
+    assert.equal(answer.status, 401, JSON.stringify(answer.body));
+    assert.match(answer.challenge ?? '', /insufficient_user_authentication/);
+    assert.equal(answer.body.error, 'MFA_REQUIRED');
+    assert.equal(answer.body.action, 'change_team');
+  });
+
   step('Transport to Production asks tina to enroll a second factor; Google Authenticator, then the transport succeeds', async () => {
     await byTestId('transport-production-1.0.0').click();
     tinaKey = await enrollTotp('tina');
@@ -370,6 +396,39 @@ describe('the web UI, as tina and dev use it', { timeout: 15 * 60_000 }, () => {
     await assertText(byTestId('runs-production'), 'by tina');
     await assertText(byTestId('access-production'), "You don't have the Transport permission here");
     await screenshot('dev-refused-on-production');
+  });
+
+  step("support resets dev's factor; his next padlocked action says who reset it, under which ticket", async () => {
+    // sam gets the support role on the server (support cannot mint support),
+    // signs in and steps up with TOTP of his own: support calls need it.
+    const samPassword = randomPassword();
+    addUser(up, 'sam', ['support'], samPassword);
+    const sam = new ApiClient(site.url);
+    await sam.call('POST', '/api/v1/sessions', { username: 'sam', password: samPassword });
+    const started = await sam.call('POST', '/api/v1/me/factor/totp', {});
+    await sam.call('POST', '/api/v1/me/factor/confirmation', {
+      enrollment_id: started.enrollment_id,
+      code: totp(started.secret.replace(/=+$/, '')),
+    });
+    const reset = await grpcCall(site.auth, 'padlock.auth.v1.SupportService/ResetFactor', {
+      1: 'dev', 2: 'CHG0012345', 3: 'Standard change: Reset Google authenticator',
+    }, sam.accessToken());
+    assert.equal(reset.code, 0, `ResetFactor: ${reset.code} ${reset.message}`);
+
+    // Tokens already issued keep their mfa_at until they expire; a new
+    // session has none, so the transport asks for a second factor.
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+    await signIn('dev');
+    await openShop();
+    await byTestId('transport-production-1.1.0').click();
+    const dialog = page.getByRole('dialog');
+    await assertText(byTestId('factor-reset'), /^Support \(sam\) reset your second factor on .+ under ticket CHG0012345\./);
+    assert.equal(await dialog.getByRole('button', { name: /Use Google Authenticator/ }).count(), 1,
+      'he may enroll again, with either method');
+    await screenshot('dev-2fa-after-reset');
+    await dialog.getByRole('button', { name: 'Cancel' }).click();
+    await dialog.waitFor({ state: 'hidden' });
   });
 
   step('no page errors and no CSP violations along the way', async () => {

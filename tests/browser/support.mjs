@@ -1,9 +1,13 @@
 // Helpers for the browser test: run `padlock up` on free ports and read its
 // banner, start Debian's Chromium through playwright-core, compute TOTP
-// codes with oathtool (the "phone"), read a QR code with zbarimg.
+// codes with oathtool (the "phone"), read a QR code with zbarimg, and act
+// as support: a support user provisioned on the server, its own session on
+// the gateway's HTTP API, and SupportService calls over gRPC (Node's http2).
 
 import { spawn, execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
+import http2 from 'node:http2';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
@@ -28,17 +32,19 @@ export function binDir() {
   return path.join(target, 'debug');
 }
 
-/** Parses what the banner tells a person: the URL to open and the demo passwords. */
+/** Parses what the banner tells a person: the URL to open, auth's address and the demo passwords. */
 export function parseBanner(text) {
   const open = text.match(/^Open (http:\/\/\S+) and sign in as tina \/ (\S+)$/m);
   if (!open) throw new Error(`the banner says no URL to open:\n${redact(text)}`);
+  const auth = text.match(/^\s+padlock-auth\s+(\S+:\d+)$/m);
+  if (!auth) throw new Error(`the banner names no padlock-auth address:\n${redact(text)}`);
   const passwords = {};
   for (const user of ['ops', 'tina', 'dev']) {
     const m = text.match(new RegExp(`^\\s+${user}\\s+(\\S+)\\s`, 'm'));
     if (m) passwords[user] = m[1];
   }
   if (passwords.tina !== open[2]) throw new Error('the banner names two passwords for tina');
-  return { url: open[1], passwords };
+  return { url: open[1], auth: auth[1], passwords };
 }
 
 /** Hides the demo passwords in text that may end up in a failure message. */
@@ -127,6 +133,109 @@ export class PadlockUp {
     fs.rmSync(this.dataDir, { recursive: true, force: true });
     return this.exited;
   }
+}
+
+/**
+ * `padlock-auth users add` on the running demo's auth data, the way an
+ * operator adds a user on the server (roles such as support are only
+ * granted so); the password goes on standard input.
+ */
+export function addUser(up, username, roles, password) {
+  const args = ['--data-dir', path.join(up.dataDir, 'data', 'auth'), 'users', 'add', '--username', username];
+  for (const role of roles) args.push('--role', role);
+  const env = { ...process.env };
+  delete env.DATABASE_URL;
+  execFileSync(path.join(binDir(), 'padlock-auth'), args, {
+    input: `${password}\n`, env, stdio: ['pipe', 'ignore', 'pipe'],
+  });
+}
+
+/** A password nobody types: 24 letters and digits. */
+export function randomPassword() {
+  return crypto.randomBytes(18).toString('base64').replace(/[^A-Za-z0-9]/g, 'x');
+}
+
+/**
+ * Someone using the gateway's HTTP API outside the browser, with a cookie
+ * jar of their own (API.md: JSON bodies, the CSRF header on writes).
+ */
+export class ApiClient {
+  constructor(baseUrl) {
+    this.baseUrl = baseUrl;
+    this.cookies = new Map();
+  }
+
+  async call(method, route, json) {
+    const headers = { 'X-Padlock-CSRF': '1' };
+    if (json !== undefined) headers['Content-Type'] = 'application/json';
+    if (this.cookies.size) headers.Cookie = [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; ');
+    const res = await fetch(new URL(route, this.baseUrl), {
+      method, headers, body: json === undefined ? undefined : JSON.stringify(json),
+    });
+    for (const cookie of res.headers.getSetCookie()) {
+      const [pair] = cookie.split(';');
+      const eq = pair.indexOf('=');
+      this.cookies.set(pair.slice(0, eq).trim(), pair.slice(eq + 1).trim());
+    }
+    const text = await res.text();
+    // Only the status and the error reason: a body may hold secrets.
+    if (!res.ok) throw new Error(`${method} ${route}: HTTP ${res.status} ${text.match(/"error":"\w+"/)?.[0] ?? ''}`);
+    return text ? JSON.parse(text) : null;
+  }
+
+  /** The current access token (the `padlock_access` cookie). */
+  accessToken() {
+    return this.cookies.get('padlock_access');
+  }
+}
+
+/** A protobuf message of string fields only: {fieldNumber: value}. */
+function encodeStrings(fields) {
+  const parts = [];
+  const varint = (n) => {
+    const out = [];
+    for (; n > 0x7f; n >>>= 7) out.push((n & 0x7f) | 0x80);
+    out.push(n);
+    return Buffer.from(out);
+  };
+  for (const [number, value] of Object.entries(fields)) {
+    const bytes = Buffer.from(value, 'utf8');
+    parts.push(varint((Number(number) << 3) | 2), varint(bytes.length), bytes);
+  }
+  return Buffer.concat(parts);
+}
+
+/**
+ * One unary gRPC call to `addr` (host:port, plaintext HTTP/2) with a bearer
+ * token, its request a message of string fields. Resolves with the status
+ * code (0 is OK) and message; the response body is not decoded.
+ */
+export function grpcCall(addr, method, fields, token) {
+  const message = encodeStrings(fields);
+  const frame = Buffer.alloc(5 + message.length);
+  frame.writeUInt32BE(message.length, 1);
+  message.copy(frame, 5);
+  return new Promise((resolve, reject) => {
+    const client = http2.connect(`http://${addr}`);
+    client.on('error', reject);
+    const req = client.request({
+      ':method': 'POST',
+      ':path': `/${method}`,
+      'content-type': 'application/grpc',
+      te: 'trailers',
+      authorization: `Bearer ${token}`,
+    });
+    let headers = {};
+    req.on('response', (h) => { headers = h; });
+    req.on('trailers', (t) => { headers = { ...headers, ...t }; });
+    req.on('data', () => {});
+    req.on('error', (err) => { client.close(); reject(err); });
+    req.on('end', () => {
+      client.close();
+      resolve({ code: Number(headers['grpc-status']), message: decodeURIComponent(headers['grpc-message'] ?? '') });
+    });
+    req.end(frame);
+  });
 }
 
 /** Debian's Chromium (TOOLS.md); playwright cannot download browsers here. */

@@ -7,8 +7,10 @@ check the seeded demo with grpcurl: tina sees Shop with its package on
 test, dev may transport it to acceptance, production is refused without a
 second factor, and the banner's own grpcurl commands (run through bash)
 walk through the step-up to production. Then SIGTERM must stop everything,
-a second start on the same data must not seed again, a dying service must
-take padlock down with it, and missing service binaries must be named.
+a second start on the same data must not seed again, the operator commands
+a `--no-seed` banner prints (a user, an app, a team member, on the server)
+must work against the running services, a dying service must take padlock
+down with it, and missing service binaries must be named.
 """
 
 from __future__ import annotations
@@ -417,6 +419,32 @@ def test_a_second_start_keeps_the_demo_and_prints_the_same_passwords(up, workdir
         assert not left, f"still running after SIGINT: {left}"
     finally:
         again.stop()
+
+
+def test_the_no_seed_banners_operator_commands_make_a_user_an_app_and_its_team(tmp_path):
+    run = PadlockUp(tmp_path / "data", tmp_path / "padlock-up.stderr.log", "--no-seed")
+    try:
+        sh = BannerShell(run.banner)
+        add_user = sh.line(r"users add --username alice$")
+        create_app = sh.line(r"apps create --name Shop --technical-contact alice$")
+        add_member = sh.line(r"team add --app Shop --username bob --role deploy$")
+        for line in (add_user, create_app, add_member):
+            out = sh.run(line)
+            assert out.returncode == 0, redact(f"{line}: {out.stderr[-2000:]}")
+        again = sh.run(create_app)
+        assert again.returncode != 0 and "an app with that name exists" in again.stderr, \
+            redact(f"a second app called Shop: {again.stdout} {again.stderr[-2000:]}")
+        password = re.search(r"echo '([^']+)'", add_user).group(1)
+        token = sign_in(Grpcurl(run.banner.auth), "alice", password)
+        deploy = Grpcurl(run.banner.deploy)
+        apps = deploy.call(f"{DEPLOY}.AppService/ListApps", token=token)["apps"]
+        assert [(a["name"], a["technicalContact"]) for a in apps] == [("Shop", "alice")], f"{apps}"
+        members = deploy.call(f"{DEPLOY}.AppService/ListTeamMembers", {"appId": apps[0]["id"]},
+                              token=token)["members"]
+        assert {m["username"]: m["role"] for m in members} == {
+            "alice": "TEAM_ROLE_TECHNICAL_CONTACT", "bob": "TEAM_ROLE_DEPLOY"}
+    finally:
+        run.stop()
 
 
 def test_when_a_service_dies_padlock_stops_the_other_and_fails(tmp_path):

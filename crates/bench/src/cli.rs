@@ -157,6 +157,8 @@ pub struct BulkArgs {
 
 /// The support user the setup provisions through. Create it first with
 /// `padlock-auth users add --username NAME --role support --role operator`.
+/// Support calls and CreateApp need its second factor: the setup steps it
+/// up with TOTP, enrolling it on the first run.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SupportArgs {
     #[arg(
@@ -168,6 +170,13 @@ pub struct SupportArgs {
     /// Prefer the environment variable: arguments show in process lists.
     #[arg(long, env = "PADLOCK_BENCH_SUPPORT_PASSWORD", hide_env_values = true)]
     pub support_password: Option<String>,
+    /// Where the support user's TOTP secret is kept between runs (base32,
+    /// as an authenticator app keeps it; mode 0600). Absent file: the first
+    /// run enrolls the user and writes it. Without this option a run can
+    /// only enroll a support user that has no second factor yet, and the
+    /// secret is forgotten when it ends.
+    #[arg(long, env = "PADLOCK_BENCH_SUPPORT_TOTP_FILE")]
+    pub support_totp_file: Option<PathBuf>,
     /// Users provisioned at once during the setup.
     #[arg(long, default_value_t = 16)]
     pub setup_concurrency: usize,

@@ -468,14 +468,7 @@ pub(crate) async fn transporters(
     support: &SupportArgs,
 ) -> anyhow::Result<(String, Vec<Session>)> {
     let timeout = run.load.timeout;
-    let p = Provisioner::connect(
-        auth,
-        &support.support_username,
-        support.password()?,
-        support.setup_concurrency,
-        timeout,
-    )
-    .await?;
+    let p = Provisioner::connect(auth, support, timeout).await?;
     let deploy_setup = endpoint(deploy, timeout)?
         .connect()
         .await
@@ -645,14 +638,7 @@ pub async fn verify(
             .await?
         }
         None => {
-            let p = Provisioner::connect(
-                auth,
-                &support.support_username,
-                support.password()?,
-                support.setup_concurrency,
-                load.timeout,
-            )
-            .await?;
+            let p = Provisioner::connect(auth, support, load.timeout).await?;
             let mut enrolled = p.totp_users(users).await?;
             p.keep_fresh_for(enrolled.iter_mut().map(|u| &mut u.session), run.run_secs())
                 .await?;
@@ -728,14 +714,7 @@ pub async fn sign_in(
         run.shape.concurrency
     );
     run.start_setup();
-    let p = Provisioner::connect(
-        auth,
-        &support.support_username,
-        support.password()?,
-        support.setup_concurrency,
-        load.timeout,
-    )
-    .await?;
+    let p = Provisioner::connect(auth, support, load.timeout).await?;
     p.parallel("users created", users, |i| {
         let p = &p;
         async move { p.create_user(&p.username(i), &[]).await }
@@ -771,14 +750,7 @@ pub async fn refresh(
     anyhow::ensure!(users > 0, "--users must be at least 1");
     let mut run = Run::new("refresh", load, 32);
     run.start_setup();
-    let p = Provisioner::connect(
-        auth,
-        &support.support_username,
-        support.password()?,
-        support.setup_concurrency,
-        load.timeout,
-    )
-    .await?;
+    let p = Provisioner::connect(auth, support, load.timeout).await?;
     let sessions = p.signed_in_users(users).await?;
     run.end_setup(users);
     let channels = run.connect(auth).await?;

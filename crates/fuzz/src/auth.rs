@@ -5,8 +5,9 @@
 //! it in turn (see [`crate::input`] for the layout).
 //!
 //! Callers are a fixed cast: nobody, a garbage token, a user without a
-//! factor, a user with an active TOTP factor, and a support person. Each
-//! input gets fresh sessions for them, and the clock moves a TOTP step on
+//! factor, a user with an active TOTP factor, and a support person whose
+//! session verified a second factor (as every support call needs) or did
+//! not. Each input gets fresh sessions for them, and the clock moves a TOTP step on
 //! per input, so a sign-out or an accepted code in one input does not
 //! change what the next one can reach.
 
@@ -56,7 +57,10 @@ pub enum Caller {
     GarbageToken,
     Plain,
     Totp,
+    /// Support, stepped up in this session.
     Support,
+    /// Support, signed in only: refused with `MFA_REQUIRED`.
+    SupportWithoutMfa,
 }
 
 pub const CALLERS: &[Caller] = &[
@@ -65,6 +69,7 @@ pub const CALLERS: &[Caller] = &[
     Caller::Plain,
     Caller::Totp,
     Caller::Support,
+    Caller::SupportWithoutMfa,
 ];
 
 /// Usernames of the cast; all share [`PASSWORD`].
@@ -136,6 +141,7 @@ impl AuthTarget {
                     app.hasher(),
                     clock.unix(),
                     None,
+                    None,
                     name,
                     PASSWORD.to_owned(),
                     roles,
@@ -161,7 +167,7 @@ impl AuthTarget {
     /// Starts and confirms the TOTP user's factor; returns its secret.
     fn enroll_totp_user(&self) -> Vec<u8> {
         use prost::Message as _;
-        let (token, _) = self.session_for(TOTP_USER);
+        let (token, _) = self.session_for(TOTP_USER, false);
         let bearer = format!("Bearer {token}");
         let started = self.runtime.block_on(grpc::call(
             &self.routes,
@@ -205,8 +211,10 @@ impl AuthTarget {
         )
     }
 
-    /// A fresh live session for `username`: its access token and session token.
-    fn session_for(&self, username: &str) -> (String, String) {
+    /// A fresh live session for `username`: its access token and session
+    /// token. `stepped_up`: a second factor was verified in it just now
+    /// (what a `Verify` leaves behind).
+    fn session_for(&self, username: &str, stepped_up: bool) -> (String, String) {
         let user = &self.users[username];
         let now = self.clock.unix();
         let session_token = padlock_auth::app::new_session_token();
@@ -214,8 +222,8 @@ impl AuthTarget {
             id: uuid::Uuid::new_v4().to_string(),
             user_id: user.id.clone(),
             auth_time: now,
-            mfa_at: None,
-            mfa_method: None,
+            mfa_at: stepped_up.then_some(now),
+            mfa_method: stepped_up.then_some(padlock_auth::store::Method::Totp),
             expires_at: now + self.app.settings().session_ttl,
             ended_at: None,
         };
@@ -247,15 +255,16 @@ impl AuthTarget {
             let (authorization, session_token) = match caller {
                 Caller::Nobody => (None, String::new()),
                 Caller::GarbageToken => (Some("Bearer e30.e30.AAAA".to_owned()), String::new()),
-                Caller::Plain | Caller::Totp | Caller::Support => {
+                Caller::Plain | Caller::Totp | Caller::Support | Caller::SupportWithoutMfa => {
                     let username = match caller {
                         Caller::Plain => PLAIN_USER,
                         Caller::Totp => TOTP_USER,
                         _ => SUPPORT_USER,
                     };
+                    let stepped_up = caller == Caller::Support;
                     let (token, session) = sessions
                         .entry(caller_index)
-                        .or_insert_with(|| self.session_for(username))
+                        .or_insert_with(|| self.session_for(username, stepped_up))
                         .clone();
                     (Some(format!("Bearer {token}")), session)
                 }

@@ -7,8 +7,9 @@
 //!
 //! Callers are a fixed cast whose tokens are signed afresh for each input
 //! at the clock's time (which moves a minute per input): nobody, garbage,
-//! an operator, tina stepped up / without a second factor / with a stale
-//! one, dev stepped up, a stranger, and support.
+//! an operator stepped up, tina stepped up / without a second factor / with
+//! a stale one, dev stepped up, a stranger, support, and an operator without
+//! a second factor.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +69,7 @@ pub enum Caller {
     DevSteppedUp,
     Stranger,
     Support,
+    OperatorWithoutMfa,
 }
 
 pub const CALLERS: &[Caller] = &[
@@ -80,6 +82,7 @@ pub const CALLERS: &[Caller] = &[
     Caller::DevSteppedUp,
     Caller::Stranger,
     Caller::Support,
+    Caller::OperatorWithoutMfa,
 ];
 
 /// Replaced by the id of the app "Shop".
@@ -258,7 +261,8 @@ impl DeployTarget {
         let (username, roles, mfa_at): (&str, &[&str], Option<i64>) = match caller {
             Caller::Nobody => return None,
             Caller::GarbageToken => return Some("Bearer e30.e30.AAAA".into()),
-            Caller::Operator => ("ops", &["operator"], None),
+            Caller::Operator => ("ops", &["operator"], Some(now)),
+            Caller::OperatorWithoutMfa => ("ops", &["operator"], None),
             Caller::TinaSteppedUp => ("tina", &[], Some(now)),
             Caller::TinaWithoutMfa => ("tina", &[], None),
             Caller::TinaStale => ("tina", &[], Some(now - STALE_MFA_SECS)),

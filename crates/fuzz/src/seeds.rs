@@ -121,7 +121,7 @@ fn encode_calls(calls: &[(u8, u8, Vec<u8>)]) -> Vec<u8> {
 }
 
 fn auth_seeds() -> Vec<(&'static str, Vec<u8>)> {
-    use auth::Caller::{Nobody, Plain, Support, Totp};
+    use auth::Caller::{Nobody, Plain, Support, SupportWithoutMfa, Totp};
     let sign_in = |password: &str| auth_pb::SignInRequest {
         username: auth::PLAIN_USER.into(),
         password: password.into(),
@@ -213,7 +213,33 @@ fn auth_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 &auth_pb::CreateUserRequest {
                     username: "fuzz-new".into(),
                     password: auth::PASSWORD.into(),
+                    roles: vec!["auditor".into()],
+                    ticket: "CHG0012345".into(),
+                }
+                .encode_to_vec(),
+            ),
+        ),
+        (
+            "create-user-operator",
+            auth_call(
+                "CreateUser",
+                Support,
+                &auth_pb::CreateUserRequest {
+                    username: "fuzz-operator".into(),
+                    password: auth::PASSWORD.into(),
                     roles: vec!["operator".into()],
+                    ticket: "CHG0012345".into(),
+                }
+                .encode_to_vec(),
+            ),
+        ),
+        (
+            "support-without-mfa",
+            auth_call(
+                "GetUserFactor",
+                SupportWithoutMfa,
+                &auth_pb::GetUserFactorRequest {
+                    username: auth::TOTP_USER.into(),
                 }
                 .encode_to_vec(),
             ),
@@ -283,7 +309,9 @@ fn deploy_call(name: &str, caller: deploy::Caller, body: Vec<u8>) -> (u8, u8, Ve
 }
 
 fn deploy_seeds() -> Vec<(&'static str, Vec<u8>)> {
-    use deploy::Caller::{DevSteppedUp, Operator, TinaStale, TinaSteppedUp, TinaWithoutMfa};
+    use deploy::Caller::{
+        DevSteppedUp, Operator, OperatorWithoutMfa, TinaStale, TinaSteppedUp, TinaWithoutMfa,
+    };
     use deploy_pb::Environment::{Acceptance, Production, Test};
     let app = || deploy::APP_PLACEHOLDER.to_owned();
     let package = || deploy::PACKAGE_PLACEHOLDER.to_owned();
@@ -321,17 +349,51 @@ fn deploy_seeds() -> Vec<(&'static str, Vec<u8>)> {
             .map(Vec::as_slice)
             .collect::<Vec<_>>(),
     );
+    let create_app = |name: &str| {
+        deploy_pb::CreateAppRequest {
+            name: name.into(),
+            technical_contact: "tina".into(),
+        }
+        .encode_to_vec()
+    };
+    let add_erin = || {
+        deploy_pb::AddTeamMemberRequest {
+            app_id: app(),
+            username: "erin".into(),
+            role: deploy_pb::TeamRole::Member.into(),
+        }
+        .encode_to_vec()
+    };
+    let deploy_to = |environment: deploy_pb::Environment| {
+        deploy_pb::DeployPackageRequest {
+            package_id: package(),
+            environment: environment.into(),
+        }
+        .encode_to_vec()
+    };
     vec![
         (
             "create-app",
+            one(deploy_call("CreateApp", Operator, create_app("Web shop"))),
+        ),
+        (
+            "create-app-without-mfa",
             one(deploy_call(
                 "CreateApp",
-                Operator,
-                deploy_pb::CreateAppRequest {
-                    name: "Web shop".into(),
-                    technical_contact: "tina".into(),
-                }
-                .encode_to_vec(),
+                OperatorWithoutMfa,
+                create_app("Web shop 2"),
+            )),
+        ),
+        (
+            "team-without-mfa",
+            one(deploy_call("AddTeamMember", TinaWithoutMfa, add_erin())),
+        ),
+        (
+            "deploy-production-not-promoted",
+            one(deploy_call(
+                "DeployPackage",
+                TinaSteppedUp,
+                deploy_to(Production),
             )),
         ),
         (
@@ -339,7 +401,7 @@ fn deploy_seeds() -> Vec<(&'static str, Vec<u8>)> {
             encode_calls(&[
                 deploy_call(
                     "AddTeamMember",
-                    TinaWithoutMfa,
+                    TinaSteppedUp,
                     deploy_pb::AddTeamMemberRequest {
                         app_id: app(),
                         username: "erin".into(),
@@ -354,7 +416,7 @@ fn deploy_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 ),
                 deploy_call(
                     "RemoveTeamMember",
-                    TinaWithoutMfa,
+                    TinaSteppedUp,
                     deploy_pb::RemoveTeamMemberRequest {
                         app_id: app(),
                         username: "erin".into(),
@@ -428,15 +490,7 @@ fn deploy_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "deploy-test",
-            one(deploy_call(
-                "DeployPackage",
-                DevSteppedUp,
-                deploy_pb::DeployPackageRequest {
-                    package_id: package(),
-                    environment: Test.into(),
-                }
-                .encode_to_vec(),
-            )),
+            one(deploy_call("DeployPackage", DevSteppedUp, deploy_to(Test))),
         ),
         (
             "production-node",
@@ -674,11 +728,33 @@ mod tests {
         ] {
             assert_eq!(target.run(&seed("auth_rpc", name)), [Code::Ok], "{name}");
         }
+        assert_eq!(
+            target.run(&seed("auth_rpc", "create-user-operator")),
+            [Code::PermissionDenied],
+            "support cannot mint operators"
+        );
+        assert_eq!(
+            target.run(&seed("auth_rpc", "support-without-mfa")),
+            [Code::Unauthenticated],
+            "support needs a second factor in the session"
+        );
     }
 
     #[test]
     fn deploy_seeds_reach_the_handlers_success_paths() {
         let target = deploy::DeployTarget::new();
+        // First, while the package has run on test only.
+        assert_eq!(
+            target.run(&seed("deploy_rpc", "deploy-production-not-promoted")),
+            [Code::FailedPrecondition]
+        );
+        for (name, refused) in [
+            ("create-app-without-mfa", Code::Unauthenticated),
+            ("team-without-mfa", Code::Unauthenticated),
+            ("transport-stale-mfa", Code::Unauthenticated),
+        ] {
+            assert_eq!(target.run(&seed("deploy_rpc", name)), [refused], "{name}");
+        }
         for name in [
             "create-app",
             "team",
@@ -696,10 +772,6 @@ mod tests {
                 "{name}: {codes:?}"
             );
         }
-        assert_eq!(
-            target.run(&seed("deploy_rpc", "transport-stale-mfa")),
-            [Code::Unauthenticated]
-        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! OpenTelemetry export from the real binaries (DESIGN.md "Observability"):
 //! padlock-auth, padlock-deploy and padlock-gateway export over OTLP/gRPC to
-//! a receiver in this test (opentelemetry-proto's tonic server) while a
-//! person signs in through the gateway, is refused a transport to production
+//! a receiver in this test (opentelemetry-proto's tonic server) while an
+//! operator, stepped up with TOTP, creates an app over gRPC and a person
+//! signs in through the gateway, is refused a transport to production
 //! without a second factor, enrolls TOTP and transports. The test shows one
 //! trace across gateway -> deploy -> auth (the JWKS refresh a key rotation
 //! causes) and gateway -> auth, the metrics DESIGN.md names, JSON log lines
@@ -42,7 +43,10 @@ use opentelemetry_proto::tonic::metrics::v1::{Metric, metric, number_data_point}
 use opentelemetry_proto::tonic::trace::v1::Span;
 use padlock_proto::auth::v1::key_service_client::KeyServiceClient;
 use padlock_proto::auth::v1::session_service_client::SessionServiceClient;
-use padlock_proto::auth::v1::{GetJwksRequest, SignInRequest};
+use padlock_proto::auth::v1::two_factor_service_client::TwoFactorServiceClient;
+use padlock_proto::auth::v1::{
+    ConfirmEnrollmentRequest, GetJwksRequest, SignInRequest, StartTotpEnrollmentRequest,
+};
 use padlock_proto::deploy::v1::CreateAppRequest;
 use padlock_proto::deploy::v1::app_service_client::AppServiceClient;
 use serde_json::{Value, json};
@@ -340,6 +344,16 @@ async fn add_user(bins: &Path, auth_data: &Path, username: &str, password: &str,
     drop(stdin);
     let out = child.wait_with_output().await.unwrap();
     assert!(out.status.success(), "users add {username} failed");
+}
+
+/// `message` with `access_token` as its bearer token.
+fn with_bearer<T>(message: T, access_token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {access_token}").parse().unwrap(),
+    );
+    request
 }
 
 /// Rotates auth's signing key (`keys rotate`, then SIGHUP) and waits until
@@ -835,7 +849,9 @@ async fn one_trace_spans_gateway_deploy_and_auth_for_a_transport_to_production()
     }
 
     // olga, an operator, creates the app over gRPC (the gateway has no
-    // route for it): deploy fetches auth's keys for the first time.
+    // route for it), which needs her second factor: she enrolls TOTP and
+    // uses the stepped-up token. deploy fetches auth's keys for the first
+    // time.
     let signed_in = SessionServiceClient::connect(auth.url())
         .await
         .unwrap()
@@ -848,15 +864,36 @@ async fn one_trace_spans_gateway_deploy_and_auth_for_a_transport_to_production()
         .into_inner();
     secrets.push(signed_in.access_token.clone());
     secrets.push(signed_in.session_token.clone());
-    let mut create = tonic::Request::new(CreateAppRequest {
-        name: "Shop".into(),
-        technical_contact: "tina".into(),
-    });
-    create.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", signed_in.access_token)
-            .parse()
-            .unwrap(),
+    let mut two_factor = TwoFactorServiceClient::connect(auth.url()).await.unwrap();
+    let started = two_factor
+        .start_totp_enrollment(with_bearer(
+            StartTotpEnrollmentRequest {},
+            &signed_in.access_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    secrets.push(started.secret.clone());
+    secrets.push(started.otpauth_uri.clone());
+    let olga_code = totp(&started.secret, unix_now());
+    let stepped_up = two_factor
+        .confirm_enrollment(with_bearer(
+            ConfirmEnrollmentRequest {
+                enrollment_id: started.enrollment_id,
+                code: olga_code.clone(),
+            },
+            &signed_in.access_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    secrets.push(stepped_up.access_token.clone());
+    let create = with_bearer(
+        CreateAppRequest {
+            name: "Shop".into(),
+            technical_contact: "tina".into(),
+        },
+        &stepped_up.access_token,
     );
     let app = AppServiceClient::connect(deploy.url())
         .await
@@ -922,7 +959,7 @@ async fn one_trace_spans_gateway_deploy_and_auth_for_a_transport_to_production()
     secrets.push(totp_secret.clone());
     secrets.push(started["otpauth_uri"].as_str().unwrap().to_owned());
     let code = totp(&totp_secret, unix_now());
-    let mut codes = vec![code.clone()];
+    let mut codes = vec![olga_code, code.clone()];
     tina.post(
         "/api/v1/me/factor/confirmation",
         json!({"enrollment_id": started["enrollment_id"], "code": code}),
@@ -1069,13 +1106,14 @@ async fn one_trace_spans_gateway_deploy_and_auth_for_a_transport_to_production()
             panic!("no {name} {want:?} from {service}; received {names:#?}")
         })
     };
+    // olga's and tina's enrollments, each confirmed with a code.
     assert_eq!(
         value(
             AUTH,
             "padlock.auth.verifications",
             &[("method", "totp"), ("outcome", "accepted")]
         ),
-        1
+        2
     );
     assert_eq!(
         value(

@@ -26,6 +26,12 @@ pub struct Cli {
 pub enum Command {
     /// Serve gRPC (the default).
     Serve,
+    /// Create apps on the server (operators: no token, no second factor).
+    #[command(subcommand)]
+    Apps(crate::operator::AppsCommand),
+    /// Change an app's team on the server (operators).
+    #[command(subcommand)]
+    Team(crate::operator::TeamCommand),
     /// Apply pending database migrations and exit (run once before rolling
     /// out replicas; serving also migrates, idempotently).
     Migrate,

@@ -12,6 +12,7 @@ pub mod error;
 pub mod grpc;
 pub mod keys;
 pub mod metrics;
+pub mod operator;
 pub mod policy;
 pub mod rules;
 pub mod store;

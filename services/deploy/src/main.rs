@@ -6,6 +6,7 @@ use clap::Parser;
 use padlock_deploy::Options;
 use padlock_deploy::config::{Cli, Command};
 use padlock_deploy::keys::{FETCH_TIMEOUT, GrpcJwksSource};
+use padlock_deploy::operator;
 use padlock_deploy::policy::{Policy, parse_max_age_override};
 use padlock_runtime::{server, telemetry};
 
@@ -32,6 +33,14 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// Prints an operator command's one line, or fails with its reason.
+#[allow(clippy::print_stdout)]
+fn print_line(line: padlock_deploy::error::Result<String>) -> anyhow::Result<()> {
+    let line = line.map_err(|e| anyhow::anyhow!(operator::describe(&e)))?;
+    println!("{line}");
+    Ok(())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut policy = Policy::default();
     for spec in &cli.deploy.max_age {
@@ -54,6 +63,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let checkpoints = padlock_deploy::checkpoint_config(&options, &cli.checkpoints);
     match cli.command {
+        Some(Command::Apps(command)) => {
+            let store = operator::open_store(&options).await?;
+            return print_line(operator::apps(&store, &*clock, command).await);
+        }
+        Some(Command::Team(command)) => {
+            let store = operator::open_store(&options).await?;
+            return print_line(operator::team(&store, &*clock, command).await);
+        }
         Some(Command::Migrate) => return padlock_deploy::migrate(&options).await,
         Some(Command::Audit(command)) => {
             return padlock_deploy::audit(&options, &checkpoints, command).await;

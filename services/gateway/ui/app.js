@@ -145,6 +145,13 @@ function rule(action, environment) {
 }
 const isPadlocked = (action, environment) => Boolean(rule(action, environment)?.padlock);
 
+/**
+ * Actions about the whole app, not one environment's nodes: a team change is
+ * padlocked on every environment (it decides who reaches production), so it
+ * must not draw a padlock on test's or acceptance's card.
+ */
+const APP_WIDE_ACTIONS = new Set(['change_team']);
+
 // ------------------------------------------------------------------ messages
 
 let flashTimer = 0;
@@ -382,7 +389,7 @@ async function drawDeploy() {
 
 function envCard(env, access) {
   const name = env.environment;
-  const locked = state.policy.some((r) => r.environment === name && r.padlock);
+  const locked = state.policy.some((r) => r.environment === name && r.padlock && !APP_WIDE_ACTIONS.has(r.action));
   const cur = env.current;
   const runs = cur
     ? h('p', { class: 'runs', 'data-testid': `runs-${name}` },

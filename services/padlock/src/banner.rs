@@ -20,6 +20,7 @@ const TO_TOKEN: &str =
 pub struct Banner<'a> {
     pub data_dir: &'a Path,
     pub auth_bin: &'a Path,
+    pub deploy_bin: &'a Path,
     pub auth: SocketAddr,
     pub deploy: SocketAddr,
     pub gateway: SocketAddr,
@@ -58,14 +59,27 @@ fn write_banner(out: &mut String, b: &Banner<'_>) -> std::fmt::Result {
         None => {
             writeln!(
                 out,
-                "Open {} and sign in. No demo seeded (--no-seed). Add a user:",
+                "Open {} and sign in. No demo seeded (--no-seed). Add a user and an app with its team:",
                 ui_url(b.gateway)
             )?;
             writeln!(
                 out,
-                "  echo 'a long password' | {} --data-dir {} users add --username alice --role operator",
+                "  echo 'a long password' | {} --data-dir {} users add --username alice",
                 b.auth_bin.display(),
                 b.data_dir.join("auth").display()
+            )?;
+            let deploy = format!(
+                "{} --data-dir {}",
+                b.deploy_bin.display(),
+                b.data_dir.join("deploy").display()
+            );
+            writeln!(
+                out,
+                "  {deploy} apps create --name Shop --technical-contact alice"
+            )?;
+            writeln!(
+                out,
+                "  {deploy} team add --app Shop --username bob --role deploy"
             )?;
             writeln!(out)?;
         }
@@ -171,6 +185,7 @@ mod tests {
         render(&Banner {
             data_dir: Path::new("data"),
             auth_bin: Path::new("target/debug/padlock-auth"),
+            deploy_bin: Path::new("target/debug/padlock-deploy"),
             auth: "127.0.0.1:41001".parse().unwrap(),
             deploy: "127.0.0.1:41002".parse().unwrap(),
             gateway: "127.0.0.1:41003".parse().unwrap(),
@@ -232,6 +247,13 @@ mod tests {
         assert!(text.contains("No demo seeded"), "{text}");
         assert!(text.contains("Open http://127.0.0.1:41003/"), "{text}");
         assert!(text.contains("data/auth users add"), "{text}");
+        assert!(
+            text.contains(
+                "target/debug/padlock-deploy --data-dir data/deploy apps create --name Shop"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("data/deploy team add --app Shop"), "{text}");
         assert!(!text.contains("TOKEN="), "{text}");
     }
 

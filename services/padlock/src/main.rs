@@ -131,7 +131,11 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         None if args.no_seed => None,
         None => {
             eprintln!("padlock: first start: seeding the demo (users ops, tina, dev; app Shop)");
-            let seeding = seed::seed(&auth_bin, &data, addrs.auth, addrs.deploy);
+            let tools = seed::Tools {
+                auth: &auth_bin,
+                deploy: &deploy_bin,
+            };
+            let seeding = seed::seed(tools, &data, addrs.auth, addrs.deploy);
             let outcome = tokio::select! {
                 r = seeding => r,
                 sig = stop_requested(&mut term, &mut int) => {
@@ -165,6 +169,7 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     banner::print(&banner::Banner {
         data_dir: data.root(),
         auth_bin: &auth_bin,
+        deploy_bin: &deploy_bin,
         auth: addrs.auth,
         deploy: addrs.deploy,
         gateway: addrs.gateway,

@@ -1,8 +1,11 @@
 //! The demo a first `padlock up` seeds, so the step-up flow can be tried
-//! at once: three users (through `padlock-auth users add`, the operator's
-//! way), the app "Shop" with tina as its Technical Contact, dev on its team
-//! with TRANSPORT on test and acceptance (an external developer gets no
-//! production), and a package deployed to test (all over gRPC).
+//! at once: three users (`padlock-auth users add`), the app "Shop" with tina
+//! as its Technical Contact and dev on its team (`padlock-deploy apps
+//! create` and `team add`): the operator's way, on the server, since over
+//! gRPC both need a second factor nobody in the demo has yet. Then, over
+//! gRPC as tina: TRANSPORT for dev on test and acceptance (an external
+//! developer gets no production), and a package uploaded and deployed to
+//! test.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -13,9 +16,8 @@ use anyhow::Context as _;
 use padlock_proto::auth::v1::SignInRequest;
 use padlock_proto::auth::v1::session_service_client::SessionServiceClient;
 use padlock_proto::deploy::v1::{
-    AddTeamMemberRequest, CreateAppRequest, DeployPackageRequest, Environment,
-    GrantNodePermissionsRequest, NodePermission, PackageMetadata, TeamRole, UploadPackageRequest,
-    app_service_client::AppServiceClient, package_service_client::PackageServiceClient,
+    DeployPackageRequest, Environment, GrantNodePermissionsRequest, NodePermission,
+    PackageMetadata, UploadPackageRequest, package_service_client::PackageServiceClient,
     permission_service_client::PermissionServiceClient, upload_package_request::Part,
 };
 use rand::distributions::{Alphanumeric, DistString as _};
@@ -61,9 +63,16 @@ fn password(creds: &[Credential], username: &str) -> anyhow::Result<String> {
         .with_context(|| format!("no password for {username}"))
 }
 
+/// The service binaries the seed runs operator commands with.
+#[derive(Debug, Clone, Copy)]
+pub struct Tools<'a> {
+    pub auth: &'a Path,
+    pub deploy: &'a Path,
+}
+
 /// Seeds everything and writes the marker; on error names the step.
 pub async fn seed(
-    auth_bin: &Path,
+    tools: Tools<'_>,
     data: &DataDir,
     auth: SocketAddr,
     deploy: SocketAddr,
@@ -77,60 +86,72 @@ pub async fn seed(
         .collect();
     data.write_credentials(&creds)?;
     for ((username, roles, _), cred) in USERS.iter().zip(&creds) {
-        add_user(auth_bin, data, username, roles, &cred.password)
+        let mut args = vec!["users", "add", "--username", username];
+        for role in *roles {
+            args.extend(["--role", role]);
+        }
+        operator_command(tools.auth, &data.auth_dir(), &args, Some(&cred.password))
             .await
             .with_context(|| format!("seeding: adding the user {username}"))?;
     }
 
+    let deploy_dir = data.deploy_dir();
+    let app_id = operator_command(
+        tools.deploy,
+        &deploy_dir,
+        &[
+            "apps",
+            "create",
+            "--name",
+            APP_NAME,
+            "--technical-contact",
+            "tina",
+        ],
+        None,
+    )
+    .await
+    .context("seeding: creating the app Shop")?
+    .trim()
+    .to_owned();
+    operator_command(
+        tools.deploy,
+        &deploy_dir,
+        &[
+            "team",
+            "add",
+            "--app",
+            &app_id,
+            "--username",
+            "dev",
+            "--role",
+            "deploy",
+        ],
+        None,
+    )
+    .await
+    .context("seeding: adding dev to Shop's team")?;
+
     let auth_channel = channel(auth)?;
     let deploy_channel = channel(deploy)?;
-    let sign_in = |username: &'static str| {
-        let channel = auth_channel.clone();
-        let creds = &creds;
-        async move {
-            let reply = SessionServiceClient::new(channel)
-                .sign_in(SignInRequest {
-                    username: username.to_owned(),
-                    password: password(creds, username)?,
-                })
-                .await
-                .map_err(|s| rpc_error(&format!("signing in as {username}"), &s))?;
-            anyhow::Ok(reply.into_inner().access_token)
-        }
-    };
-    let mut apps = AppServiceClient::new(deploy_channel.clone());
+    let tina = SessionServiceClient::new(auth_channel)
+        .sign_in(SignInRequest {
+            username: "tina".to_owned(),
+            password: password(&creds, "tina")?,
+        })
+        .await
+        .map_err(|s| rpc_error("signing in as tina", &s))?
+        .into_inner()
+        .access_token;
     let mut permissions = PermissionServiceClient::new(deploy_channel.clone());
     let mut packages = PackageServiceClient::new(deploy_channel);
 
-    let ops = sign_in("ops").await?;
-    let app = apps
-        .create_app(authed(
-            CreateAppRequest {
-                name: APP_NAME.into(),
-                technical_contact: "tina".into(),
-            },
-            &ops,
-        )?)
-        .await
-        .map_err(|s| rpc_error("CreateApp Shop as ops", &s))?
-        .into_inner();
-
-    let tina = sign_in("tina").await?;
-    apps.add_team_member(authed(
-        AddTeamMemberRequest {
-            app_id: app.id.clone(),
-            username: "dev".into(),
-            role: TeamRole::Deploy.into(),
-        },
-        &tina,
-    )?)
-    .await
-    .map_err(|s| rpc_error("AddTeamMember dev as tina", &s))?;
+    // Unpadlocked: node permissions on test and acceptance need no second
+    // factor.
     for env in [Environment::Test, Environment::Acceptance] {
         permissions
             .grant_node_permissions(authed(
                 GrantNodePermissionsRequest {
-                    app_id: app.id.clone(),
+                    app_id: app_id.clone(),
                     environment: env.into(),
                     username: "dev".into(),
                     permissions: vec![NodePermission::Transport.into()],
@@ -152,7 +173,7 @@ pub async fn seed(
     let archive = demo_archive();
     let mut parts = vec![UploadPackageRequest {
         part: Some(Part::Metadata(PackageMetadata {
-            app_id: app.id.clone(),
+            app_id: app_id.clone(),
             version: PACKAGE_VERSION.into(),
             file_name: PACKAGE_FILE.into(),
             size: u64::try_from(archive.len())?,
@@ -183,38 +204,45 @@ pub async fn seed(
         .map_err(|s| rpc_error("DeployPackage shop-1.0.0.mda to TEST as tina", &s))?;
 
     let demo = Demo {
-        app_id: app.id,
+        app_id,
         package_id: package.id,
     };
     data.write_marker(&demo)?;
     Ok(demo)
 }
 
-/// `padlock-auth --data-dir <data>/auth users add`, password on stdin.
-async fn add_user(
-    auth_bin: &Path,
-    data: &DataDir,
-    username: &str,
-    roles: &[&str],
-    password: &str,
-) -> anyhow::Result<()> {
-    let mut cmd = tokio::process::Command::new(auth_bin);
-    cmd.arg("--data-dir")
-        .arg(data.auth_dir())
-        .args(["users", "add", "--username", username]);
-    for role in roles {
-        cmd.args(["--role", role]);
-    }
-    let mut child = cmd
+/// An operator command on a service's data, the way an operator runs it on
+/// the server: `BIN --data-dir DIR ARGS...`, with `stdin` (a password) on
+/// its standard input. Returns what it printed on standard output.
+async fn operator_command(
+    bin: &Path,
+    data_dir: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> anyhow::Result<String> {
+    let name = bin.file_name().map_or_else(
+        || bin.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let mut child = tokio::process::Command::new(bin)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        // The data directory's SQLite, whatever the caller's environment says.
         .env_remove("DATABASE_URL")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .with_context(|| format!("running {}", auth_bin.display()))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(format!("{password}\n").as_bytes()).await?;
+        .with_context(|| format!("running {}", bin.display()))?;
+    if let (Some(mut pipe), Some(text)) = (child.stdin.take(), stdin) {
+        // Dropping the pipe afterwards closes it: the command reads one line.
+        pipe.write_all(format!("{text}\n").as_bytes()).await?;
     }
     let out = child.wait_with_output().await?;
     if !out.status.success() {
@@ -222,12 +250,13 @@ async fn add_user(
         let stderr = String::from_utf8_lossy(&out.stderr);
         let why = stderr.lines().rev().find(|l| !l.trim().is_empty());
         anyhow::bail!(
-            "padlock-auth users add exited ({}): {}",
+            "{name} {} exited ({}): {}",
+            args.iter().take(2).copied().collect::<Vec<_>>().join(" "),
             out.status,
             why.unwrap_or("no message").trim()
         );
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn channel(addr: SocketAddr) -> anyhow::Result<Channel> {

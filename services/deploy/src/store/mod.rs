@@ -234,6 +234,11 @@ impl Store {
         read::app(&self.db, id).await
     }
 
+    /// The app called `name` (names are unique), for operator commands.
+    pub async fn app_named(&self, name: &str) -> Result<Option<App>> {
+        read::app_named(&self.db, name).await
+    }
+
     /// The apps `username` is a team member of, by name.
     pub async fn apps_of(&self, username: &str) -> Result<Vec<App>> {
         let ids: Vec<String> = team_member::Entity::find()

@@ -18,6 +18,18 @@ pub(super) async fn app(conn: &impl ConnectionTrait, id: &str) -> Result<Option<
     Ok(Some(with_technical_contacts(conn, row).await?))
 }
 
+/// The app called `name`, if any: names are unique.
+pub(super) async fn app_named(conn: &impl ConnectionTrait, name: &str) -> Result<Option<App>> {
+    let Some(row) = app::Entity::find()
+        .filter(app::Column::Name.eq(name))
+        .one(conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(with_technical_contacts(conn, row).await?))
+}
+
 /// `row` with its Technical Contacts, by username.
 pub(super) async fn with_technical_contacts(
     conn: &impl ConnectionTrait,
