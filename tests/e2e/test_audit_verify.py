@@ -42,7 +42,7 @@ from typing import Callable
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from conftest import (AuthServer, DeployServer, Grpcurl, Service, child_env, redact, secret,
+from conftest import (AuthServer, DeployServer, Grpcurl, Service, child_env, provision, redact, secret, step_up,
                       service_binary, watched)
 
 HEAD_RE = re.compile(r"audit chain intact: (\d+) records, head (\d+):([0-9a-f]{64})")
@@ -366,8 +366,10 @@ def test_auth_checkpoints_find_records_deleted_from_the_end(backend, request, tm
 
 def test_deploy_checkpoints_find_records_deleted_from_the_end(tmp_path):
     with serving(AuthServer(tmp_path / "auth")) as auth:
-        password = add_user(auth, [], "olga", "operator")
-        token = sign_in(Grpcurl(lambda: auth.addr), "olga", password)
+        # Creating an app needs an operator with a fresh second factor.
+        olga = provision(auth, "olga", ["operator"])
+        step_up(Grpcurl(lambda: auth.addr), olga)
+        token = olga.token
         with serving(DeployServer(tmp_path / "deploy", auth)) as deploy:
             grpc = Grpcurl(lambda: deploy.addr)
             for name in ["Shop", "Bank", "Zoo"]:
