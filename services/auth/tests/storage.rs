@@ -12,7 +12,7 @@ use common::store::{
     summary, user, verify, with_session, wrong_code,
 };
 use padlock_auth::store::{
-    AuditEvent, CodeChecks, CodeOutcome, FactorState, Method, Outcome, Session, Store, StoreError,
+    AuditEvent, CodeChecks, CodeOutcome, FactorState, Method, Outcome, Store, StoreError,
 };
 
 #[tokio::test]
@@ -57,53 +57,37 @@ async fn migrations_run_twice_without_harm() {
 
 #[tokio::test]
 async fn sessions_end_and_ended_sessions_take_no_step_up() {
+    let keys = keys();
     for (db, store) in stores().await {
-        store
-            .create_user(&user("u1", "alice"), created("u1"))
-            .await
-            .unwrap();
-        let session = Session {
-            id: "s1".into(),
-            user_id: "u1".into(),
-            auth_time: NOW,
-            mfa_at: None,
-            mfa_method: None,
-            expires_at: NOW + 3600,
-            ended_at: None,
-        };
-        store.create_session(&session, "hash1", NOW).await.unwrap();
-        assert!(
-            store
-                .set_session_mfa("s1", NOW + 5, Method::Totp)
-                .await
-                .unwrap()
-        );
-        let found = store.session_by_token_hash("hash1").await.unwrap().unwrap();
+        enrolled(&store, &keys, "u1").await;
+        let found = store.session_by_token_hash("h-u1").await.unwrap().unwrap();
         assert_eq!(
             (found.mfa_at, found.mfa_method),
-            (Some(NOW + 5), Some(Method::Totp)),
-            "{}",
+            (Some(NOW), Some(Method::Totp)),
+            "{}: the confirmation stepped the session up",
             db.backend
         );
-        assert!(store.end_session("s1", NOW + 10).await.unwrap());
         assert!(
-            !store.end_session("s1", NOW + 11).await.unwrap(),
+            store
+                .end_session(&session_of("u1"), NOW + 10)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .end_session(&session_of("u1"), NOW + 11)
+                .await
+                .unwrap(),
             "ending twice"
         );
-        assert!(
-            !store
-                .set_session_mfa("s1", NOW + 12, Method::Totp)
-                .await
-                .unwrap()
-        );
-        assert!(
-            !store
-                .session("s1")
-                .await
-                .unwrap()
-                .unwrap()
-                .is_live(NOW + 12)
-        );
+        let ended = one(&store, verify(&keys, "u1", &code(T + 1), NOW + 12)).await;
+        assert_eq!(ended, "refused: SessionInvalid");
+        let session = store.session(&session_of("u1")).await.unwrap().unwrap();
+        assert!(!session.is_live(NOW + 12));
+        assert_eq!(session.mfa_at, Some(NOW), "no step-up after the end");
+        // Nothing was counted or used for the refused code.
+        let factor = store.factor("u1").await.unwrap().unwrap();
+        assert_eq!((factor.last_step, factor.failed_attempts), (Some(T), 0));
     }
 }
 

@@ -441,19 +441,6 @@ impl Store {
         Ok(result.rows_affected == 1)
     }
 
-    /// Records a verified second factor on a live session.
-    pub async fn set_session_mfa(&self, id: &str, at: i64, method: Method) -> Result<bool> {
-        let result = session::Entity::update_many()
-            .col_expr(session::Column::MfaAt, Expr::value(at))
-            .col_expr(session::Column::MfaMethod, Expr::value(method.as_str()))
-            .filter(session::Column::Id.eq(id))
-            .filter(session::Column::EndedAt.is_null())
-            .filter(session::Column::ExpiresAt.gt(at))
-            .exec(&self.db)
-            .await?;
-        Ok(result.rows_affected == 1)
-    }
-
     pub async fn factor(&self, user_id: &str) -> Result<Option<Factor>> {
         let row = factor::Entity::find_by_id(user_id.to_owned())
             .one(&self.db)
