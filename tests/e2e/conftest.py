@@ -249,6 +249,28 @@ class RpcError:
         return redact(f"{self.code} {self.message!r} details={self.details}")
 
 
+def rpc_error_from_headers(headers: dict[str, str]) -> RpcError | None:
+    """The refusal a gRPC response's `grpc-status`, `grpc-message` and
+    `grpc-status-details-bin` headers or trailers carry (for clients other
+    than grpcurl, e.g. curl over HTTP/2); None for OK. Header names in
+    lower case."""
+    code = int(headers["grpc-status"])
+    if code == 0:
+        return None
+    details = []
+    packed = headers.get("grpc-status-details-bin", "")
+    if packed:
+        status = base64.b64decode(packed + "=" * (-len(packed) % 4))
+        for num, value in _fields(status):
+            if num == 3:  # google.rpc.Status.details, each a google.protobuf.Any
+                any_ = dict(_fields(value))
+                details.append(_decode_any({"@type": any_.get(1, b"").decode(),
+                                            "@value": base64.b64encode(any_.get(2, b"")).decode()}))
+    name = CODE_NAMES[code] if code < len(CODE_NAMES) else str(code)
+    message = urllib.parse.unquote(headers.get("grpc-message", ""))
+    return RpcError(name, message, details)
+
+
 class RpcFailed(AssertionError):
     pass
 

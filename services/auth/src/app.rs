@@ -19,9 +19,7 @@ use crate::key_files::{SealedKeyFiles, Upgrade};
 use crate::metrics::Metrics;
 use crate::sealing::{DataKeySource, DataKeys};
 use crate::sms::SmsSender;
-use crate::store::{
-    CodeChecks, Decide, Factor, Method, Session, SessionContext, StepUpOutcome, Store, User,
-};
+use crate::store::{CodeChecks, Method, Session, Store, User};
 
 /// Where the signing keys come from, so a reload reads the same place.
 #[derive(Debug, Clone)]
@@ -138,8 +136,7 @@ impl App {
         &self.0.store
     }
 
-    /// Where code checks read sessions and record TOTP step-ups, in
-    /// batches (`store::code_checks`).
+    /// Where codes are checked, in batches (`store::code_checks`).
     pub fn code_checks(&self) -> &CodeChecks {
         &self.0.checks
     }
@@ -261,50 +258,9 @@ impl App {
         Ok(Caller { claims, session })
     }
 
-    /// [`App::caller`] with the caller's user record and factor, read in
-    /// one query with other callers' (`store::code_checks`).
-    pub async fn caller_with_factor(
-        &self,
-        metadata: &MetadataMap,
-    ) -> Result<(Caller, User, Option<Factor>)> {
-        let (caller, user, factor, _) = self
-            .caller_with_factor_checked(metadata, |_, _| Box::new(|_| None))
-            .await?;
-        Ok((caller, user, factor))
-    }
-
-    /// [`App::caller_with_factor`], recording in the same batch the
-    /// step-up that `decide(claims, now)` asks for given what was read,
-    /// when the session is the caller's and live; with its outcome.
-    pub async fn caller_with_factor_checked(
-        &self,
-        metadata: &MetadataMap,
-        decide: impl FnOnce(&Claims, i64) -> Decide,
-    ) -> Result<(Caller, User, Option<Factor>, Option<StepUpOutcome>)> {
-        let (claims, now) = self.bearer_claims(metadata)?;
-        let decide = decide(&claims, now);
-        let sub = claims.sub.clone();
-        let checked = self
-            .0
-            .checks
-            .check(
-                &claims.sid,
-                Box::new(move |found| {
-                    found
-                        .filter(|(s, _, _)| s.user_id == sub && s.is_live(now))
-                        .and_then(|found| decide(Some(found)))
-                }),
-            )
-            .await?;
-        let (session, user, factor): SessionContext = checked
-            .context
-            .filter(|(s, _, _)| s.user_id == claims.sub && s.is_live(now))
-            .ok_or(AuthError::SessionInvalid)?;
-        Ok((Caller { claims, session }, user, factor, checked.recorded))
-    }
-
-    /// The claims of the bearer token in `metadata`, checked now.
-    fn bearer_claims(&self, metadata: &MetadataMap) -> Result<(Claims, i64)> {
+    /// The claims of the bearer token in `metadata`, checked now, and
+    /// that time.
+    pub fn bearer_claims(&self, metadata: &MetadataMap) -> Result<(Claims, i64)> {
         let token =
             padlock_runtime::metadata::bearer_token(metadata).ok_or(AuthError::TokenInvalid)?;
         let now = self.now();

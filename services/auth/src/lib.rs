@@ -4,6 +4,7 @@
 //! tests can start the whole service in-process.
 
 pub mod app;
+pub mod codes;
 pub mod config;
 pub mod data_keys;
 pub mod error;

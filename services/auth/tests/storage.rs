@@ -1,135 +1,29 @@
 //! The storage conformance suite: the same assertions on SQLite and on a
-//! real PostgreSQL, straight against the repository functions.
+//! real PostgreSQL, straight against the repository functions. Codes are
+//! checked through `Store::check_codes` with real TOTP codes and sealed
+//! secrets; the lockout has its own suite (`lockout.rs`).
 
-use std::time::Duration;
+mod common;
 
+use std::collections::HashSet;
+
+use common::store::{
+    NOW, T, code, confirm, created, enrolled, keys, live_session, one, pending, session_of, stores,
+    summary, user, verify, with_session, wrong_code,
+};
 use padlock_auth::store::{
-    AuditEvent, CodeChecks, FactorState, FailureOutcome, LockoutPolicy, Method, NewFactor, Outcome,
-    Session, StepUp, StepUpOutcome, Store, StoreError, User,
+    AuditEvent, CodeChecks, CodeOutcome, FactorState, Method, Outcome, Store, StoreError,
 };
-
-const NOW: i64 = 1_800_000_000;
-const POLICY: LockoutPolicy = LockoutPolicy {
-    max_failures: 5,
-    first_lock: Duration::from_secs(900),
-    max_lock: Duration::from_secs(86_400),
-};
-
-fn user(id: &str, username: &str) -> User {
-    User {
-        id: id.into(),
-        username: username.into(),
-        password_hash: "$argon2id$stub".into(),
-        roles: vec!["operator".into(), "support".into()],
-        created_at: NOW,
-    }
-}
-
-/// The audit record a user is created with.
-fn created(id: &str, _username: &str) -> AuditEvent {
-    AuditEvent {
-        at: NOW,
-        kind: "user_created",
-        outcome: Outcome::Ok,
-        actor: None,
-        subject: Some(id.into()),
-        session_id: None,
-        detail: String::new(),
-    }
-}
-
-fn pending(user_id: &str, enrollment_id: &str) -> NewFactor {
-    NewFactor {
-        masked_phone: None,
-        phone_mac: None,
-        user_id: user_id.into(),
-        method: Method::Totp,
-        enrollment_id: enrollment_id.into(),
-        secret_key_id: "k1".into(),
-        secret_ciphertext: vec![1, 2, 3],
-        created_at: NOW,
-        enrollment_expires_at: NOW + 600,
-    }
-}
-
-/// A verified code of `step` for `user_id`'s session `session_id`.
-fn step_up(user_id: &str, session_id: &str, step: i64, now: i64) -> StepUp {
-    StepUp {
-        user_id: user_id.into(),
-        session_id: session_id.into(),
-        step,
-        now,
-        audit: AuditEvent {
-            at: now,
-            kind: "verify",
-            outcome: Outcome::Ok,
-            actor: Some(user_id.into()),
-            subject: Some(user_id.into()),
-            session_id: Some(session_id.into()),
-            detail: format!("step {step}"),
-        },
-    }
-}
-
-/// Whether a code of `step` is accepted for `user_id` (who has no session,
-/// so an accepted code finds it gone).
-async fn accept(store: &Store, user_id: &str, step: i64, now: i64) -> bool {
-    let outcomes = store
-        .record_step_ups(&[step_up(user_id, "no-session", step, now)])
-        .await
-        .expect("record");
-    outcomes == [StepUpOutcome::SessionGone]
-}
-
-fn live_session(id: &str, user_id: &str) -> Session {
-    Session {
-        id: id.into(),
-        user_id: user_id.into(),
-        auth_time: NOW,
-        mfa_at: None,
-        mfa_method: None,
-        expires_at: NOW + 3600,
-        ended_at: None,
-    }
-}
-
-/// `id` with an active TOTP factor whose last accepted step is 100.
-async fn enrolled(store: &Store, id: &str) {
-    store
-        .create_user(&user(id, &format!("user-{id}")), created(id, id))
-        .await
-        .expect("create user");
-    let enrollment = format!("e-{id}");
-    store
-        .begin_enrollment(&pending(id, &enrollment))
-        .await
-        .expect("begin enrollment");
-    assert!(
-        store
-            .activate_enrollment(id, &enrollment, 100, NOW)
-            .await
-            .expect("activate")
-    );
-}
-
-async fn stores() -> Vec<(padlock_test_support::TestDatabase, Store)> {
-    let mut all = Vec::new();
-    for db in padlock_test_support::databases().await {
-        let store = Store::connect(&db.url).await.expect("connect and migrate");
-        all.push((db, store));
-    }
-    all
-}
 
 #[tokio::test]
 async fn users_are_unique_by_username_and_keep_their_roles() {
     for (db, store) in stores().await {
         store
-            .create_user(&user("u1", "alice"), created("u1", "alice"))
+            .create_user(&user("u1", "alice"), created("u1"))
             .await
             .unwrap();
         let err = store
-            .create_user(&user("u2", "alice"), created("u2", "alice"))
+            .create_user(&user("u2", "alice"), created("u2"))
             .await
             .unwrap_err();
         assert!(
@@ -149,7 +43,7 @@ async fn users_are_unique_by_username_and_keep_their_roles() {
 async fn migrations_run_twice_without_harm() {
     for (db, store) in stores().await {
         store
-            .create_user(&user("u1", "alice"), created("u1", "alice"))
+            .create_user(&user("u1", "alice"), created("u1"))
             .await
             .unwrap();
         let again = Store::connect(&db.url).await.expect("second start");
@@ -163,97 +57,78 @@ async fn migrations_run_twice_without_harm() {
 
 #[tokio::test]
 async fn sessions_end_and_ended_sessions_take_no_step_up() {
+    let keys = keys();
     for (db, store) in stores().await {
-        store
-            .create_user(&user("u1", "alice"), created("u1", "alice"))
-            .await
-            .unwrap();
-        let session = Session {
-            id: "s1".into(),
-            user_id: "u1".into(),
-            auth_time: NOW,
-            mfa_at: None,
-            mfa_method: None,
-            expires_at: NOW + 3600,
-            ended_at: None,
-        };
-        store.create_session(&session, "hash1", NOW).await.unwrap();
-        assert!(
-            store
-                .set_session_mfa("s1", NOW + 5, Method::Totp)
-                .await
-                .unwrap()
-        );
-        let found = store.session_by_token_hash("hash1").await.unwrap().unwrap();
+        enrolled(&store, &keys, "u1").await;
+        let found = store.session_by_token_hash("h-u1").await.unwrap().unwrap();
         assert_eq!(
             (found.mfa_at, found.mfa_method),
-            (Some(NOW + 5), Some(Method::Totp)),
-            "{}",
+            (Some(NOW), Some(Method::Totp)),
+            "{}: the confirmation stepped the session up",
             db.backend
         );
-        assert!(store.end_session("s1", NOW + 10).await.unwrap());
         assert!(
-            !store.end_session("s1", NOW + 11).await.unwrap(),
+            store
+                .end_session(&session_of("u1"), NOW + 10)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .end_session(&session_of("u1"), NOW + 11)
+                .await
+                .unwrap(),
             "ending twice"
         );
-        assert!(
-            !store
-                .set_session_mfa("s1", NOW + 12, Method::Totp)
-                .await
-                .unwrap()
-        );
-        assert!(
-            !store
-                .session("s1")
-                .await
-                .unwrap()
-                .unwrap()
-                .is_live(NOW + 12)
-        );
+        let ended = one(&store, verify(&keys, "u1", &code(T + 1), NOW + 12)).await;
+        assert_eq!(ended, "refused: SessionInvalid");
+        let session = store.session(&session_of("u1")).await.unwrap().unwrap();
+        assert!(!session.is_live(NOW + 12));
+        assert_eq!(session.mfa_at, Some(NOW), "no step-up after the end");
+        // Nothing was counted or used for the refused code.
+        let factor = store.factor("u1").await.unwrap().unwrap();
+        assert_eq!((factor.last_step, factor.failed_attempts), (Some(T), 0));
     }
 }
 
 #[tokio::test]
 async fn one_factor_per_user_and_pending_enrollments_restart() {
+    let keys = keys();
     for (db, store) in stores().await {
-        store
-            .create_user(&user("u1", "alice"), created("u1", "alice"))
-            .await
-            .unwrap();
-        assert!(store.begin_enrollment(&pending("u1", "e1")).await.unwrap());
-        assert!(
-            store.begin_enrollment(&pending("u1", "e2")).await.unwrap(),
-            "restart while pending"
-        );
-        assert!(
-            !store
-                .activate_enrollment("u1", "e1", 100, NOW)
-                .await
-                .unwrap(),
-            "replaced id"
-        );
-        assert!(
-            !store
-                .activate_enrollment("u1", "e2", 100, NOW + 600)
-                .await
-                .unwrap(),
-            "expired"
-        );
+        with_session(&store, "u1").await;
         assert!(
             store
-                .activate_enrollment("u1", "e2", 100, NOW)
+                .begin_enrollment(&pending(&keys, "u1", "e1", Method::Totp))
                 .await
                 .unwrap()
         );
+        assert!(
+            store
+                .begin_enrollment(&pending(&keys, "u1", "e2", Method::Totp))
+                .await
+                .unwrap(),
+            "restart while pending"
+        );
+        let replaced = one(&store, confirm(&keys, "u1", "e1", &code(T), NOW)).await;
+        assert_eq!(replaced, "refused: EnrollmentNotFound", "{}", db.backend);
+        let expired = one(&store, confirm(&keys, "u1", "e2", &code(T + 20), NOW + 600)).await;
+        assert_eq!(expired, "refused: EnrollmentExpired");
+        let confirmed = one(&store, confirm(&keys, "u1", "e2", &code(T), NOW)).await;
+        assert_eq!(confirmed, "stepped up");
         let factor = store.factor("u1").await.unwrap().unwrap();
         assert_eq!(
-            (factor.state, factor.last_step),
-            (FactorState::Active, Some(100)),
+            (factor.state, factor.last_step, factor.activated_at),
+            (FactorState::Active, Some(T), Some(NOW)),
             "{}",
             db.backend
         );
+        let again = one(&store, confirm(&keys, "u1", "e2", &code(T + 1), NOW)).await;
+        assert_eq!(again, "refused: FactorActive");
         assert!(
-            !store.begin_enrollment(&pending("u1", "e3")).await.unwrap(),
+            !store
+                .begin_enrollment(&pending(&keys, "u1", "e3", Method::Totp))
+                .await
+                .unwrap(),
             "active factor stays"
         );
         assert_eq!(
@@ -265,104 +140,107 @@ async fn one_factor_per_user_and_pending_enrollments_restart() {
 
 #[tokio::test]
 async fn steps_are_accepted_once_and_in_order() {
+    let keys = keys();
     for (db, store) in stores().await {
-        store
-            .create_user(&user("u1", "alice"), created("u1", "alice"))
-            .await
-            .unwrap();
-        store.begin_enrollment(&pending("u1", "e1")).await.unwrap();
-        store
-            .activate_enrollment("u1", "e1", 100, NOW)
-            .await
-            .unwrap();
-        assert!(
-            !accept(&store, "u1", 100, NOW).await,
+        enrolled(&store, &keys, "u1").await; // step T used
+        let at = |step: i64| verify(&keys, "u1", &code(step), NOW + 15);
+        assert_eq!(
+            one(&store, at(T)).await,
+            "reused",
             "{}: same step",
             db.backend
         );
-        assert!(!accept(&store, "u1", 99, NOW).await, "earlier step");
-        assert!(accept(&store, "u1", 101, NOW).await);
-        assert!(!accept(&store, "u1", 101, NOW).await);
+        assert_eq!(one(&store, at(T - 1)).await, "reused", "earlier step");
+        assert_eq!(one(&store, at(T + 1)).await, "stepped up");
+        assert_eq!(one(&store, at(T + 1)).await, "reused");
+        assert_eq!(one(&store, at(T)).await, "reused", "below the last");
+        // Codes of used steps cost no try.
+        let factor = store.factor("u1").await.unwrap().unwrap();
+        assert_eq!((factor.last_step, factor.failed_attempts), (Some(T + 1), 0));
     }
 }
 
 #[tokio::test]
-async fn a_group_of_step_ups_is_applied_in_arrival_order_in_one_commit() {
+async fn a_group_of_checks_is_answered_in_arrival_order_in_one_commit() {
+    let keys = keys();
     for (db, store) in stores().await {
         for id in ["u1", "u2", "u3"] {
-            enrolled(&store, id).await;
+            enrolled(&store, &keys, id).await;
         }
-        for (session, user) in [("s1", "u1"), ("s2", "u2"), ("s3", "u3")] {
-            store
-                .create_session(&live_session(session, user), &format!("h-{session}"), NOW)
-                .await
-                .unwrap();
-        }
-        assert!(store.end_session("s2", NOW).await.unwrap());
+        assert!(store.end_session(&session_of("u2"), NOW).await.unwrap());
         // u3 is locked out: right codes are refused.
-        for _ in 0..5 {
-            store.count_failure("u3", NOW, POLICY).await.unwrap();
+        for n in 0..5 {
+            one(&store, verify(&keys, "u3", &wrong_code(n), NOW)).await;
         }
         let before = store.audit_events(None, 1000).await.unwrap().len();
 
+        let mut nobody = verify(&keys, "u1", &code(T + 1), NOW + 1);
+        nobody.session_id = "s9".into();
         let group = [
-            step_up("u1", "s1", 101, NOW + 1),
-            step_up("u1", "s1", 101, NOW + 1), // the same code again
-            step_up("u2", "s2", 101, NOW + 1), // session ended
-            step_up("u1", "s1", 100, NOW + 1), // an older step
-            step_up("u3", "s3", 101, NOW + 1), // locked
-            step_up("u1", "s1", 102, NOW + 2), // the next step
-            step_up("nobody", "s9", 101, NOW + 1),
+            verify(&keys, "u1", &code(T + 1), NOW + 1),
+            verify(&keys, "u1", &code(T + 1), NOW + 1), // the same code again
+            verify(&keys, "u2", &code(T + 1), NOW + 1), // session ended
+            verify(&keys, "u1", &code(T), NOW + 1),     // an older step
+            verify(&keys, "u3", &code(T + 1), NOW + 1), // locked
+            verify(&keys, "u1", &code(T + 2), NOW + 31), // the next step
+            verify(&keys, "u1", &wrong_code(0), NOW + 31),
+            nobody,
         ];
-        let outcomes = store.record_step_ups(&group).await.unwrap();
-        use StepUpOutcome::{NotAccepted, SessionGone, SteppedUp};
+        let answers = store.check_codes(&group).await.unwrap();
+        let outcomes: Vec<String> = answers.iter().map(|a| summary(&a.outcome)).collect();
         assert_eq!(
             outcomes,
             [
-                SteppedUp,
-                NotAccepted,
-                SessionGone,
-                NotAccepted,
-                NotAccepted,
-                SteppedUp,
-                NotAccepted
+                "stepped up",
+                "reused",
+                "refused: SessionInvalid",
+                "reused",
+                &format!("locked until {}", NOW + 900),
+                "stepped up",
+                "wrong, 4 left",
+                "refused: SessionInvalid",
             ],
             "{}",
             db.backend
         );
-        let s1 = store.session("s1").await.unwrap().unwrap();
+        let s1 = store.session(&session_of("u1")).await.unwrap().unwrap();
         assert_eq!(
             (s1.mfa_at, s1.mfa_method),
-            (Some(NOW + 2), Some(Method::Totp))
+            (Some(NOW + 31), Some(Method::Totp))
         );
-        assert_eq!(store.session("s2").await.unwrap().unwrap().mfa_at, None);
-        assert_eq!(store.session("s3").await.unwrap().unwrap().mfa_at, None);
-        assert_eq!(
+        let s3 = store.session(&session_of("u3")).await.unwrap().unwrap();
+        assert_eq!(s3.mfa_at, Some(NOW), "the confirmation's step-up only");
+        let last_steps = [
             store.factor("u1").await.unwrap().unwrap().last_step,
-            Some(102)
-        );
-        assert_eq!(
             store.factor("u2").await.unwrap().unwrap().last_step,
-            Some(101)
-        );
-        assert_eq!(
             store.factor("u3").await.unwrap().unwrap().last_step,
-            Some(100)
-        );
+        ];
+        assert_eq!(last_steps, [Some(T + 2), Some(T), Some(T)]);
 
-        // One record per accepted code, in arrival order, chained.
+        // Records in arrival order, chained.
         let records = store.audit_events(None, 1000).await.unwrap();
         let added: Vec<_> = records[..records.len() - before]
             .iter()
             .rev()
-            .map(|r| (r.subject.as_deref().unwrap_or(""), r.detail.as_str()))
+            .map(|r| {
+                (
+                    r.subject.as_deref().unwrap_or(""),
+                    r.outcome.as_str(),
+                    r.detail.as_str(),
+                )
+            })
             .collect();
         assert_eq!(
             added,
-            [("u1", "step 101"), ("u2", "step 101"), ("u1", "step 102")]
+            [
+                ("u1", "ok", "method=totp"),
+                ("u1", "refused", "code reused"),
+                ("u1", "refused", "code reused"),
+                ("u1", "ok", "method=totp"),
+                ("u1", "refused", "wrong code, failure 1"),
+            ]
         );
-        let url = db.url.clone();
-        let verdict = padlock_auth::store::verify_audit_chain(&url, None)
+        let verdict = padlock_auth::store::verify_audit_chain(&db.url, None)
             .await
             .unwrap();
         assert!(
@@ -372,48 +250,39 @@ async fn a_group_of_step_ups_is_applied_in_arrival_order_in_one_commit() {
     }
 }
 
-/// Enrolls each of `users` and gives the n-th (from 1) a live session `sn`.
-async fn enrolled_with_sessions(store: &Store, users: &[&str]) {
-    for (n, id) in users.iter().enumerate() {
-        enrolled(store, id).await;
-        let session = format!("s{}", n + 1);
-        store
-            .create_session(&live_session(&session, id), &format!("h-{session}"), NOW)
-            .await
-            .expect("create a session");
-    }
-}
-
-/// Groups and reads are padded to a power of two by repeating their last
-/// row (`db::padded_shape`), and on SQLite audit records are inserted in
-/// power-of-two statements (`db::batch_shapes`): five step-ups are five,
+/// Statements are padded to a power of two by repeating their last row
+/// (`db::padded_shape`), and on SQLite audit records are inserted in
+/// power-of-two statements (`db::batch_shapes`): five codes are five,
 /// not eight.
 #[tokio::test]
 async fn a_group_of_five_is_recorded_as_five() {
+    let keys = keys();
     for (db, store) in stores().await {
         let users = ["u1", "u2", "u3", "u4", "u5"];
-        enrolled_with_sessions(&store, &users).await;
+        for id in users {
+            enrolled(&store, &keys, id).await;
+        }
         let before = store.audit_events(None, 1000).await.unwrap().len();
-        let group: Vec<StepUp> = users
+        let group: Vec<_> = users
             .iter()
-            .enumerate()
-            .map(|(n, id)| step_up(id, &format!("s{}", n + 1), 101, NOW + 1))
+            .map(|id| verify(&keys, id, &code(T + 1), NOW + 1))
             .collect();
-        let outcomes = store.record_step_ups(&group).await.unwrap();
-        assert_eq!(outcomes, [StepUpOutcome::SteppedUp; 5], "{}", db.backend);
+        let answers = store.check_codes(&group).await.unwrap();
+        let outcomes: Vec<String> = answers.iter().map(|a| summary(&a.outcome)).collect();
+        assert_eq!(outcomes, ["stepped up"; 5], "{}", db.backend);
 
-        let found = store
-            .sessions_with_users(&["s1", "s2", "s3", "s9", "s5"])
-            .await
-            .unwrap();
-        let mut ids: Vec<&str> = found.keys().map(String::as_str).collect();
-        ids.sort_unstable();
-        assert_eq!(ids, ["s1", "s2", "s3", "s5"]);
+        let ids: Vec<String> = ["u1", "u2", "u3", "u9", "u5"].map(session_of).into();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let found = store.sessions_with_users(&ids).await.unwrap();
+        let mut found_ids: Vec<&str> = found.keys().map(String::as_str).collect();
+        found_ids.sort_unstable();
+        assert_eq!(found_ids, ["s-u1", "s-u2", "s-u3", "s-u5"]);
         for (session, (s, user, factor)) in &found {
             assert_eq!(s.id, *session);
             assert_eq!(s.mfa_at, Some(NOW + 1));
             assert_eq!(user.id, s.user_id);
-            assert_eq!(factor.as_ref().and_then(|f| f.last_step), Some(101));
+            let factor = factor.as_ref().expect("a factor");
+            assert_eq!((factor.last_step, factor.failed_attempts), (Some(T + 1), 0));
         }
 
         let records = store.audit_events(None, 1000).await.unwrap();
@@ -433,7 +302,8 @@ async fn a_group_of_five_is_recorded_as_five() {
     }
 }
 
-/// A group's audit records reach PostgreSQL as one JSON value: whatever
+/// Audit records appended together reach PostgreSQL as one JSON value (as a
+/// batch of code checks appends them): whatever
 /// their texts hold (quotes, backslashes, JSON and SQL syntax, line breaks,
 /// non-ASCII) and whichever fields are empty, they are stored as given
 /// and the chain over them holds, on both databases.
@@ -449,29 +319,22 @@ async fn audit_records_of_a_group_are_stored_as_given() {
     ];
     for (db, store) in stores().await {
         let users: Vec<String> = (1..=details.len()).map(|n| format!("u{n}")).collect();
-        let ids: Vec<&str> = users.iter().map(String::as_str).collect();
-        enrolled_with_sessions(&store, &ids).await;
         let before = store.audit_events(None, 1000).await.unwrap().len();
-        let group: Vec<StepUp> = users
+        let group: Vec<AuditEvent> = users
             .iter()
             .zip(details)
             .enumerate()
-            .map(|(n, (id, detail))| {
-                let mut s = step_up(id, &format!("s{}", n + 1), 101, NOW + 1);
-                s.audit.detail = detail.to_owned();
-                if n % 2 == 1 {
-                    s.audit.actor = None;
-                    s.audit.session_id = None;
-                }
-                s
+            .map(|(n, (id, detail))| AuditEvent {
+                at: NOW + 1,
+                kind: "verify",
+                outcome: Outcome::Ok,
+                actor: (n % 2 == 0).then(|| id.clone()),
+                subject: Some(id.clone()),
+                session_id: (n % 2 == 0).then(|| session_of(id)),
+                detail: detail.to_owned(),
             })
             .collect();
-        let outcomes = store.record_step_ups(&group).await.unwrap();
-        assert!(
-            outcomes.iter().all(|o| *o == StepUpOutcome::SteppedUp),
-            "{}: {outcomes:?}",
-            db.backend
-        );
+        store.audit_all(group).await.unwrap();
 
         let records = store.audit_events(None, 1000).await.unwrap();
         let added: Vec<(Option<&str>, Option<&str>, &str)> = records[..records.len() - before]
@@ -501,109 +364,83 @@ async fn audit_records_of_a_group_are_stored_as_given() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_writer_accepts_a_code_sent_many_times_at_once_exactly_once() {
+async fn a_code_sent_many_times_at_once_is_accepted_once_and_costs_no_try() {
+    let keys = keys();
     for (db, store) in stores().await {
-        enrolled(&store, "u1").await;
-        store
-            .create_session(&live_session("s1", "u1"), "h-s1", NOW)
-            .await
-            .unwrap();
+        enrolled(&store, &keys, "u1").await;
         let checks = CodeChecks::spawn(store.clone());
         let mut tasks = tokio::task::JoinSet::new();
-        let mut lookups = tokio::task::JoinSet::new();
         for _ in 0..40 {
-            let writer = checks.clone();
-            tasks.spawn(async move { writer.record(step_up("u1", "s1", 101, NOW + 1)).await });
-            // Reads of the same session share the batches.
-            let reader = checks.clone();
-            lookups.spawn(async move { reader.session_with_user("s1").await });
+            let checks = checks.clone();
+            let check = verify(&keys, "u1", &code(T + 1), NOW + 1);
+            tasks.spawn(async move { checks.check(check).await });
         }
-        let mut stepped_up = 0;
-        while let Some(outcome) = tasks.join_next().await {
-            match outcome.unwrap().unwrap() {
-                StepUpOutcome::SteppedUp => stepped_up += 1,
-                StepUpOutcome::NotAccepted => {}
-                other => panic!("{}: {other:?}", db.backend),
-            }
+        let mut outcomes = Vec::new();
+        while let Some(answer) = tasks.join_next().await {
+            outcomes.push(summary(&answer.unwrap().unwrap().outcome));
         }
-        assert_eq!(stepped_up, 1, "{}", db.backend);
-        while let Some(found) = lookups.join_next().await {
-            let (session, _, _) = found.unwrap().unwrap().expect("the session");
-            assert_eq!(session.id, "s1", "{}", db.backend);
-        }
-        let verify = store
+        let stepped_up = outcomes.iter().filter(|o| *o == "stepped up").count();
+        let reused = outcomes.iter().filter(|o| *o == "reused").count();
+        assert_eq!(
+            (stepped_up, reused),
+            (1, 39),
+            "{}: {outcomes:?}",
+            db.backend
+        );
+        let factor = store.factor("u1").await.unwrap().unwrap();
+        assert_eq!(
+            (
+                factor.failed_attempts,
+                factor.locked_until,
+                factor.last_step
+            ),
+            (0, None, Some(T + 1)),
+            "{}: a reused code gives its try back",
+            db.backend
+        );
+        let verify_ok = store
             .audit_events(Some("u1"), 100)
             .await
             .unwrap()
             .into_iter()
-            .filter(|r| r.kind == "verify")
+            .filter(|r| r.kind == "verify" && r.outcome == "ok")
             .count();
-        assert_eq!(verify, 1, "one audit record for the one accepted code");
+        assert_eq!(verify_ok, 1, "one audit record for the one accepted code");
     }
 }
 
-#[tokio::test]
-async fn lockouts_double_up_to_a_day_and_restart_the_count_when_they_end() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_asked_together_are_answered_each_with_its_own_session() {
+    let keys = keys();
     for (db, store) in stores().await {
-        store
-            .create_user(&user("u1", "alice"), created("u1", "alice"))
-            .await
-            .unwrap();
-        store.begin_enrollment(&pending("u1", "e1")).await.unwrap();
-        store
-            .activate_enrollment("u1", "e1", 100, NOW)
-            .await
-            .unwrap();
-        let mut now = NOW;
-        for expected in [
-            900, 1800, 3600, 7200, 14_400, 28_800, 57_600, 86_400, 86_400,
-        ] {
-            for n in 1..=4 {
-                let outcome = store.count_failure("u1", now, POLICY).await.unwrap();
-                assert_eq!(
-                    outcome,
-                    FailureOutcome::Counted {
-                        failed_attempts: n,
-                        locked_until: None
-                    },
-                    "{}",
-                    db.backend
-                );
-            }
-            let outcome = store.count_failure("u1", now, POLICY).await.unwrap();
-            assert_eq!(
-                outcome,
-                FailureOutcome::Counted {
-                    failed_attempts: 5,
-                    locked_until: Some(now + expected)
-                }
-            );
-            let locked = store.count_failure("u1", now + 1, POLICY).await.unwrap();
-            assert_eq!(
-                locked,
-                FailureOutcome::AlreadyLocked {
-                    until: now + expected
-                }
-            );
-            assert!(
-                !accept(&store, "u1", 200, now + 1).await,
-                "locked refuses right codes"
-            );
-            now += expected;
+        for id in ["u1", "u2", "u3"] {
+            enrolled(&store, &keys, id).await;
         }
-        // A success clears both the count and the doubling.
-        assert!(accept(&store, "u1", 200, now).await);
-        for _ in 1..=4 {
-            store.count_failure("u1", now, POLICY).await.unwrap();
+        let checks = CodeChecks::spawn(store.clone());
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in 0..60 {
+            let checks = checks.clone();
+            let id = ["u1", "u2", "u3", "none"][n % 4];
+            let check = verify(&keys, id, &code(T + 1), NOW + 1);
+            tasks.spawn(async move { (id, checks.check(check).await) });
         }
-        let outcome = store.count_failure("u1", now, POLICY).await.unwrap();
-        assert_eq!(
-            outcome,
-            FailureOutcome::Counted {
-                failed_attempts: 5,
-                locked_until: Some(now + 900)
+        let mut stepped_up = HashSet::new();
+        while let Some(done) = tasks.join_next().await {
+            let (id, answer) = done.unwrap();
+            match answer.unwrap().outcome {
+                CodeOutcome::SteppedUp { session, user } => {
+                    assert_eq!((session.id, user.id.as_str()), (session_of(id), id));
+                    assert_eq!(session.mfa_at, Some(NOW + 1));
+                    assert!(stepped_up.insert(id), "{}: {id} twice", db.backend);
+                }
+                CodeOutcome::Reused => assert_ne!(id, "none"),
+                other => {
+                    assert_eq!(id, "none", "{}: {other:?}", db.backend);
+                    assert_eq!(summary(&other), "refused: SessionInvalid");
+                }
             }
-        );
+        }
+        assert_eq!(stepped_up, HashSet::from(["u1", "u2", "u3"]));
     }
 }
 
@@ -646,7 +483,7 @@ async fn replicas_starting_together_on_a_fresh_database_all_migrate() {
 async fn a_user_exists_only_with_its_audit_record() {
     for (db, store) in stores().await {
         store
-            .create_user(&user("u1", "alice"), created("u1", "alice"))
+            .create_user(&user("u1", "alice"), created("u1"))
             .await
             .unwrap();
         let events = store.audit_events(Some("u1"), 10).await.unwrap();
@@ -654,7 +491,7 @@ async fn a_user_exists_only_with_its_audit_record() {
         // A conflicting create writes neither the user nor a record.
         assert!(
             store
-                .create_user(&user("u2", "alice"), created("u2", "alice"))
+                .create_user(&user("u2", "alice"), created("u2"))
                 .await
                 .is_err()
         );
@@ -664,9 +501,10 @@ async fn a_user_exists_only_with_its_audit_record() {
 
 #[tokio::test]
 async fn a_session_is_read_with_its_user_and_factor_in_one_query() {
+    let keys = keys();
     for (db, store) in stores().await {
         store
-            .create_user(&user("u1", "alice"), created("u1", "alice"))
+            .create_user(&user("u1", "alice"), created("u1"))
             .await
             .unwrap();
         store
@@ -686,7 +524,9 @@ async fn a_session_is_read_with_its_user_and_factor_in_one_query() {
         );
         assert_eq!(found.roles, ["operator", "support"]);
 
-        store.begin_enrollment(&pending("u1", "e1")).await.unwrap();
+        let factor = pending(&keys, "u1", "e1", Method::Totp);
+        let ciphertext = factor.secret_ciphertext.clone();
+        store.begin_enrollment(&factor).await.unwrap();
         let (_, _, factor) = store.session_with_user("s1").await.unwrap().unwrap();
         let factor = factor.expect("the pending factor");
         assert_eq!(
@@ -695,43 +535,8 @@ async fn a_session_is_read_with_its_user_and_factor_in_one_query() {
                 factor.enrollment_id.as_str(),
                 factor.secret_ciphertext
             ),
-            (FactorState::Pending, "e1", vec![1, 2, 3])
+            (FactorState::Pending, "e1", ciphertext)
         );
         assert!(store.session_with_user("s2").await.unwrap().is_none());
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lookups_asked_together_are_answered_each_with_its_own_session() {
-    for (db, store) in stores().await {
-        for id in ["u1", "u2", "u3"] {
-            enrolled(&store, id).await;
-            store
-                .create_session(
-                    &live_session(&format!("s-{id}"), id),
-                    &format!("h-{id}"),
-                    NOW,
-                )
-                .await
-                .unwrap();
-        }
-        let reader = CodeChecks::spawn(store.clone());
-        let mut lookups = tokio::task::JoinSet::new();
-        for n in 0..60 {
-            let reader = reader.clone();
-            let session = ["s-u1", "s-u2", "s-u3", "s-none"][n % 4];
-            lookups.spawn(async move { (session, reader.session_with_user(session).await) });
-        }
-        while let Some(done) = lookups.join_next().await {
-            let (session, found) = done.unwrap();
-            match found.unwrap() {
-                Some((s, user, factor)) => {
-                    assert_eq!(s.id, session, "{}", db.backend);
-                    assert_eq!(format!("s-{}", user.id), session);
-                    assert_eq!(factor.map(|f| f.user_id), Some(user.id));
-                }
-                None => assert_eq!(session, "s-none"),
-            }
-        }
     }
 }

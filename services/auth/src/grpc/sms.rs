@@ -1,7 +1,8 @@
-//! The SMS half of `TwoFactorService`: enrolling a number, sending codes
-//! within the limits, and checking a code. Codes are six digits from the
-//! OS CSPRNG, stored only as a keyed MAC bound to the user, valid five
-//! minutes, single use, five tries each (DESIGN.md "SMS").
+//! The SMS half of `TwoFactorService`: enrolling a number and sending
+//! codes within the limits. Codes are six digits from the OS CSPRNG,
+//! stored only as a keyed MAC bound to the user, valid five minutes,
+//! single use, five tries each (DESIGN.md "SMS"); they are checked with
+//! TOTP codes (`store::code_checks`).
 
 use std::time::{Duration, Instant};
 
@@ -10,9 +11,10 @@ use rand::Rng;
 use tonic::metadata::MetadataMap;
 
 use super::timestamp;
-use super::two_factor::{Outcome as CodeOutcome, TwoFactor, open_factor_secret};
+use super::two_factor::TwoFactor;
 use crate::app::Caller;
-use crate::config::{ENROLLMENT_TTL_SECS, SMS_CODE_MAX_TRIES, SMS_CODE_TTL_SECS};
+use crate::codes::{open_factor_secret, sms_code_material};
+use crate::config::{ENROLLMENT_TTL_SECS, SMS_CODE_TTL_SECS};
 use crate::error::{AuthError, Result};
 use crate::metrics::SmsRefusal;
 use crate::phone::PhoneNumber;
@@ -43,12 +45,6 @@ pub fn deadline(metadata: &MetadataMap) -> Option<Instant> {
         _ => return None,
     };
     Instant::now().checked_add(d)
-}
-
-/// What a code's MAC covers: the user and the code, so a code row moved to
-/// another user never matches.
-fn code_material(user_id: &str, code: &str) -> Vec<u8> {
-    format!("sms-code:{user_id}:{code}").into_bytes()
 }
 
 impl TwoFactor {
@@ -144,7 +140,8 @@ impl TwoFactor {
     }
 
     fn phone_of(&self, factor: &Factor) -> Result<PhoneNumber> {
-        let bytes = open_factor_secret(&self.app().data_keys(), factor, "phone number")?;
+        let bytes = open_factor_secret(&self.app().data_keys(), factor, "phone number")
+            .map_err(|_| AuthError::Internal)?;
         let text = String::from_utf8(bytes).map_err(|_| AuthError::Internal)?;
         PhoneNumber::parse(&text).map_err(|_| AuthError::Internal)
     }
@@ -162,7 +159,7 @@ impl TwoFactor {
         let limits = app.settings().sms_limits;
         let user_id = caller.claims.sub.as_str();
         let code = format!("{:06}", rand::rngs::OsRng.gen_range(0..1_000_000u32));
-        let (key_id, tag) = app.data_keys().mac(&code_material(user_id, &code));
+        let (key_id, tag) = app.data_keys().mac(&sms_code_material(user_id, &code));
         let now = app.now();
         let pending = PendingCode {
             hash: hex::encode(tag),
@@ -270,60 +267,6 @@ impl TwoFactor {
                     SendError::Transient => AuthError::SmsUnavailable,
                 })
             }
-        }
-    }
-
-    /// Checks an SMS code: one try of the current code, then single use.
-    pub(super) async fn sms_check(
-        &self,
-        caller: &Caller,
-        factor: &Factor,
-        code: &str,
-        enrollment_id: Option<&str>,
-        now: i64,
-    ) -> Result<CodeOutcome> {
-        let user_id = caller.claims.sub.as_str();
-        let Some(pending) = factor.code.clone().filter(|c| c.expires_at > now) else {
-            return Err(AuthError::CodeExpired);
-        };
-        if pending.tries >= SMS_CODE_MAX_TRIES {
-            return Err(AuthError::CodeExhausted);
-        }
-        let store = self.app().store();
-        if !store
-            .take_code_try(user_id, &pending.hash, SMS_CODE_MAX_TRIES, now)
-            .await?
-        {
-            let current = store.factor(user_id).await?;
-            return Err(match current {
-                Some(f) if f.locked_until(now).is_some() => {
-                    super::two_factor::locked_out(f.locked_until.unwrap_or(now), now)
-                }
-                Some(f)
-                    if f.code
-                        .as_ref()
-                        .is_some_and(|c| c.hash == pending.hash && c.expires_at > now) =>
-                {
-                    AuthError::CodeExhausted
-                }
-                _ => AuthError::CodeExpired,
-            });
-        }
-        let tag = hex::decode(&pending.hash).map_err(|_| AuthError::Internal)?;
-        let right =
-            self.app()
-                .data_keys()
-                .verify_mac(&pending.key_id, &code_material(user_id, code), &tag);
-        if !right {
-            return Ok(CodeOutcome::Wrong);
-        }
-        if store
-            .consume_code(user_id, &pending.hash, enrollment_id, now)
-            .await?
-        {
-            Ok(CodeOutcome::Accepted)
-        } else {
-            Ok(CodeOutcome::Reused)
         }
     }
 }

@@ -11,6 +11,7 @@ use padlock_proto::auth::v1::{
     StartSmsEnrollmentResponse, StartTotpEnrollmentRequest, StartTotpEnrollmentResponse,
     StepUpResponse, VerifyRequest, two_factor_service_server::TwoFactorService,
 };
+use padlock_runtime::Secret;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
@@ -19,10 +20,9 @@ use crate::app::{App, Caller};
 use crate::config::{ENROLLMENT_TTL_SECS, LOCKOUT};
 use crate::error::{AuthError, Result};
 use crate::metrics;
-use crate::sealing::DataKeys;
 use crate::store::{
-    AuditEvent, Factor, FactorState, FailureOutcome, Method, NewFactor, Outcome as AuditOutcome,
-    StepUp, StepUpOutcome, User,
+    AuditEvent, CodeCheck, CodeOutcome, Factor, FactorState, Method, NewFactor,
+    Outcome as AuditOutcome, Purpose, Refusal, Session, User,
 };
 use crate::totp::{self, TotpSecret};
 
@@ -35,27 +35,6 @@ struct Reset {
     at: i64,
     by: String,
     ticket: String,
-}
-
-/// What checking a code against a factor found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Outcome {
-    /// Right and unused: recorded as used.
-    Accepted,
-    /// Right and unused, and recorded as used together with the session's
-    /// step-up and the audit record, in one commit (TOTP `Verify`).
-    SteppedUp,
-    /// Not the code.
-    Wrong,
-    /// Right, but used already.
-    Reused,
-}
-
-/// Which pending or active factor a code is for.
-#[derive(Debug, Clone, Copy)]
-enum Purpose<'a> {
-    Confirm { enrollment_id: &'a str },
-    Verify,
 }
 
 impl TwoFactor {
@@ -204,48 +183,20 @@ impl TwoFactor {
         })
     }
 
-    /// Checks `code` against the caller's factor for `purpose` and, when it
-    /// is right and unused, steps the session up.
+    /// Checks `code` for `purpose` (`store::code_checks`: a try is taken
+    /// in the database before the code is compared) and answers: for a
+    /// right, unused code, a token with `mfa_at`; else the refusal. Bad
+    /// input is refused before anything is read or written.
     async fn check_code(
         &self,
         metadata: &MetadataMap,
         code: &str,
-        purpose: Purpose<'_>,
+        purpose: Purpose,
     ) -> Result<StepUpResponse> {
-        let (caller, user, factor, recorded) = match purpose {
-            // A right TOTP code is recorded in the batch that reads the
-            // session (`store::code_checks`); anything else goes on below.
-            Purpose::Verify if totp::is_well_formed(code) => {
-                let keys = self.app().data_keys();
-                let code = code.to_owned();
-                self.app()
-                    .caller_with_factor_checked(metadata, move |claims, now| {
-                        let (sub, sid) = (claims.sub.clone(), claims.sid.clone());
-                        Box::new(move |found| {
-                            let factor = found?.2.as_ref().filter(|f| {
-                                f.state == FactorState::Active
-                                    && f.method == Method::Totp
-                                    && f.locked_until(now).is_none()
-                            })?;
-                            let step = totp_step(&keys, factor, &code, now).ok()??;
-                            Some(StepUp {
-                                user_id: factor.user_id.clone(),
-                                session_id: sid.clone(),
-                                step,
-                                now,
-                                audit: verify_audit_event(&sub, &sid, now),
-                            })
-                        })
-                    })
-                    .await?
-            }
-            _ => {
-                let (caller, user, factor) = self.app().caller_with_factor(metadata).await?;
-                (caller, user, factor, None)
-            }
-        };
+        let app = self.app();
+        let (claims, now) = app.bearer_claims(metadata)?;
         let mut errors = Vec::new();
-        if let Purpose::Confirm { enrollment_id } = purpose {
+        if let Purpose::Confirm { enrollment_id } = &purpose {
             if enrollment_id.is_empty() {
                 errors.push(("enrollment_id", "required".to_owned()));
             } else if uuid::Uuid::parse_str(enrollment_id).is_err() {
@@ -257,206 +208,64 @@ impl TwoFactor {
         }
         super::finish(errors)?;
 
-        let now = self.app().now();
-        let factor = match (purpose, factor) {
-            (Purpose::Confirm { enrollment_id }, Some(f)) if f.enrollment_id == enrollment_id => {
-                if f.state == FactorState::Active {
-                    return Err(AuthError::FactorLocked);
-                }
-                if f.enrollment_expires_at <= now {
-                    return Err(AuthError::EnrollmentExpired);
-                }
-                f
-            }
-            (Purpose::Confirm { .. }, _) => return Err(AuthError::EnrollmentNotFound),
-            (Purpose::Verify, Some(f)) if f.state == FactorState::Active => f,
-            (Purpose::Verify, _) => return Err(AuthError::NotEnrolled),
-        };
-        if let Some(until) = factor.locked_until(now) {
-            self.app().metrics().verification(factor.method, "locked");
-            return Err(locked_out(until, now));
-        }
-
-        let enrollment_id = match purpose {
-            Purpose::Confirm { enrollment_id } => Some(enrollment_id),
-            Purpose::Verify => None,
-        };
-        let checked = match (factor.method, recorded) {
-            (Method::Totp, Some(recorded)) => recorded_outcome(recorded),
-            (Method::Totp, None) => {
-                self.totp_check(&caller, &factor, code, enrollment_id, now)
-                    .await
-            }
-            (Method::Sms, _) => {
-                self.sms_check(&caller, &factor, code, enrollment_id, now)
-                    .await
-            }
-        };
-        let measured = match &checked {
-            Ok(Outcome::Accepted | Outcome::SteppedUp) => "accepted",
-            Ok(Outcome::Wrong) => "wrong",
-            Ok(Outcome::Reused) => "reused",
-            Err(e) => metrics::refusal_outcome(e),
-        };
-        self.app().metrics().verification(factor.method, measured);
-        match checked? {
-            Outcome::Accepted => {}
-            Outcome::SteppedUp => return self.stepped_up(&caller, &user, factor.method, now),
-            Outcome::Wrong => return self.count_failure(&caller, factor.method, now).await,
-            Outcome::Reused => return Err(self.explain_refusal(&caller, now).await?),
-        }
-        let kind = match purpose {
-            Purpose::Confirm { .. } => "enrollment_confirmed",
-            Purpose::Verify => "verify",
-        };
-        self.audit(
-            &caller,
-            kind,
-            AuditOutcome::Ok,
-            format!("method={}", factor.method.as_str()),
-        )
-        .await?;
-        self.step_up(&caller, &user, factor.method, now).await
-    }
-
-    /// Checks a TOTP code: the matching time step must be newer than the
-    /// last accepted one, recorded atomically (RFC 6238 §5.2). A `Verify`
-    /// is recorded with the session's step-up and its audit record by the
-    /// group-committing writer (`store::step_up`).
-    async fn totp_check(
-        &self,
-        caller: &Caller,
-        factor: &Factor,
-        code: &str,
-        enrollment_id: Option<&str>,
-        now: i64,
-    ) -> Result<Outcome> {
-        let Some(step) = self.totp_step(factor, code, now)? else {
-            return Ok(Outcome::Wrong);
-        };
-        let store = self.app().store();
-        if let Some(enrollment_id) = enrollment_id {
-            let activated = store
-                .activate_enrollment(&factor.user_id, enrollment_id, step, now)
-                .await?;
-            return Ok(if activated {
-                Outcome::Accepted
-            } else {
-                Outcome::Reused
-            });
-        }
-        let step_up = StepUp {
-            user_id: factor.user_id.clone(),
-            session_id: caller.session.id.clone(),
-            step,
-            now,
-            audit: verify_audit_event(&caller.claims.sub, &caller.session.id, now),
-        };
-        recorded_outcome(self.app().code_checks().record(step_up).await?)
-    }
-
-    fn totp_step(&self, factor: &Factor, code: &str, now: i64) -> Result<Option<i64>> {
-        totp_step(&self.app().data_keys(), factor, code, now)
-    }
-
-    async fn count_failure(
-        &self,
-        caller: &Caller,
-        method: Method,
-        now: i64,
-    ) -> Result<StepUpResponse> {
-        let outcome = self
-            .app()
-            .store()
-            .count_failure(&caller.claims.sub, now, LOCKOUT)
+        let checked = app
+            .code_checks()
+            .check(CodeCheck {
+                session_id: claims.sid.clone(),
+                user_id: claims.sub.clone(),
+                now,
+                code: Secret::new(code.to_owned()),
+                purpose,
+                keys: app.data_keys(),
+            })
             .await?;
-        match outcome {
-            FailureOutcome::AlreadyLocked { until } => Err(locked_out(until, now)),
-            FailureOutcome::Counted {
-                failed_attempts,
-                locked_until,
-            } => {
-                self.audit(
-                    caller,
-                    "verify",
-                    AuditOutcome::Refused,
-                    format!("wrong code, failure {failed_attempts}"),
-                )
-                .await?;
-                if let Some(until) = locked_until {
-                    self.app().metrics().lockout(method);
-                    self.audit(
-                        caller,
-                        "lockout",
-                        AuditOutcome::Ok,
-                        format!("locked for {} s", until - now),
-                    )
-                    .await?;
-                    return Err(locked_out(until, now));
-                }
-                Err(AuthError::CodeInvalid {
-                    attempts_left: LOCKOUT.max_failures.saturating_sub(failed_attempts),
-                })
+        let locked_by_this_code = matches!(checked.outcome, CodeOutcome::WrongAndLocked { .. });
+        let answer = self.answer(checked.outcome, now);
+        if let Some(method) = checked.method {
+            let measured = match &answer {
+                Ok(_) => "accepted",
+                // The code that locks was a wrong one; the lock is counted apart.
+                Err(_) if locked_by_this_code => "wrong",
+                Err(e) => metrics::refusal_outcome(e),
+            };
+            app.metrics().verification(method, measured);
+            if locked_by_this_code {
+                app.metrics().lockout(method);
             }
         }
+        answer
     }
 
-    /// Why a right code was not accepted: reused, locked meanwhile, or the
-    /// enrollment changed under us.
-    async fn explain_refusal(&self, caller: &Caller, now: i64) -> Result<AuthError> {
-        let factor = self.app().store().factor(&caller.claims.sub).await?;
-        let Some(factor) = factor else {
-            return Ok(AuthError::EnrollmentNotFound);
-        };
-        if let Some(until) = factor.locked_until(now) {
-            return Ok(locked_out(until, now));
+    /// The answer to a code check's outcome at `now`.
+    fn answer(&self, outcome: CodeOutcome, now: i64) -> Result<StepUpResponse> {
+        match outcome {
+            CodeOutcome::SteppedUp { session, user } => self.stepped_up(&user, &session, now),
+            CodeOutcome::SessionGone => Err(AuthError::SessionInvalid),
+            CodeOutcome::Wrong { tries_left } => Err(AuthError::CodeInvalid {
+                attempts_left: tries_left,
+            }),
+            CodeOutcome::WrongAndLocked { until } | CodeOutcome::Locked { until } => {
+                Err(locked_out(until, now))
+            }
+            CodeOutcome::Reused => Err(AuthError::CodeReused),
+            CodeOutcome::Refused(refusal) => Err(match refusal {
+                Refusal::SessionInvalid => AuthError::SessionInvalid,
+                Refusal::NotEnrolled => AuthError::NotEnrolled,
+                Refusal::FactorActive => AuthError::FactorLocked,
+                Refusal::EnrollmentNotFound => AuthError::EnrollmentNotFound,
+                Refusal::EnrollmentExpired => AuthError::EnrollmentExpired,
+                Refusal::CodeExpired => AuthError::CodeExpired,
+                Refusal::CodeExhausted => AuthError::CodeExhausted,
+                Refusal::Unreadable => AuthError::Internal,
+            }),
         }
-        if factor.state == FactorState::Pending && factor.enrollment_expires_at <= now {
-            return Ok(AuthError::EnrollmentExpired);
-        }
-        // The code was right but already used (same or earlier TOTP step, or
-        // the SMS code consumed by a concurrent request).
-        self.audit(
-            caller,
-            "verify",
-            AuditOutcome::Refused,
-            "code reused".into(),
-        )
-        .await?;
-        Ok(AuthError::CodeReused)
     }
 
-    async fn step_up(
-        &self,
-        caller: &Caller,
-        user: &User,
-        method: Method,
-        now: i64,
-    ) -> Result<StepUpResponse> {
-        if !self
-            .app()
-            .store()
-            .set_session_mfa(&caller.session.id, now, method)
-            .await?
-        {
-            return Err(AuthError::SessionInvalid);
-        }
-        self.stepped_up(caller, user, method, now)
-    }
-
-    /// The answer to a step-up recorded at `now`: a token with `mfa_at`.
-    fn stepped_up(
-        &self,
-        caller: &Caller,
-        user: &User,
-        method: Method,
-        now: i64,
-    ) -> Result<StepUpResponse> {
+    /// A token for `user` in `session`, which a code stepped up at `now`.
+    fn stepped_up(&self, user: &User, session: &Session, now: i64) -> Result<StepUpResponse> {
         let app = self.app();
-        let mut session = caller.session.clone();
-        session.mfa_at = Some(now);
-        session.mfa_method = Some(method);
-        let issued = app.issue_token(user, &session)?;
+        let method = session.mfa_method.ok_or(AuthError::Internal)?;
+        let issued = app.issue_token(user, session)?;
         Ok(StepUpResponse {
             access_token: issued.token,
             expires_at: timestamp(issued.expires_at),
@@ -464,55 +273,6 @@ impl TwoFactor {
             mfa_expires_at: timestamp(now + app.settings().mfa_max_age),
             method: method_message(method) as i32,
         })
-    }
-}
-
-/// The clear secret of `factor` (a TOTP seed or a phone number), sealed
-/// under the data keys with its user id as associated data. A failure is
-/// logged as "cannot open a {what}" (never the secret) and is INTERNAL.
-pub(super) fn open_factor_secret(
-    keys: &DataKeys,
-    factor: &Factor,
-    what: &'static str,
-) -> Result<Vec<u8>> {
-    keys.open(
-        &factor.secret_key_id,
-        &factor.secret_ciphertext,
-        factor.user_id.as_bytes(),
-    )
-    .map_err(|e| {
-        tracing::error!(error = %e, "cannot open a {what}");
-        AuthError::Internal
-    })
-}
-
-/// The time step `code` matches on `factor` at `now`, if any.
-fn totp_step(keys: &DataKeys, factor: &Factor, code: &str, now: i64) -> Result<Option<i64>> {
-    let secret = open_factor_secret(keys, factor, "TOTP secret")?;
-    let now = u64::try_from(now).map_err(|_| AuthError::Internal)?;
-    let step = totp::matching_step(&TotpSecret::from_bytes(secret), code, now);
-    Ok(step.and_then(|s| i64::try_from(s).ok()))
-}
-
-/// What recording a TOTP step-up means for the code check.
-fn recorded_outcome(recorded: StepUpOutcome) -> Result<Outcome> {
-    match recorded {
-        StepUpOutcome::SteppedUp => Ok(Outcome::SteppedUp),
-        StepUpOutcome::SessionGone => Err(AuthError::SessionInvalid),
-        StepUpOutcome::NotAccepted => Ok(Outcome::Reused),
-    }
-}
-
-/// The audit record of an accepted TOTP `Verify` by `sub` in session `sid`.
-fn verify_audit_event(sub: &str, sid: &str, now: i64) -> AuditEvent {
-    AuditEvent {
-        at: now,
-        kind: "verify",
-        outcome: AuditOutcome::Ok,
-        actor: Some(sub.to_owned()),
-        subject: Some(sub.to_owned()),
-        session_id: Some(sid.to_owned()),
-        detail: "method=totp".into(),
     }
 }
 
@@ -593,7 +353,7 @@ impl TwoFactorService for TwoFactor {
     ) -> std::result::Result<Response<StepUpResponse>, Status> {
         let (metadata, _, req) = request.into_parts();
         let purpose = Purpose::Confirm {
-            enrollment_id: &req.enrollment_id,
+            enrollment_id: req.enrollment_id,
         };
         Ok(Response::new(
             self.check_code(&metadata, &req.code, purpose).await?,

@@ -1,15 +1,19 @@
 //! The auth service's storage: users, sessions, factors and the audit trail,
 //! behind plain functions over domain types. Every single-use and limit rule
-//! is one conditional UPDATE, so it holds under concurrency and across
-//! replicas sharing one database.
+//! is a conditional UPDATE in the database, so it holds under concurrency
+//! and across replicas sharing one database. Codes are checked in batches
+//! (`code_checks`): a try is taken (`lockout`) before a code is compared,
+//! and a right code is recorded once (`accept`).
 
+mod accept;
 mod audit_chain;
 mod batch;
 mod code_checks;
 mod entity;
+mod lockout;
 pub mod migration;
 mod reseal;
-mod step_up;
+mod sql;
 mod throttle;
 
 use std::collections::HashMap;
@@ -26,10 +30,9 @@ use sea_orm::{
 use entity::{audit_event, factor, session, sms_limit, user};
 
 pub use audit_chain::verify as verify_audit_chain;
-pub use code_checks::{Checked, CodeChecks, Decide};
+pub use code_checks::{Checked, CodeCheck, CodeChecks, CodeOutcome, Purpose, Refusal};
 pub use padlock_runtime::db::StoreError;
 pub use reseal::{Resealed, SealedSecret};
-pub use step_up::{StepUp, StepUpOutcome};
 pub use throttle::{Reservation, ThrottlePolicy};
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -119,6 +122,7 @@ pub struct Factor {
     pub enrollment_expires_at: i64,
     pub activated_at: Option<i64>,
     pub last_step: Option<i64>,
+    /// Tries taken since the last success, unlock or ended lock (`lockout`).
     pub failed_attempts: u32,
     pub locked_until: Option<i64>,
     /// The SMS code waiting to be entered, if any.
@@ -179,19 +183,8 @@ pub struct NewFactor {
     pub enrollment_expires_at: i64,
 }
 
-/// What counting a wrong code did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureOutcome {
-    /// The factor was locked already; nothing was counted.
-    AlreadyLocked { until: i64 },
-    /// Counted; `locked_until` is set when this failure started a lockout.
-    Counted {
-        failed_attempts: u32,
-        locked_until: Option<i64>,
-    },
-}
-
-/// The lockout rule the store applies atomically.
+/// The lockout rule the store applies atomically (`lockout`, with
+/// `config::LOCKOUT`).
 #[derive(Debug, Clone, Copy)]
 pub struct LockoutPolicy {
     pub max_failures: u32,
@@ -448,19 +441,6 @@ impl Store {
         Ok(result.rows_affected == 1)
     }
 
-    /// Records a verified second factor on a live session.
-    pub async fn set_session_mfa(&self, id: &str, at: i64, method: Method) -> Result<bool> {
-        let result = session::Entity::update_many()
-            .col_expr(session::Column::MfaAt, Expr::value(at))
-            .col_expr(session::Column::MfaMethod, Expr::value(method.as_str()))
-            .filter(session::Column::Id.eq(id))
-            .filter(session::Column::EndedAt.is_null())
-            .filter(session::Column::ExpiresAt.gt(at))
-            .exec(&self.db)
-            .await?;
-        Ok(result.rows_affected == 1)
-    }
-
     pub async fn factor(&self, user_id: &str) -> Result<Option<Factor>> {
         let row = factor::Entity::find_by_id(user_id.to_owned())
             .one(&self.db)
@@ -520,86 +500,6 @@ impl Store {
             .exec_without_returning(&self.db)
             .await?;
         Ok(rows == 1)
-    }
-
-    /// Activates the pending enrollment `enrollment_id` with a code of time
-    /// step `step`. False when it is not pending, expired, locked, or the
-    /// step was used.
-    pub async fn activate_enrollment(
-        &self,
-        user_id: &str,
-        enrollment_id: &str,
-        step: i64,
-        now: i64,
-    ) -> Result<bool> {
-        let update = accept_step_update(user_id, step, now)
-            .col_expr(
-                factor::Column::State,
-                Expr::value(FactorState::Active.as_str()),
-            )
-            .col_expr(factor::Column::ActivatedAt, Expr::value(now))
-            .filter(factor::Column::EnrollmentId.eq(enrollment_id))
-            .filter(factor::Column::State.eq(FactorState::Pending.as_str()))
-            .filter(factor::Column::EnrollmentExpiresAt.gt(now));
-        Ok(update.exec(&self.db).await?.rows_affected == 1)
-    }
-
-    /// Counts a wrong code, locking the factor on the `max_failures`-th in a
-    /// row for `first_lock`, doubling with each further lockout up to
-    /// `max_lock`. One UPDATE that only matches an unlocked factor, so
-    /// parallel guesses cannot get past `max_failures` evaluations.
-    pub async fn count_failure(
-        &self,
-        user_id: &str,
-        now: i64,
-        policy: LockoutPolicy,
-    ) -> Result<FailureOutcome> {
-        // An expired lock leaves `locked_until` set: the count starts again.
-        let new_count = "(CASE WHEN locked_until IS NOT NULL THEN 1 ELSE failed_attempts + 1 END)";
-        let mut lock_secs = String::from("CASE");
-        let mut secs = policy.first_lock.as_secs();
-        let mut n = 0;
-        while secs < policy.max_lock.as_secs() {
-            lock_secs.push_str(&format!(" WHEN lockouts = {n} THEN {secs}"));
-            secs *= 2;
-            n += 1;
-        }
-        lock_secs.push_str(&format!(" ELSE {} END", policy.max_lock.as_secs()));
-        let max = policy.max_failures;
-        let updated = factor::Entity::update_many()
-            .col_expr(factor::Column::FailedAttempts, Expr::cust(new_count))
-            .col_expr(
-                factor::Column::LockedUntil,
-                Expr::case(
-                    Expr::cust(format!("{new_count} >= {max}")),
-                    Expr::val(now).add(Expr::cust(format!("({lock_secs})"))),
-                )
-                .finally(Expr::val(Option::<i64>::None))
-                .into(),
-            )
-            .col_expr(
-                factor::Column::Lockouts,
-                Expr::cust(format!(
-                    "CASE WHEN {new_count} >= {max} THEN lockouts + 1 ELSE lockouts END"
-                )),
-            )
-            .filter(factor::Column::UserId.eq(user_id))
-            .filter(not_locked(now))
-            .exec_with_returning(&self.db)
-            .await?;
-        // RETURNING gives this request's own result, not a later one's.
-        if let Some(row) = updated.into_iter().next().and_then(factor_from_row) {
-            return Ok(FailureOutcome::Counted {
-                failed_attempts: row.failed_attempts,
-                locked_until: row.locked_until(now),
-            });
-        }
-        let until = self
-            .factor(user_id)
-            .await?
-            .and_then(|f| f.locked_until)
-            .unwrap_or(now);
-        Ok(FailureOutcome::AlreadyLocked { until })
     }
 
     /// Stores a new SMS code for the factor, if the resend cooldown has
@@ -693,73 +593,6 @@ impl Store {
         Ok(())
     }
 
-    /// Takes one of the current code's tries: false when it has none left,
-    /// expired, was replaced or used, or the factor is locked.
-    pub async fn take_code_try(
-        &self,
-        user_id: &str,
-        hash: &str,
-        max_tries: u32,
-        now: i64,
-    ) -> Result<bool> {
-        let result = factor::Entity::update_many()
-            .col_expr(
-                factor::Column::CodeTries,
-                Expr::col(factor::Column::CodeTries).add(1),
-            )
-            .filter(factor::Column::UserId.eq(user_id))
-            .filter(factor::Column::CodeHash.eq(hash))
-            .filter(factor::Column::CodeTries.lt(i64::from(max_tries)))
-            .filter(factor::Column::CodeExpiresAt.gt(now))
-            .filter(not_locked(now))
-            .exec(&self.db)
-            .await?;
-        Ok(result.rows_affected == 1)
-    }
-
-    /// Uses up the SMS code `hash` (single use) and clears the failures;
-    /// with `enrollment_id`, also activates that pending enrollment.
-    pub async fn consume_code(
-        &self,
-        user_id: &str,
-        hash: &str,
-        enrollment_id: Option<&str>,
-        now: i64,
-    ) -> Result<bool> {
-        let mut update = factor::Entity::update_many()
-            .col_expr(
-                factor::Column::CodeHash,
-                Expr::value(Option::<String>::None),
-            )
-            .col_expr(
-                factor::Column::CodeExpiresAt,
-                Expr::value(Option::<i64>::None),
-            )
-            .col_expr(factor::Column::FailedAttempts, Expr::value(0))
-            .col_expr(
-                factor::Column::LockedUntil,
-                Expr::value(Option::<i64>::None),
-            )
-            .col_expr(factor::Column::Lockouts, Expr::value(0))
-            .filter(factor::Column::UserId.eq(user_id))
-            .filter(factor::Column::CodeHash.eq(hash))
-            .filter(factor::Column::CodeExpiresAt.gt(now))
-            .filter(not_locked(now));
-        update = match enrollment_id {
-            Some(enrollment_id) => update
-                .col_expr(
-                    factor::Column::State,
-                    Expr::value(FactorState::Active.as_str()),
-                )
-                .col_expr(factor::Column::ActivatedAt, Expr::value(now))
-                .filter(factor::Column::EnrollmentId.eq(enrollment_id))
-                .filter(factor::Column::State.eq(FactorState::Pending.as_str()))
-                .filter(factor::Column::EnrollmentExpiresAt.gt(now)),
-            None => update.filter(factor::Column::State.eq(FactorState::Active.as_str())),
-        };
-        Ok(update.exec(&self.db).await?.rows_affected == 1)
-    }
-
     /// Support's reset: removes the factor and its secrets, and ends the
     /// second-factor state of every session of the user, atomically.
     /// False when the user had no factor (sessions are cleared anyway).
@@ -800,8 +633,13 @@ impl Store {
 
     /// Appends one record to the audit chain, in a transaction of its own.
     pub async fn audit(&self, e: AuditEvent) -> Result<()> {
+        self.audit_all(vec![e]).await
+    }
+
+    /// Appends `events` to the audit chain, in order, in one transaction.
+    pub async fn audit_all(&self, events: Vec<AuditEvent>) -> Result<()> {
         let txn = audit::begin(&self.db).await?;
-        insert_audit(&txn, vec![e]).await?;
+        insert_audit(&txn, events).await?;
         txn.commit().await?;
         Ok(())
     }
@@ -869,23 +707,6 @@ pub struct AuditQuery {
     pub limit: u64,
 }
 
-/// Accepts a code of time step `step`: at most once per step, and only
-/// above the last accepted one (RFC 6238 §5.2), never while locked. A
-/// success clears the failure count and the lockout history.
-fn accept_step_update(user_id: &str, step: i64, now: i64) -> sea_orm::UpdateMany<factor::Entity> {
-    factor::Entity::update_many()
-        .col_expr(factor::Column::LastStep, Expr::value(step))
-        .col_expr(factor::Column::FailedAttempts, Expr::value(0))
-        .col_expr(
-            factor::Column::LockedUntil,
-            Expr::value(Option::<i64>::None),
-        )
-        .col_expr(factor::Column::Lockouts, Expr::value(0))
-        .filter(factor::Column::UserId.eq(user_id))
-        .filter(step_is_new(step))
-        .filter(not_locked(now))
-}
-
 /// Appends `events` to the audit chain, in order, in `txn` (begun with
 /// [`audit::begin`]): one head read and one INSERT however many there are.
 /// Call it after the transaction's other writes.
@@ -893,18 +714,6 @@ async fn insert_audit(txn: &DatabaseTransaction, events: Vec<AuditEvent>) -> Res
     let records = events.into_iter().map(audit_chain::values).collect();
     audit::append(txn, &audit_chain::CHAIN, records).await?;
     Ok(())
-}
-
-fn step_is_new(step: i64) -> Condition {
-    Condition::any()
-        .add(factor::Column::LastStep.is_null())
-        .add(factor::Column::LastStep.lt(step))
-}
-
-fn not_locked(now: i64) -> Condition {
-    Condition::any()
-        .add(factor::Column::LockedUntil.is_null())
-        .add(factor::Column::LockedUntil.lte(now))
 }
 
 fn user_from_row(r: user::Model) -> User {

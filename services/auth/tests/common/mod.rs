@@ -20,6 +20,8 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
+pub mod store;
+
 /// 2027-01-15T08:00:00Z: a fixed start, so every run sees the same steps.
 pub const START: i64 = 1_800_000_000;
 pub const PASSWORD: &str = "correct horse battery staple";
