@@ -1,23 +1,31 @@
 //! The lockout rule, written once (DESIGN.md "Lockout"; the numbers are
 //! `config::LOCKOUT`).
 //!
-//! A code is compared only under a try that [`reserve_tries`] took first,
-//! in the database, in the transaction that then records the code's
-//! outcome. `failed_attempts` counts the tries taken since the last
-//! success (or since support's unlock, or since a lock ended); taking the
-//! fifth locks the factor for 15 minutes, doubling with each further lock
-//! up to 24 hours, and a locked factor grants no try until the lock ends,
-//! when the count starts again. Only a wrong code keeps its try: a right
-//! code resets the count (`accept`), and a code that was right for a step
-//! already used, or that could not be compared at all, gives its try
-//! back ([`give_back_tries`]) in the same transaction. So at most five
-//! wrong codes are compared per lock period, however codes arrive: in
-//! parallel, in one batch, across replicas. The statements hold the
-//! factor's row from the reservation to the commit (SQLite's one writer;
-//! PostgreSQL's row lock), so what a reservation returns is the factor the
-//! code is compared with and the outcome is recorded on. A crash before
-//! the commit takes the try back with everything else, and every lock
-//! ends, so no factor stays locked for good.
+//! The invariant: a code is compared only under a try that
+//! [`reserve_tries`] took first, in the database, in the transaction that
+//! then records the code's outcome, and a factor grants at most five tries
+//! per lock period. `failed_attempts` counts the tries taken since the
+//! last success (or since support's unlock, or since a lock ended); taking
+//! the fifth locks the factor for 15 minutes, doubling with each further
+//! lock up to 24 hours, and a locked factor grants no try until the lock
+//! ends, when the count starts again. So at most five codes are compared
+//! per lock period, however they arrive: in parallel, in one batch, across
+//! replicas (codes of steps already used aside, below).
+//!
+//! Only a wrong code keeps its try. A right code resets the count
+//! (`accept`), even the fifth, whose try has just set the lock. A code
+//! that was right for a step already used, or that could not be compared
+//! at all, gives its try back ([`give_back_tries`]) in the same
+//! transaction: counting a used code would lock out a user whose client
+//! sent a code twice, and it is no guess an attacker chooses (it is the
+//! code of a used step, and matched no unused one).
+//!
+//! The statements hold the factor's row from the reservation to the
+//! commit (SQLite's one writer; PostgreSQL's row lock), so what a
+//! reservation returns is the factor the code is compared with and the
+//! outcome is recorded on. A crash before the commit takes the try back
+//! with everything else, and every lock ends, so no factor stays locked
+//! for good.
 
 use std::collections::HashMap;
 
