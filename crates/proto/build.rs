@@ -1,8 +1,8 @@
 //! Generates the gRPC code and one reflection descriptor set per service
 //! family from `proto/`, with the vendored protoc (none is installed on the
 //! build machines). Servers and clients are generated apart, since they
-//! decode with different codecs. Each set carries the google.rpc error details, so
-//! reflection clients can decode refusals.
+//! decode with different codecs. Each set carries the google.rpc error details and padlock's
+//! error reasons, so reflection clients can decode refusals.
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     let details = root.join("google/rpc/error_details.proto");
+    let reasons = root.join("padlock/errors/v1/errors.proto");
     let families = [
         (
             "auth_descriptor.bin",
@@ -26,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     std::fs::create_dir_all(out.join("clients"))?;
     for (descriptor, proto, package, module) in &families {
-        let protos = [proto.clone(), details.clone()];
+        let protos = [proto.clone(), details.clone(), reasons.clone()];
         // Messages and servers, whose codec answers an undecodable request
         // INVALID_ARGUMENT (src/codec.rs)...
         compile(
@@ -50,6 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={}", proto.display());
     }
     println!("cargo:rerun-if-changed={}", details.display());
+    println!("cargo:rerun-if-changed={}", reasons.display());
     Ok(())
 }
 

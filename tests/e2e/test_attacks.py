@@ -52,6 +52,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from reasons import Reason
 from conftest import (
     AUDIENCE,
     ISSUER,
@@ -352,7 +353,7 @@ def tina_enrolled(stack: Stack, people, shop) -> Person:
     assert tina.totp_secret, "tina enrolled when she set up Shop"
     err = stack.grpc.call_error(f"{TWO_FACTOR}/Verify", {"code": a_wrong_code(tina.totp_secret)},
                                 token=tina.token)
-    assert_refusal(err, "UNAUTHENTICATED", "CODE_INVALID")
+    assert_refusal(err, "UNAUTHENTICATED", Reason.CODE_INVALID)
     return tina
 
 
@@ -376,9 +377,9 @@ def grpcurl_with(grpc: Grpcurl, method: str, data: dict, headers: list[str],
     return grpc._refused(method, out)
 
 
-def refused_everywhere(stack: Stack, shop: dict, token: str, *, auth_reason: str = "TOKEN_INVALID",
-                       check_access_reason: str = "TOKEN_INVALID",
-                       transport_reason: str = "TOKEN_INVALID") -> None:
+def refused_everywhere(stack: Stack, shop: dict, token: str, *, auth_reason: str = Reason.TOKEN_INVALID,
+                       check_access_reason: str = Reason.TOKEN_INVALID,
+                       transport_reason: str = Reason.TOKEN_INVALID) -> None:
     """auth's GetFactor and Verify, deploy's CheckAccess and the transport
     to production all refuse `token`, and nothing is written anywhere."""
     with nothing_written(stack):
@@ -639,7 +640,7 @@ def test_an_mfa_at_in_the_future_is_refused(stack: Stack, people, shop):
     answers the step-up rule's MFA_EXPIRED (README "The step-up rule")."""
     t = int(time.time())
     token = signed(stack.keys.k1, fresh_claims(claims_of(people["tina"].token), mfa_at=t + LEEWAY_S + 600))
-    refused_everywhere(stack, shop, token, transport_reason="MFA_EXPIRED")
+    refused_everywhere(stack, shop, token, transport_reason=Reason.MFA_EXPIRED)
 
 
 @pytest.mark.parametrize("where", ["header", "payload-sub", "payload-mfa_at"])
@@ -676,7 +677,7 @@ def test_another_users_token_with_a_stolen_session_id_is_refused_by_auth(stack: 
             for method, data in ((f"{TWO_FACTOR}/GetFactor", {}), (f"{TWO_FACTOR}/Verify", {"code": "123456"}),
                                  (f"{TWO_FACTOR}/StartTotpEnrollment", {})):
                 assert_refusal(stack.grpc.call_error(method, data, token=token), "UNAUTHENTICATED",
-                               "SESSION_INVALID")
+                               Reason.SESSION_INVALID)
 
 
 def test_a_token_of_a_signed_out_session_is_refused_by_auth(stack: Stack, people):
@@ -687,9 +688,9 @@ def test_a_token_of_a_signed_out_session_is_refused_by_auth(stack: Stack, people
     with nothing_written(stack):
         for method, data in ((f"{TWO_FACTOR}/GetFactor", {}), (f"{TWO_FACTOR}/Verify", {"code": "123456"})):
             assert_refusal(stack.grpc.call_error(method, data, token=second.token), "UNAUTHENTICATED",
-                           "SESSION_INVALID")
+                           Reason.SESSION_INVALID)
         err = stack.grpc.call_error(f"{SESSION}/Refresh", {"sessionToken": second.session_token})
-        assert_refusal(err, "UNAUTHENTICATED", "SESSION_INVALID")
+        assert_refusal(err, "UNAUTHENTICATED", Reason.SESSION_INVALID)
 
 
 # ---------------------------------------------------------------- sizes
@@ -728,10 +729,10 @@ def test_two_authorization_headers_are_refused_whatever_their_order(stack: Stack
         with nothing_written(stack):
             err = grpcurl_with(stack.grpc, f"{TWO_FACTOR}/GetFactor", {}, headers, env)
             assert isinstance(err, RpcError), "two authorization headers were accepted by auth"
-            assert_refusal(err, "UNAUTHENTICATED", "TOKEN_INVALID")
+            assert_refusal(err, "UNAUTHENTICATED", Reason.TOKEN_INVALID)
             err = grpcurl_with(stack.deployg, f"{POLICY}/CheckAccess", check_access_request(shop), headers, env)
             assert isinstance(err, RpcError), "two authorization headers were accepted by deploy"
-            assert_refusal(err, "UNAUTHENTICATED", "TOKEN_INVALID")
+            assert_refusal(err, "UNAUTHENTICATED", Reason.TOKEN_INVALID)
 
 
 def raw_grpc_post(addr: str, method: str, headers: list[tuple[str, str]]) -> tuple[str, str, str]:
@@ -828,7 +829,7 @@ def test_the_gateway_refuses_a_forged_access_cookie(stack: Stack, people, shop, 
         # Alone: no session to refresh with, so the browser must sign in.
         status, body, headers = http_request(stack, "POST", path, {"padlock_access": token},
                                              {"from_environment": "acceptance", "to_environment": "production"})
-        assert (status, body.get("error")) == (401, "SESSION_INVALID"), f"{status} {body}"
+        assert (status, body.get("error")) == (401, Reason.SESSION_INVALID), f"{status} {body}"
         assert "max-age=0" in headers.get("set-cookie", "").lower(), "the forged cookie was not cleared"
         # With mallory's own session: the gateway refreshes *her* token,
         # so the forged identity buys nothing.
@@ -845,7 +846,7 @@ def test_the_gateway_takes_an_oversized_cookie_for_none(stack: Stack, people, si
     assert len(token) > MAX_TOKEN_BYTES
     with nothing_written(stack):
         status, body, _ = http_request(stack, "GET", "/api/v1/me", {"padlock_access": token})
-        assert (status, body.get("error")) == (401, "SESSION_INVALID"), f"{status} {body}"
+        assert (status, body.get("error")) == (401, Reason.SESSION_INVALID), f"{status} {body}"
         status, body, _ = http_request(stack, "GET", "/api/v1/me",
                                        {"padlock_access": token, "padlock_session": people["mallory"].session_token})
         assert status == 200 and body["user"]["username"] == "mallory", f"{status} {body}"
@@ -867,7 +868,7 @@ def sign_in_from(stack: Stack, address: str, username: str, password: str) -> Ms
 def outcome(result: Msg | RpcError) -> str:
     if isinstance(result, Msg):
         return "OK"
-    if result.reason == "SIGN_IN_THROTTLED":
+    if result.reason == Reason.SIGN_IN_THROTTLED:
         assert result.code == "RESOURCE_EXHAUSTED", str(result)
         assert result.retry_delay_s and result.retry_delay_s >= 1, f"no RetryInfo in {result}"
     return f"{result.code} {result.reason}"
@@ -933,7 +934,7 @@ def test_the_gateway_answers_a_throttled_sign_in_with_429_and_retry_after(stack:
     assert throttled, f"never throttled in {elapsed:.1f}s: {statuses}"
     assert statuses.count(401) <= USER_FREE + doublings_within(elapsed), statuses
     for body, headers in throttled:
-        assert body.get("error") == "SIGN_IN_THROTTLED", body
+        assert body.get("error") == Reason.SIGN_IN_THROTTLED, body
         assert int(headers.get("retry-after", "0")) >= 1, headers
 
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from reasons import Reason
 from conftest import (
     RPC_TIMEOUT_S,
     Msg,
@@ -307,7 +308,7 @@ def test_sigkill_between_start_and_confirm_leaves_the_enrollment_pending(pair: R
         assert factor_state(b, token) == "FACTOR_STATE_PENDING"
         err = b.call_error(f"{TWO_FACTOR}/Verify",
                            {"code": secret(totp_code(enrollment_secret, int(time.time())))}, token=token)
-        assert (err.code, err.reason) == ("FAILED_PRECONDITION", "FACTOR_NOT_ENROLLED"), str(err)
+        assert (err.code, err.reason) == ("FAILED_PRECONDITION", Reason.FACTOR_NOT_ENROLLED), str(err)
 
     # kim confirms the enrollment the dead replica started.
     now = int(time.time())
@@ -321,7 +322,7 @@ def test_sigkill_between_start_and_confirm_leaves_the_enrollment_pending(pair: R
     err = b.call_error(f"{TWO_FACTOR}/ConfirmEnrollment",
                        {"enrollmentId": lou_enrollment, "code": secret(totp_code(lou_secret, now))},
                        token=lou_token)
-    assert (err.code, err.reason) == ("NOT_FOUND", "ENROLLMENT_NOT_FOUND"), str(err)
+    assert (err.code, err.reason) == ("NOT_FOUND", Reason.ENROLLMENT_NOT_FOUND), str(err)
     confirm(b, lou_token, new_enrollment, new_secret, now)
     assert factor_state(b, lou_token) == "FACTOR_STATE_ACTIVE"
 
@@ -401,7 +402,7 @@ def test_sigkill_in_an_enrollment_storm_leaves_every_factor_whole(pair: Replicas
             err = survivor.call_error(f"{TWO_FACTOR}/Verify",
                                       {"code": secret(totp_code(e.totp_secret or "AAAAAAAA", now))},
                                       token=e.token)
-            assert (err.code, err.reason) == ("FAILED_PRECONDITION", "FACTOR_NOT_ENROLLED"), \
+            assert (err.code, err.reason) == ("FAILED_PRECONDITION", Reason.FACTOR_NOT_ENROLLED), \
                 f"{e.username}: a pending factor must not step up: {err}"
             if e.enrollment_id:
                 confirm(survivor, e.token, e.enrollment_id, e.totp_secret, now)

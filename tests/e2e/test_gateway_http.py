@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 import jwt
 import pytest
 
+from reasons import Reason
 from conftest import (
     AUDIENCE,
     ISSUER,
@@ -489,7 +490,7 @@ def test_the_jwks_is_auths(anonymous: Browser, grpc: Grpcurl):
 def test_unknown_routes_and_methods_are_json_errors(anonymous: Browser):
     expect(anonymous.get("/api/v1/nothing-here"), 404, "NOT_FOUND")
     reply = anonymous.request("PUT", "/api/v1/me", json_body={})
-    expect(reply, 405, "METHOD_NOT_ALLOWED")
+    expect(reply, 405, Reason.METHOD_NOT_ALLOWED)
 
 
 # ---------------------------------------------------------------- sign-in, cookies, CSRF
@@ -532,28 +533,28 @@ def test_signing_in_sets_two_http_only_secure_strict_cookies(tina: Person, anony
 def test_a_wrong_password_is_401_invalid_token_without_cookies(gateway_server, people):
     browser = Browser(gateway_server)
     reply = browser.post("/api/v1/sessions", {"username": "tina", "password": people["tina"].password + "x"})
-    expect(reply, 401, "CREDENTIALS_INVALID")
+    expect(reply, 401, Reason.CREDENTIALS_INVALID)
     assert reply.header("WWW-Authenticate") == INVALID_TOKEN_CHALLENGE
     assert not reply.all("Set-Cookie") and not browser.jar
     reply = browser.post("/api/v1/sessions", {"username": "nobody", "password": "whatever-it-is"})
-    expect(reply, 401, "CREDENTIALS_INVALID")
+    expect(reply, 401, Reason.CREDENTIALS_INVALID)
 
 
 def test_without_the_csrf_header_nothing_is_called(gateway_server, people, shop: Msg, tina: Person):
     browser = Browser(gateway_server)
     reply = browser.post("/api/v1/sessions", {"username": "tina", "password": people["tina"].password},
                          csrf=None)
-    expect(reply, 403, "CSRF_HEADER_MISSING")
+    expect(reply, 403, Reason.CSRF_HEADER_MISSING)
     assert not reply.all("Set-Cookie") and not browser.jar
 
     app = f"/api/v1/apps/{shop['id']}"
     before = expect(tina.browser.get(app), 200)["members"]
     for csrf in (None, "0", "yes"):
         reply = tina.browser.post(f"{app}/members", {"username": "mia", "role": "member"}, csrf=csrf)
-        expect(reply, 403, "CSRF_HEADER_MISSING")
+        expect(reply, 403, Reason.CSRF_HEADER_MISSING)
     assert expect(tina.browser.get(app), 200)["members"] == before, "a write without the header went through"
 
-    expect(tina.browser.delete("/api/v1/sessions/current", csrf=None), 403, "CSRF_HEADER_MISSING")
+    expect(tina.browser.delete("/api/v1/sessions/current", csrf=None), 403, Reason.CSRF_HEADER_MISSING)
     expect(tina.browser.get("/api/v1/me"), 200)
 
 
@@ -603,7 +604,7 @@ def test_tinas_team_change_is_401_mfa_required(shop: Msg, tina: Person):
     app = f"/api/v1/apps/{shop['id']}"
     before = expect(tina.browser.get(app), 200)["members"]
     reply = tina.browser.post(f"{app}/members", {"username": "dev", "role": "technical_contact"})
-    body = expect(reply, 401, "MFA_REQUIRED")
+    body = expect(reply, 401, Reason.MFA_REQUIRED)
     assert reply.header("WWW-Authenticate") == MFA_REQUIRED_CHALLENGE
     assert (body["max_age"], body["action"], body["environment"]) == (EIGHT_HOURS, "change_team", "production")
     assert expect(tina.browser.get(app), 200)["members"] == before
@@ -678,11 +679,11 @@ def test_tinas_transport_to_production_is_401_mfa_required(shop: Msg, package_id
     before = deployment_ids(tina, shop["id"])
     access = expect(tina.browser.get(
         f"/api/v1/apps/{shop['id']}/access?action=transport_package&environment=production"), 200)
-    assert access == {"allowed": False, "reason": "MFA_REQUIRED", "padlock": True,
+    assert access == {"allowed": False, "reason": Reason.MFA_REQUIRED, "padlock": True,
                       "max_age_seconds": EIGHT_HOURS, "mfa_expires_at": None}
 
     reply = tina.browser.post(f"/api/v1/packages/{package_id}/transports", to_production())
-    body = expect(reply, 401, "MFA_REQUIRED")
+    body = expect(reply, 401, Reason.MFA_REQUIRED)
     assert reply.header("WWW-Authenticate") == MFA_REQUIRED_CHALLENGE
     assert (body["max_age"], body["action"], body["environment"]) == \
            (EIGHT_HOURS, "transport_package", "production")
@@ -746,10 +747,10 @@ def test_tina_steps_up_again_with_the_next_code(tina: Person, tina_stepped_up):
     mfa_at = tina.browser.access_claims["mfa_at"]
     wrong = a_wrong_code(tina.totp_secret)
     reply = tina.browser.post("/api/v1/me/factor/verification", {"code": wrong})
-    assert expect(reply, 401, "CODE_INVALID")["attempts_left"] == 4
+    assert expect(reply, 401, Reason.CODE_INVALID)["attempts_left"] == 4
     assert reply.header("WWW-Authenticate") == INVALID_TOKEN_CHALLENGE
     used = totp_code(tina.totp_secret, tina.last_code_at)
-    expect(tina.browser.post("/api/v1/me/factor/verification", {"code": used}), 401, "CODE_REUSED")
+    expect(tina.browser.post("/api/v1/me/factor/verification", {"code": used}), 401, Reason.CODE_REUSED)
 
     reply = tina.browser.post("/api/v1/me/factor/verification", {"code": next_code(tina)})
     body = expect(reply, 200)
@@ -782,16 +783,16 @@ def test_sara_enrolls_her_phone_and_a_resend_is_429(sara: Person, twilio: FakeTw
 
     with Sent(twilio) as sent:
         reply = sara.browser.post("/api/v1/me/factor/sms/code")
-    body = expect(reply, 429, "SMS_RESEND_TOO_SOON")
+    body = expect(reply, 429, Reason.SMS_RESEND_TOO_SOON)
     assert sent.requests == [], "a refused resend reached Twilio"
     retry_after = int(reply.header("Retry-After"))
     assert 1 <= retry_after <= 30 and body["retry_after"] == retry_after
-    expect(sara.browser.post("/api/v1/me/factor/totp"), 409, "FACTOR_LOCKED")
+    expect(sara.browser.post("/api/v1/me/factor/totp"), 409, Reason.FACTOR_LOCKED)
 
 
 def test_a_second_enrollment_is_409_factor_locked(tina: Person, tina_stepped_up):
-    expect(tina.browser.post("/api/v1/me/factor/totp"), 409, "FACTOR_LOCKED")
-    expect(tina.browser.post("/api/v1/me/factor/sms", {"phone_number": PHONE}), 409, "FACTOR_LOCKED")
+    expect(tina.browser.post("/api/v1/me/factor/totp"), 409, Reason.FACTOR_LOCKED)
+    expect(tina.browser.post("/api/v1/me/factor/sms", {"phone_number": PHONE}), 409, Reason.FACTOR_LOCKED)
     body = expect(tina.browser.post("/api/v1/me/factor/sms", {"phone_number": "12"}), 400, "INVALID_ARGUMENT")
     assert fields_of(body) == ["phone_number"]
 
@@ -801,19 +802,19 @@ def test_dev_with_a_second_factor_lacks_the_production_permission(shop: Msg, pac
     enroll_totp(dev)
     before = deployment_ids(tina, shop["id"])
     reply = dev.browser.post(f"/api/v1/packages/{package_id}/transports", to_production())
-    body = expect(reply, 403, "NODE_PERMISSION_MISSING")
+    body = expect(reply, 403, Reason.NODE_PERMISSION_MISSING)
     assert (body["action"], body["environment"]) == ("transport_package", "production")
     assert reply.header("WWW-Authenticate") is None
     access = expect(dev.browser.get(
         f"/api/v1/apps/{shop['id']}/access?action=transport_package&environment=production"), 200)
-    assert (access["allowed"], access["reason"]) == (False, "NODE_PERMISSION_MISSING")
+    assert (access["allowed"], access["reason"]) == (False, Reason.NODE_PERMISSION_MISSING)
     assert deployment_ids(tina, shop["id"]) == before
 
 
 def test_only_the_technical_contact_changes_permissions(shop: Msg, dev: Person):
     reply = dev.browser.post(f"/api/v1/apps/{shop['id']}/permissions/grants",
                              {"environment": "test", "username": "dev", "permissions": ["logs"]})
-    expect(reply, 403, "TECHNICAL_CONTACT_REQUIRED")
+    expect(reply, 403, Reason.TECHNICAL_CONTACT_REQUIRED)
 
 
 # ---------------------------------------------------------------- the other rows of the mapping
@@ -821,22 +822,22 @@ def test_only_the_technical_contact_changes_permissions(shop: Msg, dev: Person):
 
 def test_unknown_ids_are_404(tina: Person, dev: Person):
     nobody = str(uuid.uuid4())
-    expect(tina.browser.get(f"/api/v1/apps/{nobody}"), 404, "APP_NOT_FOUND")
+    expect(tina.browser.get(f"/api/v1/apps/{nobody}"), 404, Reason.APP_NOT_FOUND)
     expect(dev.browser.post(f"/api/v1/packages/{nobody}/deployments", {"environment": "test"}),
-           404, "PACKAGE_NOT_FOUND")
+           404, Reason.PACKAGE_NOT_FOUND)
 
 
 def test_conflicts_are_409(shop: Msg, package: Upload, package_id: str, on_acceptance, dev: Person,
                            tina: Person, tina_stepped_up):
     again = upload(dev, shop["id"], "1.0.0", secrets.token_bytes(1000))
-    expect(again.reply, 409, "PACKAGE_VERSION_EXISTS")
+    expect(again.reply, 409, Reason.PACKAGE_VERSION_EXISTS)
 
     newer = upload(dev, shop["id"], "1.1.0", secrets.token_bytes(1000))
     newer_id = expect(newer.reply, 201)["id"]
     expect(dev.browser.post(f"/api/v1/packages/{newer_id}/deployments", {"environment": "test"}), 201)
     before = deployment_ids(tina, shop["id"])
     reply = tina.browser.post(f"/api/v1/packages/{newer_id}/transports", to_production())
-    expect(reply, 409, "PACKAGE_NOT_DEPLOYED_IN_SOURCE")
+    expect(reply, 409, Reason.PACKAGE_NOT_DEPLOYED_IN_SOURCE)
     assert deployment_ids(tina, shop["id"]) == before
 
 
@@ -854,7 +855,7 @@ def test_an_upload_over_the_limit_is_413_before_anything_is_sent(shop: Msg, pack
     reply = dev.browser.headers_only("POST", path, {
         "Content-Type": "application/octet-stream", "Content-Length": str(MAX_UPLOAD + 1),
         "X-Padlock-CSRF": "1"})
-    body = expect(reply, 413, "PAYLOAD_TOO_LARGE")
+    body = expect(reply, 413, Reason.PAYLOAD_TOO_LARGE)
     assert body["max_bytes"] == MAX_UPLOAD
     listed = expect(dev.browser.get(f"/api/v1/apps/{shop['id']}/packages"), 200)["packages"]
     assert "9.9.9" not in {p["version"] for p in listed}
@@ -865,13 +866,13 @@ def test_five_wrong_codes_are_429_with_retry_after(mia: Person, team):
     wrong = a_wrong_code(mia.totp_secret)
     for left in (4, 3, 2, 1):
         reply = mia.browser.post("/api/v1/me/factor/verification", {"code": wrong})
-        body = expect(reply, 401, "CODE_INVALID")
+        body = expect(reply, 401, Reason.CODE_INVALID)
         assert reply.header("WWW-Authenticate") == INVALID_TOKEN_CHALLENGE
         assert body["attempts_left"] == left, f"{reply}"
     # The fifth wrong code locks the factor; then even the right one waits.
     for code in (wrong, next_code(mia)):
         reply = mia.browser.post("/api/v1/me/factor/verification", {"code": code})
-        body = expect(reply, 429, "TOO_MANY_ATTEMPTS")
+        body = expect(reply, 429, Reason.TOO_MANY_ATTEMPTS)
         retry_after = reply.header("Retry-After")
         assert retry_after and retry_after.isdigit(), f"Retry-After {retry_after!r}"
         assert 15 * 60 - 60 <= int(retry_after) <= 15 * 60, f"Retry-After {retry_after}"
@@ -896,7 +897,7 @@ def test_signing_out_expires_both_cookies_and_ends_the_session(gateway_server, m
     assert not mia.browser.jar
 
     reply = mia.browser.get("/api/v1/apps")
-    expect(reply, 401, "SESSION_INVALID")
+    expect(reply, 401, Reason.SESSION_INVALID)
     assert reply.header("WWW-Authenticate") == INVALID_TOKEN_CHALLENGE
     # Signing out twice is fine.
     expect(mia.browser.delete("/api/v1/sessions/current"), 204)
@@ -905,11 +906,11 @@ def test_signing_out_expires_both_cookies_and_ends_the_session(gateway_server, m
     replay = Browser(gateway_server)
     replay.jar = {"padlock_session": saved["padlock_session"]}
     reply = replay.get("/api/v1/me")
-    expect(reply, 401, "SESSION_INVALID")
+    expect(reply, 401, Reason.SESSION_INVALID)
     assert reply.header("WWW-Authenticate") == INVALID_TOKEN_CHALLENGE
     assert not replay.jar, "the dead session's cookies were not expired"
     replay.jar = dict(saved)
-    expect(replay.get("/api/v1/me"), 401, "SESSION_INVALID")
+    expect(replay.get("/api/v1/me"), 401, Reason.SESSION_INVALID)
 
 
 # ---------------------------------------------------------------- restarts (last: they move the clocks)
@@ -973,7 +974,7 @@ def test_an_expired_access_token_is_refreshed_transparently(
         # Refreshed, retried, and refused: the 401 still carries the new cookie.
         old_dev = dev.browser.jar["padlock_access"]
         reply = dev.browser.get(f"/api/v1/apps/{shop['id']}/nodes/production")
-        body = expect(reply, 401, "MFA_EXPIRED")
+        body = expect(reply, 401, Reason.MFA_EXPIRED)
         assert reply.header("WWW-Authenticate") == (
             'Bearer error="insufficient_user_authentication", '
             'error_description="More recent authentication is required", max_age=600')

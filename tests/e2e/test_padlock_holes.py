@@ -57,6 +57,7 @@ from pathlib import Path
 
 import pytest
 
+from reasons import Reason
 from conftest import (
     REPO_ROOT,
     RPC_TIMEOUT_S,
@@ -312,7 +313,7 @@ def test_a_password_only_technical_contact_cannot_change_the_team(stack: Stack, 
             ("RemoveTeamMember", {"appId": app_id, "username": "tom"}),
             ("RemoveTeamMember", {"appId": app_id, "username": "dev"})):
         err = stack.deployg.call_error(f"{APPS}/{method}", request_, token=tina.token)
-        assert_refused(err, "UNAUTHENTICATED", "MFA_REQUIRED", change_team_metadata())
+        assert_refused(err, "UNAUTHENTICATED", Reason.MFA_REQUIRED, change_team_metadata())
     members = stack.deployg.call(f"{APPS}/ListTeamMembers", {"appId": app_id}, token=tina.token)["members"]
     assert {m["username"]: ROLE_OF[m["role"]] for m in members} == team
     assert (stack.team(app_id), stack.grants(app_id)) == (team, grants), "a refused team change changed the team"
@@ -328,12 +329,12 @@ def test_the_developer_stays_out_of_production(stack: Stack, people, shop):
     err = d.call_error(f"{PACKAGES}/TransportPackage",
                        {"packageId": shop["package_id"], "fromEnvironment": ACCEPTANCE,
                         "toEnvironment": PRODUCTION}, token=dev.token)
-    assert_refused(err, "PERMISSION_DENIED", "NODE_PERMISSION_MISSING")
+    assert_refused(err, "PERMISSION_DENIED", Reason.NODE_PERMISSION_MISSING)
     err = d.call_error(f"{NODES}/GetNodeDetails", {"appId": app_id, "environment": PRODUCTION}, token=dev.token)
-    assert_refused(err, "PERMISSION_DENIED", "NODE_PERMISSION_MISSING")
+    assert_refused(err, "PERMISSION_DENIED", Reason.NODE_PERMISSION_MISSING)
     err = download_backup(d, dev, app_id, PRODUCTION)
     assert isinstance(err, RpcError), "dev downloaded production's backup"
-    assert_refused(err, "PERMISSION_DENIED", "NODE_PERMISSION_MISSING")
+    assert_refused(err, "PERMISSION_DENIED", Reason.NODE_PERMISSION_MISSING)
     assert stack.deployments(app_id) == deployments
     assert stack.ok_records(app_id) == records
 
@@ -364,7 +365,7 @@ def test_a_password_only_operator_creates_no_app(stack: Stack, people):
     name = f"Side door {stack.engine.name}"
     records = stack.ok_records(actions=("create_app",))
     err = stack.deployg.call_error(f"{APPS}/CreateApp", {"name": name, "technicalContact": "eve"}, token=olga.token)
-    assert_refused(err, "UNAUTHENTICATED", "MFA_REQUIRED", {"max_age": str(EIGHT_HOURS), "action": "create_app"})
+    assert_refused(err, "UNAUTHENTICATED", Reason.MFA_REQUIRED, {"max_age": str(EIGHT_HOURS), "action": "create_app"})
     assert stack.deploy_rows(f"SELECT id FROM apps WHERE name = {q(name)}") == []
     assert stack.ok_records(actions=("create_app",)) == records
     eve = password_only(stack, people["eve"])
@@ -392,7 +393,7 @@ def test_a_password_only_support_user_changes_nobody(stack: Stack, people, alice
             ("CreateUser", {"username": "mallory", "password": "m" * 16, "ticket": TICKET, "roles": ["support"]},
              "support_create_user")):
         err = stack.grpc.call_error(f"{SUPPORT}/{method}", request_, token=sam.token)
-        assert_refused(err, "UNAUTHENTICATED", "MFA_REQUIRED", {"max_age": str(SUPPORT_MAX_AGE), "action": action})
+        assert_refused(err, "UNAUTHENTICATED", Reason.MFA_REQUIRED, {"max_age": str(SUPPORT_MAX_AGE), "action": action})
     assert (stack.users(), stack.factor_row("alice")) == (users, factor), "a password-only support call changed"
     assert (stack.auth_ok_records("factor_reset"), stack.auth_ok_records("user_created")) == (resets, created)
     got = stack.grpc.call(f"{TWO_FACTOR}/GetFactor", token=alice_enrolled.token)
@@ -409,7 +410,7 @@ def test_stepped_up_support_cannot_mint_support_or_operators(stack: Stack, peopl
     err = stack.grpc.call_error(f"{SUPPORT}/CreateUser",
                                 {"username": name, "password": "m" * 16, "ticket": TICKET, "roles": roles},
                                 token=sam.token)
-    assert_refused(err, "PERMISSION_DENIED", "ROLE_NOT_GRANTABLE")
+    assert_refused(err, "PERMISSION_DENIED", Reason.ROLE_NOT_GRANTABLE)
     assert stack.users() == users and name not in stack.users()
     assert stack.auth_ok_records("user_created") == created
     # He can create a plain user, under a ticket the trail keeps.
@@ -447,7 +448,7 @@ def test_deploy_package_follows_the_promotion_order(stack: Stack, people, shop):
     for env, required in ((PRODUCTION, "acceptance"), (ACCEPTANCE, "test")):
         err = d.call_error(f"{PACKAGES}/DeployPackage", {"packageId": package["id"], "environment": env},
                            token=tina.token)
-        assert_refused(err, "FAILED_PRECONDITION", "PACKAGE_NOT_PROMOTED",
+        assert_refused(err, "FAILED_PRECONDITION", Reason.PACKAGE_NOT_PROMOTED,
                        {"environment": ENV_OF[env], "required_environment": required})
     assert d.call(f"{PACKAGES}/ListDeployments", {"appId": app_id}, token=tina.token)["deployments"] == before
     assert [e for p, e in stack.deployments(app_id) if p == package["id"]] == []
@@ -494,18 +495,18 @@ def test_a_second_factor_too_old_opens_no_padlock(stack: Stack, people, shop):
             assert jwt_claims(later[n].token)["mfa_at"] == jwt_claims(people[n].token)["mfa_at"]
         err = stack.deployg.call_error(f"{APPS}/AddTeamMember", {"appId": app_id, "username": "dev", "role": TC},
                                        token=later["tina"].token)
-        assert_refused(err, "UNAUTHENTICATED", "MFA_EXPIRED", change_team_metadata())
+        assert_refused(err, "UNAUTHENTICATED", Reason.MFA_EXPIRED, change_team_metadata())
         err = stack.deployg.call_error(f"{APPS}/RemoveTeamMember", {"appId": app_id, "username": "tom"},
                                        token=later["tina"].token)
-        assert_refused(err, "UNAUTHENTICATED", "MFA_EXPIRED", change_team_metadata())
+        assert_refused(err, "UNAUTHENTICATED", Reason.MFA_EXPIRED, change_team_metadata())
         err = stack.deployg.call_error(f"{APPS}/CreateApp", {"name": "Late", "technicalContact": "eve"},
                                        token=later["olga"].token)
-        assert_refused(err, "UNAUTHENTICATED", "MFA_EXPIRED", {"max_age": str(EIGHT_HOURS), "action": "create_app"})
+        assert_refused(err, "UNAUTHENTICATED", Reason.MFA_EXPIRED, {"max_age": str(EIGHT_HOURS), "action": "create_app"})
         for method, request_, action in (
                 ("ResetFactor", {"username": "dev", "ticket": TICKET, "reason": "late"}, "support_reset_factor"),
                 ("CreateUser", {"username": "late", "password": "l" * 16, "ticket": TICKET}, "support_create_user")):
             err = stack.grpc.call_error(f"{SUPPORT}/{method}", request_, token=later["sam"].token)
-            assert_refused(err, "UNAUTHENTICATED", "MFA_EXPIRED", {"max_age": str(SUPPORT_MAX_AGE), "action": action})
+            assert_refused(err, "UNAUTHENTICATED", Reason.MFA_EXPIRED, {"max_age": str(SUPPORT_MAX_AGE), "action": action})
         assert (stack.team(app_id), stack.users(), stack.deploy_rows("SELECT id FROM apps")) == (team, users, apps)
     finally:
         stack.auth.restart(*auth_args)

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pytest
 
+from reasons import Reason
 from conftest import (
     Grpcurl,
     bin_dir,
@@ -327,7 +328,7 @@ def test_production_is_refused_without_a_second_factor(up, deploy, shop):
         "fromEnvironment": "ENVIRONMENT_ACCEPTANCE",
         "toEnvironment": "ENVIRONMENT_PRODUCTION",
     }, token=shop["token"])
-    assert err.code == "UNAUTHENTICATED" and err.reason == "MFA_REQUIRED", str(err)
+    assert err.code == "UNAUTHENTICATED" and err.reason == Reason.MFA_REQUIRED, str(err)
     info = err.error_info
     assert info["domain"] == "padlock" and info["metadata"].get("environment") == "production", str(err)
 
@@ -366,7 +367,7 @@ def test_the_banners_grpcurl_commands_walk_through_the_step_up(up):
 
     to_production = sh.line(r"ENVIRONMENT_PRODUCTION.*TransportPackage")
     refused = sh.run(state + to_production)
-    assert refused.returncode != 0 and "MFA_REQUIRED" in refused.stdout + refused.stderr, \
+    assert refused.returncode != 0 and Reason.MFA_REQUIRED in refused.stdout + refused.stderr, \
         redact(f"acceptance -> production without 2FA: {refused.stdout} {refused.stderr}")
 
     started = sh.run(state + sh.line(r"StartTotpEnrollment"))

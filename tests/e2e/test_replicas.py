@@ -29,6 +29,7 @@ import time
 
 import pytest
 
+from reasons import Reason
 from conftest import (
     Msg,
     Replicas,
@@ -195,7 +196,7 @@ def assert_locked(cluster: Replicas, token: str, totp_secret: str, t0: int):
     right = {"code": secret(totp_code(totp_secret, t0 + STEP))}
     for grpc in cluster.auth_grpc:
         err = grpc.call_error(f"{TWO_FACTOR}/Verify", right, token=token)
-        assert (err.code, err.reason) == ("RESOURCE_EXHAUSTED", "TOO_MANY_ATTEMPTS"), str(err)
+        assert (err.code, err.reason) == ("RESOURCE_EXHAUSTED", Reason.TOO_MANY_ATTEMPTS), str(err)
         assert err.retry_delay_s and err.retry_delay_s > 0, f"no RetryInfo in {err}"
         factor = grpc.call(f"{TWO_FACTOR}/GetFactor", token=token)
         assert factor["locked"] is True, f"{grpc.addr} does not report the lock: {factor}"
@@ -207,11 +208,11 @@ def test_wrong_codes_spread_over_both_replicas_lock_after_five_in_total(cluster:
     left = []
     for n in range(MAX_FAILURES - 1):
         err = cluster.auth_grpc[n % 2].call_error(f"{TWO_FACTOR}/Verify", wrong, token=token)
-        assert (err.code, err.reason) == ("UNAUTHENTICATED", "CODE_INVALID"), str(err)
+        assert (err.code, err.reason) == ("UNAUTHENTICATED", Reason.CODE_INVALID), str(err)
         left.append(int(err.error_info["metadata"]["attempts_left"]))
     assert left == [4, 3, 2, 1], "each replica counts the other's failures"
     err = cluster.auth_grpc[(MAX_FAILURES - 1) % 2].call_error(f"{TWO_FACTOR}/Verify", wrong, token=token)
-    assert (err.code, err.reason) == ("RESOURCE_EXHAUSTED", "TOO_MANY_ATTEMPTS"), \
+    assert (err.code, err.reason) == ("RESOURCE_EXHAUSTED", Reason.TOO_MANY_ATTEMPTS), \
         f"the fifth wrong code in total should lock: {err}"
     assert_locked(cluster, token, totp_secret, t0)
     assert audit_counts(cluster, "walt")[("lockout", "ok")] == 1
@@ -275,7 +276,7 @@ def test_sms_caps_hold_across_both_replicas(sms_cluster: Replicas, twilio: FakeT
     sent = len(twilio.messages)
     on = grpcs[(first_ok + 1) % 2]
     err = on.call_error(f"{TWO_FACTOR}/SendSmsCode", token=tokens[first_ok])
-    assert (err.code, err.reason) == ("RESOURCE_EXHAUSTED", "SMS_RESEND_TOO_SOON"), str(err)
+    assert (err.code, err.reason) == ("RESOURCE_EXHAUSTED", Reason.SMS_RESEND_TOO_SOON), str(err)
     results = run_together(*[
         (lambda g=g: g.attempt(f"{TWO_FACTOR}/SendSmsCode", token=other_token)) for g in (*grpcs, *grpcs)
     ])

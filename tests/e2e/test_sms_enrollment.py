@@ -38,6 +38,7 @@ from pathlib import Path
 import jwt
 import pytest
 
+from reasons import Reason
 from conftest import (
     AuthServer,
     Grpcurl,
@@ -453,7 +454,7 @@ def test_a_wrong_code_does_not_confirm(grpc: Grpcurl, sofia: Msg, sofia_started:
                           {"enrollmentId": sofia_started.response["enrollmentId"],
                            "code": other_code(sofia_started.message.code)},
                           token=access_token(sofia))
-    assert_refused(err, "UNAUTHENTICATED", "CODE_INVALID")
+    assert_refused(err, "UNAUTHENTICATED", Reason.CODE_INVALID)
 
 
 def test_texted_code_confirms_and_steps_up_with_sms(
@@ -475,18 +476,18 @@ def test_texted_code_confirms_and_steps_up_with_sms(
 def test_the_texted_code_works_once(grpc: Grpcurl, sofia_started: Started, sofia_confirmed: StepUp):
     token = access_token(sofia_confirmed.response)
     err = grpc.call_error(f"{TWO_FACTOR}/Verify", {"code": sofia_confirmed.code}, token=token)
-    assert_refused(err, "FAILED_PRECONDITION", "CODE_EXPIRED")
+    assert_refused(err, "FAILED_PRECONDITION", Reason.CODE_EXPIRED)
     err = grpc.call_error(f"{TWO_FACTOR}/ConfirmEnrollment",
                           {"enrollmentId": sofia_started.response["enrollmentId"], "code": sofia_confirmed.code},
                           token=token)
-    assert_refused(err, "FAILED_PRECONDITION", "FACTOR_LOCKED")
+    assert_refused(err, "FAILED_PRECONDITION", Reason.FACTOR_LOCKED)
 
 
 def test_resend_within_30_seconds_is_refused_and_sends_nothing(
         grpc: Grpcurl, twilio: FakeTwilio, sofia_started: Started, sofia_confirmed: StepUp):
     with Sent(twilio) as sent:
         err = grpc.call_error(f"{TWO_FACTOR}/SendSmsCode", token=access_token(sofia_confirmed.response))
-    assert_refused(err, "RESOURCE_EXHAUSTED", "SMS_RESEND_TOO_SOON")
+    assert_refused(err, "RESOURCE_EXHAUSTED", Reason.SMS_RESEND_TOO_SOON)
     delay = err.retry_delay_s
     assert delay is not None, f"no google.rpc.RetryInfo in {err}"
     left = parse_timestamp(sofia_started.response["resendAllowedAt"]) - now()
@@ -497,7 +498,7 @@ def test_resend_within_30_seconds_is_refused_and_sends_nothing(
 
 def test_an_sms_user_cannot_enroll_an_authenticator_app(grpc: Grpcurl, sofia_confirmed: StepUp):
     err = grpc.call_error(f"{TWO_FACTOR}/StartTotpEnrollment", token=access_token(sofia_confirmed.response))
-    assert_refused(err, "FAILED_PRECONDITION", "FACTOR_LOCKED")
+    assert_refused(err, "FAILED_PRECONDITION", Reason.FACTOR_LOCKED)
 
 
 def test_an_sms_user_cannot_enroll_another_phone(
@@ -506,7 +507,7 @@ def test_an_sms_user_cannot_enroll_another_phone(
     with Sent(twilio) as sent:
         err = grpc.call_error(f"{TWO_FACTOR}/StartSmsEnrollment", {"phoneNumber": "+31687654321"},
                               token=access_token(sofia_confirmed.response))
-    assert_refused(err, "FAILED_PRECONDITION", "FACTOR_LOCKED")
+    assert_refused(err, "FAILED_PRECONDITION", Reason.FACTOR_LOCKED)
     assert sent.requests == [], "a refused enrollment reached Twilio"
 
 
@@ -514,8 +515,8 @@ def test_an_sms_user_cannot_enroll_another_phone(
 
 
 @pytest.mark.parametrize("username, twilio_code, reason, bad, good", [
-    ("ivan", 21211, "PHONE_NUMBER_INVALID", "+31611110000", "+31611112222"),
-    ("ursula", 21610, "PHONE_NUMBER_UNSUBSCRIBED", "+31622220000", "+31622223333"),
+    ("ivan", 21211, Reason.PHONE_NUMBER_INVALID, "+31611110000", "+31611112222"),
+    ("ursula", 21610, Reason.PHONE_NUMBER_UNSUBSCRIBED, "+31622220000", "+31622223333"),
 ])
 def test_a_number_twilio_refuses_is_refused_and_another_works(
         server: AuthServer, grpc: Grpcurl, twilio: FakeTwilio, used_numbers: set,
@@ -548,7 +549,7 @@ def test_twilio_failing_three_times_is_unavailable_then_it_works(
     with Sent(twilio) as sent:
         err = grpc.call_error(f"{TWO_FACTOR}/StartSmsEnrollment", {"phoneNumber": UMAR_PHONE},
                               token=access_token(umar))
-    assert_refused(err, "UNAVAILABLE", "SMS_UNAVAILABLE")
+    assert_refused(err, "UNAVAILABLE", Reason.SMS_UNAVAILABLE)
     assert UMAR_PHONE not in str(err) and UMAR_PHONE[1:] not in str(err), "the refusal names the number"
     assert len(sent.requests) == TWILIO_ATTEMPTS, \
         f"Twilio saw {len(sent.requests)} requests for one text, want {TWILIO_ATTEMPTS}"
@@ -573,7 +574,7 @@ def test_the_undelivered_code_is_forgotten(
     with Sent(twilio) as sent:
         err = grpc.call_error(f"{TWO_FACTOR}/StartSmsEnrollment", {"phoneNumber": phone},
                               token=access_token(vera))
-    assert_refused(err, "UNAVAILABLE", "SMS_UNAVAILABLE")
+    assert_refused(err, "UNAVAILABLE", Reason.SMS_UNAVAILABLE)
     lost = secret(CODE_RE.match(sent.requests[0].form["Body"]).group(1))
 
     started = start_sms(grpc, twilio, vera, phone)
@@ -582,7 +583,7 @@ def test_the_undelivered_code_is_forgotten(
     err = grpc.call_error(f"{TWO_FACTOR}/ConfirmEnrollment",
                           {"enrollmentId": started.response["enrollmentId"], "code": lost},
                           token=access_token(vera))
-    assert_refused(err, "UNAUTHENTICATED", "CODE_INVALID")
+    assert_refused(err, "UNAUTHENTICATED", Reason.CODE_INVALID)
     confirm(grpc, vera, started)
 
 
@@ -636,7 +637,7 @@ def test_after_the_cooldown_a_new_code_verifies(
 
         code = sent.messages[0].code
         err = grpc.call_error(f"{TWO_FACTOR}/Verify", {"code": other_code(code)}, token=token)
-        assert_refused(err, "UNAUTHENTICATED", "CODE_INVALID")
+        assert_refused(err, "UNAUTHENTICATED", Reason.CODE_INVALID)
         stepped = grpc.call(f"{TWO_FACTOR}/Verify", {"code": code}, token=token)
         secret(stepped.get("accessToken", ""))
         assert stepped["method"] == "FACTOR_METHOD_SMS"
@@ -646,7 +647,7 @@ def test_after_the_cooldown_a_new_code_verifies(
         assert claims["mfa_at"] > verify_token(token, jwks)["mfa_at"], "Verify did not move mfa_at on"
 
         err = grpc.call_error(f"{TWO_FACTOR}/Verify", {"code": code}, token=token)
-        assert_refused(err, "FAILED_PRECONDITION", "CODE_EXPIRED")
+        assert_refused(err, "FAILED_PRECONDITION", Reason.CODE_EXPIRED)
     finally:
         server.restart(*twilio.flags())
 
@@ -664,7 +665,7 @@ def test_a_code_older_than_five_minutes_is_expired(
         code = sent.messages[0].code
         server.restart(*twilio.flags(), "--clock-offset-secs", str(offset + CODE_TTL_S + 1))
         err = grpc.call_error(f"{TWO_FACTOR}/Verify", {"code": code}, token=token)
-        assert_refused(err, "FAILED_PRECONDITION", "CODE_EXPIRED")
+        assert_refused(err, "FAILED_PRECONDITION", Reason.CODE_EXPIRED)
     finally:
         server.restart(*twilio.flags())
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import jwt
 import pytest
 
+from reasons import Reason
 from conftest import (
     AuthServer,
     Grpcurl,
@@ -198,12 +199,12 @@ def test_alice_enrolls_an_authenticator_app(first_factor: Enrolled, jwks: jwt.Py
 def test_alice_cannot_enroll_sms_while_her_app_is_active(grpc: Grpcurl, first_factor: Enrolled):
     err = grpc.call_error(f"{TWO_FACTOR}/StartSmsEnrollment", {"phoneNumber": "+31612345678"},
                           token=access_token(first_factor.response))
-    assert_refused(err, "FAILED_PRECONDITION", "FACTOR_LOCKED")
+    assert_refused(err, "FAILED_PRECONDITION", Reason.FACTOR_LOCKED)
 
 
 def test_alice_cannot_enroll_a_second_app(grpc: Grpcurl, first_factor: Enrolled):
     err = grpc.call_error(f"{TWO_FACTOR}/StartTotpEnrollment", token=access_token(first_factor.response))
-    assert_refused(err, "FAILED_PRECONDITION", "FACTOR_LOCKED")
+    assert_refused(err, "FAILED_PRECONDITION", Reason.FACTOR_LOCKED)
 
 
 # ---------------------------------------------------------------- sam resets it
@@ -221,7 +222,7 @@ def test_support_with_a_password_only_is_asked_for_a_second_factor(
         action: str):
     """A stolen support password alone reads and changes nothing."""
     err = grpc.call_error(f"{SUPPORT}/{method}", request_, token=sam_password_only.token)
-    assert_refused(err, "UNAUTHENTICATED", "MFA_REQUIRED")
+    assert_refused(err, "UNAUTHENTICATED", Reason.MFA_REQUIRED)
     assert err.error_info["metadata"] == {"max_age": "3600", "action": action}, f"{err}"
     factor = grpc.call(f"{TWO_FACTOR}/GetFactor", token=access_token(first_factor.response))
     assert (factor["state"], factor.get("resetBy", "")) == ("FACTOR_STATE_ACTIVE", ""), f"{factor}"
@@ -322,14 +323,14 @@ def test_support_without_a_ticket_is_invalid(
 def test_support_cannot_reset_their_own_factor(grpc: Grpcurl, sam_session: Msg):
     err = grpc.call_error(f"{SUPPORT}/ResetFactor", {"username": "sam", "ticket": TICKET, "reason": REASON},
                           token=access_token(sam_session))
-    assert_refused(err, "PERMISSION_DENIED", "SELF_SERVICE_FORBIDDEN")
+    assert_refused(err, "PERMISSION_DENIED", Reason.SELF_SERVICE_FORBIDDEN)
 
 
 def test_reset_of_an_unknown_user_is_not_found(grpc: Grpcurl, sam_session: Msg):
     err = grpc.call_error(f"{SUPPORT}/ResetFactor",
                           {"username": "nobody-" + secrets.token_hex(4), "ticket": TICKET, "reason": REASON},
                           token=access_token(sam_session))
-    assert_refused(err, "NOT_FOUND", "USER_NOT_FOUND")
+    assert_refused(err, "NOT_FOUND", Reason.USER_NOT_FOUND)
 
 
 @pytest.mark.parametrize("method, request_", [
@@ -343,7 +344,7 @@ def test_alice_without_the_support_role_is_refused(
         grpc: Grpcurl, sam_session: Msg, second_factor: Enrolled, method: str, request_: dict):
     # Even with a fresh second factor: support needs the role.
     err = grpc.call_error(f"{SUPPORT}/{method}", request_, token=access_token(second_factor.response))
-    assert_refused(err, "PERMISSION_DENIED", "ROLE_REQUIRED")
+    assert_refused(err, "PERMISSION_DENIED", Reason.ROLE_REQUIRED)
     assert user_factor(grpc, sam_session, "alice")["factor"]["state"] == "FACTOR_STATE_ACTIVE"
 
 
@@ -365,13 +366,13 @@ def test_five_wrong_codes_lock_alice_out(
         grpc: Grpcurl, sam_session: Msg, second_factor: Enrolled, locked_out: list):
     *wrong, locking = locked_out
     for err in wrong:
-        assert_refused(err, "UNAUTHENTICATED", "CODE_INVALID")
+        assert_refused(err, "UNAUTHENTICATED", Reason.CODE_INVALID)
     # The fifth wrong code locks the factor, and says so.
-    assert_refused(locking, "RESOURCE_EXHAUSTED", "TOO_MANY_ATTEMPTS")
+    assert_refused(locking, "RESOURCE_EXHAUSTED", Reason.TOO_MANY_ATTEMPTS)
     # Now even the right code is refused until the lock ends.
     code = totp_code(second_factor.secret, second_factor.at_unix + STEP)
     err = grpc.call_error(f"{TWO_FACTOR}/Verify", {"code": code}, token=access_token(second_factor.response))
-    assert_refused(err, "RESOURCE_EXHAUSTED", "TOO_MANY_ATTEMPTS")
+    assert_refused(err, "RESOURCE_EXHAUSTED", Reason.TOO_MANY_ATTEMPTS)
     for refusal in (locking, err):
         delay = refusal.retry_delay_s
         assert delay is not None, f"no google.rpc.RetryInfo in {refusal}"
@@ -417,7 +418,7 @@ def test_the_old_app_no_longer_works(grpc: Grpcurl, first_factor: Enrolled, seco
     if old == new:
         pytest.skip("the old and the new secret share this step's code (one in a million)")
     err = grpc.call_error(f"{TWO_FACTOR}/Verify", {"code": old}, token=access_token(second_factor.response))
-    assert_refused(err, "UNAUTHENTICATED", "CODE_INVALID")
+    assert_refused(err, "UNAUTHENTICATED", Reason.CODE_INVALID)
 
 
 def _rfc3339(unix: float) -> str:

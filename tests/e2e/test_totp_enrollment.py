@@ -22,6 +22,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from reasons import Reason
 from conftest import (
     AUDIENCE,
     ISSUER,
@@ -311,7 +312,7 @@ def test_authenticator_code_confirms_enrollment_and_steps_up(
 def test_replayed_code_is_refused(grpc: Grpcurl, confirmed: StepUp):
     err = grpc.call_error(f"{TWO_FACTOR}/Verify", {"code": confirmed.code},
                           token=access_token(confirmed.response))
-    assert_refused(err, "UNAUTHENTICATED", "CODE_REUSED")
+    assert_refused(err, "UNAUTHENTICATED", Reason.CODE_REUSED)
 
 
 def test_next_step_code_verifies(next_step: StepUp, confirmed: StepUp, jwks: jwt.PyJWKSet):
@@ -328,7 +329,7 @@ def test_next_step_code_verifies(next_step: StepUp, confirmed: StepUp, jwks: jwt
 def test_wrong_code_is_refused(grpc: Grpcurl, enrollment: Msg, next_step: StepUp):
     err = grpc.call_error(f"{TWO_FACTOR}/Verify", {"code": a_wrong_code(enrollment["secret"])},
                           token=access_token(next_step.response))
-    assert_refused(err, "UNAUTHENTICATED", "CODE_INVALID")
+    assert_refused(err, "UNAUTHENTICATED", Reason.CODE_INVALID)
 
 
 def test_refresh_carries_mfa_at_over_unchanged(
@@ -351,7 +352,7 @@ def test_refresh_carries_mfa_at_over_unchanged(
 
 def test_second_totp_enrollment_is_refused_while_a_factor_is_active(grpc: Grpcurl, next_step: StepUp):
     err = grpc.call_error(f"{TWO_FACTOR}/StartTotpEnrollment", token=access_token(next_step.response))
-    assert_refused(err, "FAILED_PRECONDITION", "FACTOR_LOCKED")
+    assert_refused(err, "FAILED_PRECONDITION", Reason.FACTOR_LOCKED)
 
 
 # ---------------------------------------------------------------- bad input
@@ -381,14 +382,14 @@ def test_call_without_a_valid_bearer_token_is_refused(grpc: Grpcurl, session: Ms
         err = grpc.call_error(f"{TWO_FACTOR}/GetFactor", token="not-a-token")
     else:
         err = grpc.call_error(f"{TWO_FACTOR}/GetFactor", token=_forged_token(session))
-    assert_refused(err, "UNAUTHENTICATED", "TOKEN_INVALID")
+    assert_refused(err, "UNAUTHENTICATED", Reason.TOKEN_INVALID)
 
 
 @pytest.mark.parametrize("who", ["wrong-password", "unknown-user"])
 def test_sign_in_with_bad_credentials_is_refused(grpc: Grpcurl, alice: User, who: str):
     username = alice.username if who == "wrong-password" else "nobody-" + secrets.token_hex(4)
     err = grpc.call_error(f"{SESSION}/SignIn", {"username": username, "password": "wrong-" + alice.password})
-    assert_refused(err, "UNAUTHENTICATED", "CREDENTIALS_INVALID")
+    assert_refused(err, "UNAUTHENTICATED", Reason.CREDENTIALS_INVALID)
 
 
 # ---------------------------------------------------------------- sign-out and shutdown
@@ -398,7 +399,7 @@ def test_sign_out_ends_the_session(grpc: Grpcurl, alice: User):
     other = sign_in(grpc, alice)
     grpc.call(f"{SESSION}/SignOut", {"sessionToken": other["sessionToken"]})
     err = grpc.call_error(f"{SESSION}/Refresh", {"sessionToken": other["sessionToken"]})
-    assert_refused(err, "UNAUTHENTICATED", "SESSION_INVALID")
+    assert_refused(err, "UNAUTHENTICATED", Reason.SESSION_INVALID)
     err = grpc.call_error(f"{TWO_FACTOR}/GetFactor", token=access_token(other))
     assert_refused(err, "UNAUTHENTICATED")
 

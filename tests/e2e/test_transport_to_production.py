@@ -42,6 +42,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from reasons import Reason
 from conftest import (  # noqa: F401 - Person and the sign-in helpers are used by other modules too
     AuthServer,
     DeployServer,
@@ -329,7 +330,7 @@ def test_calls_without_a_valid_token_are_refused(deploy: Grpcurl, olga: Person, 
     if how == "forged-signature":
         token = _forged(olga.token)
     err = deploy.call_error(f"{APPS}/ListApps", token=token)
-    assert_refusal(err, "UNAUTHENTICATED", "TOKEN_INVALID")
+    assert_refusal(err, "UNAUTHENTICATED", Reason.TOKEN_INVALID)
 
 
 # ---------------------------------------------------------------- the app and its team
@@ -340,7 +341,7 @@ def test_an_operator_needs_a_second_factor_to_create_an_app(deploy: Grpcurl, olg
     production: olga's password alone creates nothing."""
     assert "mfa_at" not in claims_of(olga.token)
     err = deploy.call_error(f"{APPS}/CreateApp", {"name": "Shop", "technicalContact": "olga"}, token=olga.token)
-    assert_refusal(err, "UNAUTHENTICATED", "MFA_REQUIRED")
+    assert_refusal(err, "UNAUTHENTICATED", Reason.MFA_REQUIRED)
     assert err.error_info.get("metadata") == {"max_age": str(EIGHT_HOURS), "action": "create_app"}, f"{err}"
     assert deploy.call(f"{APPS}/ListApps", token=olga.token)["apps"] == []
 
@@ -362,12 +363,12 @@ def test_only_operators_create_apps(deploy: Grpcurl, shop: Msg, request, who: st
     person = request.getfixturevalue(who)
     err = deploy.call_error(f"{APPS}/CreateApp", {"name": f"Shop of {who}", "technicalContact": who},
                             token=person.token)
-    assert_refusal(err, "PERMISSION_DENIED", "ROLE_REQUIRED")
+    assert_refusal(err, "PERMISSION_DENIED", Reason.ROLE_REQUIRED)
 
 
 def test_a_stranger_sees_nothing_of_the_app(deploy: Grpcurl, shop: Msg, dev: Person):
     err = deploy.call_error(f"{PACKAGES}/ListPackages", {"appId": shop["id"]}, token=dev.token)
-    assert_refusal(err, "PERMISSION_DENIED", "NOT_A_MEMBER")
+    assert_refusal(err, "PERMISSION_DENIED", Reason.NOT_A_MEMBER)
     assert deploy.call(f"{APPS}/ListApps", token=dev.token)["apps"] == []
 
 
@@ -381,7 +382,7 @@ def test_a_password_only_technical_contact_cannot_change_the_team(
             ("AddTeamMember", {"appId": shop["id"], "username": dev.username, "role": "TEAM_ROLE_TECHNICAL_CONTACT"}),
             ("RemoveTeamMember", {"appId": shop["id"], "username": tina.username})):
         err = deploy.call_error(f"{APPS}/{method}", request_, token=tina.token)
-        assert_padlock_refusal(err, "UNAUTHENTICATED", "MFA_REQUIRED", action="change_team")
+        assert_padlock_refusal(err, "UNAUTHENTICATED", Reason.MFA_REQUIRED, action="change_team")
     members = deploy.call(f"{APPS}/ListTeamMembers", {"appId": shop["id"]}, token=tina.token)["members"]
     assert [(m["username"], m["role"]) for m in members] == [("tina", "TEAM_ROLE_TECHNICAL_CONTACT")]
 
@@ -403,7 +404,7 @@ def test_only_the_technical_contact_adds_members(deploy: Grpcurl, shop: Msg, tea
     err = deploy.call_error(f"{APPS}/AddTeamMember",
                             {"appId": shop["id"], "username": olga.username, "role": "TEAM_ROLE_DEPLOY"},
                             token=dev.token)
-    assert_padlock_refusal(err, "UNAUTHENTICATED", "MFA_REQUIRED", action="change_team")
+    assert_padlock_refusal(err, "UNAUTHENTICATED", Reason.MFA_REQUIRED, action="change_team")
     members = deploy.call(f"{APPS}/ListTeamMembers", {"appId": shop["id"]}, token=dev.token)["members"]
     assert "olga" not in {m["username"] for m in members}
 
@@ -438,7 +439,7 @@ def test_only_the_technical_contact_grants_and_revokes(
 def test_a_grant_by_a_non_technical_contact_says_technical_contact_required(
         deploy: Grpcurl, shop: Msg, grants, dev: Person, method: str):
     err = _dev_grants_himself_operate(deploy, shop, dev, method)
-    assert_refusal(err, "PERMISSION_DENIED", "TECHNICAL_CONTACT_REQUIRED")
+    assert_refusal(err, "PERMISSION_DENIED", Reason.TECHNICAL_CONTACT_REQUIRED)
 
 
 def test_only_deploy_members_hold_node_permissions(deploy: Grpcurl, shop: Msg, team, tina: Person):
@@ -446,7 +447,7 @@ def test_only_deploy_members_hold_node_permissions(deploy: Grpcurl, shop: Msg, t
                             {"appId": shop["id"], "environment": TEST, "username": "mia",
                              "permissions": [TRANSPORT]},
                             token=tina.token)
-    assert_refusal(err, "FAILED_PRECONDITION", "DEPLOY_ROLE_REQUIRED")
+    assert_refusal(err, "FAILED_PRECONDITION", Reason.DEPLOY_ROLE_REQUIRED)
     assert permissions_of(deploy, tina, shop["id"], "mia") == {}
 
 
@@ -456,7 +457,7 @@ def test_granting_on_production_carries_a_padlock(
                             {"appId": shop["id"], "environment": PRODUCTION, "username": "dev",
                              "permissions": [TRANSPORT]},
                             token=tina_password_only.token)
-    assert_padlock_refusal(err, "UNAUTHENTICATED", "MFA_REQUIRED", action="change_node_permissions")
+    assert_padlock_refusal(err, "UNAUTHENTICATED", Reason.MFA_REQUIRED, action="change_node_permissions")
     assert PRODUCTION not in permissions_of(deploy, tina, shop["id"], "dev")
 
 
@@ -478,7 +479,7 @@ def test_dev_uploads_a_package_in_chunks(deploy: Grpcurl, shop: Msg, package: Ms
 def test_a_version_is_uploaded_once(deploy: Grpcurl, shop: Msg, package: Msg, dev: Person):
     again = package_upload(shop["id"], "1.0.0", b"another build of 1.0.0")
     err = deploy.call_stream_error(f"{PACKAGES}/UploadPackage", again.messages, token=dev.token)
-    assert_refusal(err, "ALREADY_EXISTS", "PACKAGE_VERSION_EXISTS")
+    assert_refusal(err, "ALREADY_EXISTS", Reason.PACKAGE_VERSION_EXISTS)
 
 
 def test_an_upload_whose_sha256_does_not_match_leaves_nothing(
@@ -495,7 +496,7 @@ def test_an_upload_whose_sha256_does_not_match_leaves_nothing(
 def test_a_member_without_the_deploy_role_cannot_upload(deploy: Grpcurl, shop: Msg, team, mia: Person):
     upload = package_upload(shop["id"], "9.9.9", b"mia's build")
     err = deploy.call_stream_error(f"{PACKAGES}/UploadPackage", upload.messages, token=mia.token)
-    assert_refusal(err, "PERMISSION_DENIED", "DEPLOY_ROLE_REQUIRED")
+    assert_refusal(err, "PERMISSION_DENIED", Reason.DEPLOY_ROLE_REQUIRED)
 
 
 # ---------------------------------------------------------------- test and acceptance
@@ -538,7 +539,7 @@ def test_tina_cannot_transport_to_production_without_a_second_factor(
     before = deployment_ids(deploy, tina, shop["id"])
     err = deploy.call_error(f"{PACKAGES}/TransportPackage", to_production(package["id"]),
                             token=tina_password_only.token)
-    assert_padlock_refusal(err, "UNAUTHENTICATED", "MFA_REQUIRED", action="transport_package")
+    assert_padlock_refusal(err, "UNAUTHENTICATED", Reason.MFA_REQUIRED, action="transport_package")
     assert deployment_ids(deploy, tina, shop["id"]) == before, "a refused transport changed the deployments"
 
 
@@ -548,7 +549,7 @@ def test_check_access_says_the_same_and_changes_nothing(
     tina = tina_password_only
     access = check_access(deploy, tina, shop["id"], "ACTION_TRANSPORT_PACKAGE", PRODUCTION)
     assert (access["allowed"], access["reason"], access["padlock"], int(access["maxAgeSeconds"])) == \
-           (False, "MFA_REQUIRED", True, EIGHT_HOURS), f"{access}"
+           (False, Reason.MFA_REQUIRED, True, EIGHT_HOURS), f"{access}"
     assert access.get("mfaExpiresAt") in (None, ""), "mfaExpiresAt without a second factor"
     # Acceptance carries no padlock: the Technical Contact may transport there now.
     access = check_access(deploy, tina, shop["id"], "ACTION_TRANSPORT_PACKAGE", ACCEPTANCE)
@@ -581,7 +582,7 @@ def test_list_actions_puts_padlocks_on_production_and_on_team_changes(deploy: Gr
 def test_a_garbage_token_on_a_padlocked_action_is_token_invalid(
         deploy: Grpcurl, package: Msg, on_acceptance: Msg):
     err = deploy.call_error(f"{PACKAGES}/TransportPackage", to_production(package["id"]), token="not-a-token")
-    assert_padlock_refusal(err, "UNAUTHENTICATED", "TOKEN_INVALID", action="transport_package")
+    assert_padlock_refusal(err, "UNAUTHENTICATED", Reason.TOKEN_INVALID, action="transport_package")
 
 
 @pytest.mark.parametrize("method", ["DeployPackage", "TransportPackage"])
@@ -593,7 +594,7 @@ def test_unauthenticated_callers_learn_nothing_about_packages(deploy: Grpcurl, m
                else {"packageId": nobody, "environment": PRODUCTION})
     err = deploy.call_error(f"{PACKAGES}/{method}", request)
     assert err.code == "UNAUTHENTICATED", f"expected UNAUTHENTICATED, got {err}"
-    assert err.reason == "TOKEN_INVALID", f"expected TOKEN_INVALID, got {err}"
+    assert err.reason == Reason.TOKEN_INVALID, f"expected TOKEN_INVALID, got {err}"
 
 
 def test_with_totp_tina_transports_to_production(
@@ -627,7 +628,7 @@ def test_dev_needs_a_second_factor_before_anything_else_on_production(
         deploy: Grpcurl, shop: Msg, package: Msg, on_acceptance: Msg, dev: Person):
     assert "mfa_at" not in claims_of(dev.token)
     err = deploy.call_error(f"{PACKAGES}/TransportPackage", to_production(package["id"]), token=dev.token)
-    assert_padlock_refusal(err, "UNAUTHENTICATED", "MFA_REQUIRED", action="transport_package")
+    assert_padlock_refusal(err, "UNAUTHENTICATED", Reason.MFA_REQUIRED, action="transport_package")
 
 
 def test_dev_with_a_fresh_second_factor_lacks_the_production_permission(
@@ -638,13 +639,13 @@ def test_dev_with_a_fresh_second_factor_lacks_the_production_permission(
     before = deployment_ids(deploy, tina, shop["id"])
 
     err = deploy.call_error(f"{PACKAGES}/TransportPackage", to_production(package["id"]), token=dev.token)
-    assert_padlock_refusal(err, "PERMISSION_DENIED", "NODE_PERMISSION_MISSING", action="transport_package")
+    assert_padlock_refusal(err, "PERMISSION_DENIED", Reason.NODE_PERMISSION_MISSING, action="transport_package")
     err = deploy.call_error(f"{PACKAGES}/DeployPackage", {"packageId": package["id"], "environment": PRODUCTION},
                             token=dev.token)
-    assert_padlock_refusal(err, "PERMISSION_DENIED", "NODE_PERMISSION_MISSING", action="deploy_package")
+    assert_padlock_refusal(err, "PERMISSION_DENIED", Reason.NODE_PERMISSION_MISSING, action="deploy_package")
     access = check_access(deploy, dev, shop["id"], "ACTION_TRANSPORT_PACKAGE", PRODUCTION)
     assert (access["allowed"], access["reason"], access["padlock"]) == \
-           (False, "NODE_PERMISSION_MISSING", True), f"{access}"
+           (False, Reason.NODE_PERMISSION_MISSING, True), f"{access}"
     # On acceptance, where tina granted it, dev may transport.
     access = check_access(deploy, dev, shop["id"], "ACTION_TRANSPORT_PACKAGE", ACCEPTANCE)
     assert (access["allowed"], access["reason"]) == (True, ""), f"{access}"
@@ -660,7 +661,7 @@ def test_dev_with_a_fresh_second_factor_cannot_change_the_team(
             ("AddTeamMember", {"appId": shop["id"], "username": dev.username, "role": "TEAM_ROLE_TECHNICAL_CONTACT"}),
             ("RemoveTeamMember", {"appId": shop["id"], "username": tina.username})):
         err = deploy.call_error(f"{APPS}/{method}", request_, token=dev.token)
-        assert_padlock_refusal(err, "PERMISSION_DENIED", "TECHNICAL_CONTACT_REQUIRED", action="change_team")
+        assert_padlock_refusal(err, "PERMISSION_DENIED", Reason.TECHNICAL_CONTACT_REQUIRED, action="change_team")
     assert deploy.call(f"{APPS}/ListTeamMembers", {"appId": shop["id"]}, token=tina.token)["members"] == before
 
 
@@ -684,12 +685,12 @@ def test_a_package_never_in_acceptance_cannot_go_to_production(
     deploy.call(f"{PACKAGES}/DeployPackage", {"packageId": newer["id"], "environment": TEST}, token=dev.token)
     before = deployment_ids(deploy, tina, shop["id"])
     err = deploy.call_error(f"{PACKAGES}/TransportPackage", to_production(newer["id"]), token=tina.token)
-    assert_refusal(err, "FAILED_PRECONDITION", "PACKAGE_NOT_DEPLOYED_IN_SOURCE")
+    assert_refusal(err, "FAILED_PRECONDITION", Reason.PACKAGE_NOT_DEPLOYED_IN_SOURCE)
     # Nor by deploying it there directly: production only takes a package
     # that ran on acceptance.
     err = deploy.call_error(f"{PACKAGES}/DeployPackage", {"packageId": newer["id"], "environment": PRODUCTION},
                             token=tina.token)
-    assert_refusal(err, "FAILED_PRECONDITION", "PACKAGE_NOT_PROMOTED")
+    assert_refusal(err, "FAILED_PRECONDITION", Reason.PACKAGE_NOT_PROMOTED)
     assert err.error_info["metadata"] == {"environment": "production", "required_environment": "acceptance"}, \
         f"{err}"
     assert deployment_ids(deploy, tina, shop["id"]) == before
@@ -721,10 +722,10 @@ def test_a_per_action_max_age_overrides_the_window(
         assert int(rows[("ACTION_DEPLOY_PACKAGE", PRODUCTION)]["maxAgeSeconds"]) == EIGHT_HOURS
 
         err = deploy.call_error(f"{PACKAGES}/TransportPackage", to_production(package["id"]), token=tina.token)
-        assert_padlock_refusal(err, "UNAUTHENTICATED", "MFA_EXPIRED", action="transport_package", max_age=window)
+        assert_padlock_refusal(err, "UNAUTHENTICATED", Reason.MFA_EXPIRED, action="transport_package", max_age=window)
         access = check_access(deploy, tina, shop["id"], "ACTION_TRANSPORT_PACKAGE", PRODUCTION)
         assert (access["allowed"], access["reason"], int(access["maxAgeSeconds"])) == \
-               (False, "MFA_EXPIRED", window), f"{access}"
+               (False, Reason.MFA_EXPIRED, window), f"{access}"
         assert int(parse_timestamp(access["mfaExpiresAt"])) == mfa_at + window
 
         # A refresh carries mfa_at over; it does not renew the second factor.
@@ -732,7 +733,7 @@ def test_a_per_action_max_age_overrides_the_window(
         assert int(parse_timestamp(refreshed["mfaAt"])) == mfa_at
         assert claims_of(tina.token)["mfa_at"] == mfa_at
         err = deploy.call_error(f"{PACKAGES}/TransportPackage", to_production(package["id"]), token=tina.token)
-        assert_padlock_refusal(err, "UNAUTHENTICATED", "MFA_EXPIRED", action="transport_package", max_age=window)
+        assert_padlock_refusal(err, "UNAUTHENTICATED", Reason.MFA_EXPIRED, action="transport_package", max_age=window)
 
         # Other actions keep the eight hours.
         access = check_access(deploy, tina, shop["id"], "ACTION_DEPLOY_PACKAGE", PRODUCTION)
@@ -820,9 +821,9 @@ def test_after_eight_hours_the_second_factor_expires(
         refreshed = refresh(grpc, tina)
         assert int(parse_timestamp(refreshed["mfaAt"])) == mfa_at, "Refresh changed mfa_at"
         err = deploy.call_error(f"{PACKAGES}/TransportPackage", to_production(package["id"]), token=tina.token)
-        assert_padlock_refusal(err, "UNAUTHENTICATED", "MFA_EXPIRED", action="transport_package")
+        assert_padlock_refusal(err, "UNAUTHENTICATED", Reason.MFA_EXPIRED, action="transport_package")
         access = check_access(deploy, tina, shop["id"], "ACTION_TRANSPORT_PACKAGE", PRODUCTION)
-        assert (access["allowed"], access["reason"]) == (False, "MFA_EXPIRED"), f"{access}"
+        assert (access["allowed"], access["reason"]) == (False, Reason.MFA_EXPIRED), f"{access}"
         assert deployment_ids(deploy, tina, shop["id"]) == before
 
         # The phone shows the code of the (shifted) present.

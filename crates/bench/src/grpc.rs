@@ -98,6 +98,8 @@ pub fn rpc_error(step: &str, status: &Status) -> anyhow::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[allow(unused_imports)]
+    use padlock_proto::Reason;
     use std::collections::HashMap;
 
     #[test]
@@ -105,7 +107,11 @@ mod tests {
         let status = Status::with_error_details(
             Code::Unauthenticated,
             "a second factor is required",
-            tonic_types::ErrorDetails::with_error_info("MFA_REQUIRED", "padlock", HashMap::new()),
+            tonic_types::ErrorDetails::with_error_info(
+                Reason::MfaRequired.as_str_name(),
+                "padlock",
+                HashMap::new(),
+            ),
         );
         assert_eq!(failure_key(&status), "UNAUTHENTICATED/MFA_REQUIRED");
         assert_eq!(

@@ -18,6 +18,7 @@ use tonic_types::{ErrorDetails, StatusExt as _};
 pub const DOMAIN: &str = "padlock";
 
 /// The `ErrorInfo.reason` of a request that did not decode.
+/// ([`crate::Reason::MalformedRequest`], spelled out for `const` use).
 pub const MALFORMED_REQUEST: &str = "MALFORMED_REQUEST";
 
 /// prost's codec with [`RequestDecoder`]; generated servers use it.
@@ -101,6 +102,10 @@ mod tests {
         assert_eq!(
             (info.reason.as_str(), info.domain.as_str()),
             (MALFORMED_REQUEST, DOMAIN)
+        );
+        assert_eq!(
+            crate::Reason::from_str_name(MALFORMED_REQUEST),
+            Some(crate::Reason::MalformedRequest)
         );
     }
 }

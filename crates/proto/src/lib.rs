@@ -23,6 +23,17 @@ pub mod deploy {
     }
 }
 
+/// `padlock.errors.v1`: the reasons of refusals, shared by every service.
+pub mod errors {
+    pub mod v1 {
+        tonic::include_proto!("padlock.errors.v1");
+    }
+}
+
+/// The reason an ErrorInfo of domain [`codec::DOMAIN`] carries, by its
+/// proto name (`Reason::MfaRequired.as_str_name() == "MFA_REQUIRED"`).
+pub use errors::v1::ErrorReason as Reason;
+
 /// The auth contracts as an encoded `FileDescriptorSet`, for reflection.
 pub const AUTH_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("auth_descriptor");
 
@@ -109,5 +120,15 @@ mod tests {
             "{faults}"
         );
         assert!(check_rule_table(&[b"not a descriptor set"], []).is_err());
+    }
+
+    #[test]
+    fn reasons_are_named_as_the_proto_spells_them() {
+        assert_eq!(Reason::MfaRequired.as_str_name(), "MFA_REQUIRED");
+        assert_eq!(
+            Reason::from_str_name("PACKAGE_NOT_PROMOTED"),
+            Some(Reason::PackageNotPromoted)
+        );
+        assert_eq!(Reason::from_str_name("NO_SUCH_REASON"), None);
     }
 }

@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use padlock_proto::Reason;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
@@ -141,7 +142,7 @@ fn client_deadline(headers: &http::HeaderMap) -> Option<Duration> {
 pub fn overloaded() -> Status {
     crate::status::retry_later(
         Code::Unavailable,
-        "OVERLOADED",
+        Reason::Overloaded,
         "the server is at its limit of concurrent requests; retry shortly",
         Duration::from_secs(1),
     )
@@ -152,7 +153,7 @@ pub fn overloaded() -> Status {
 pub fn timed_out() -> Status {
     crate::status::refusal(
         Code::DeadlineExceeded,
-        "TIMEOUT",
+        Reason::Timeout,
         "the request ran out of time and was abandoned",
         [],
     )

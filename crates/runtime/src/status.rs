@@ -9,12 +9,13 @@ use std::time::Duration;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
+pub use padlock_proto::Reason;
 pub use padlock_proto::codec::DOMAIN;
 
 /// A refusal with a reason and optional metadata.
 pub fn refusal<'a>(
     code: Code,
-    reason: &str,
+    reason: Reason,
     message: impl Into<String>,
     metadata: impl IntoIterator<Item = (&'a str, String)>,
 ) -> Status {
@@ -22,20 +23,20 @@ pub fn refusal<'a>(
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-    let details = ErrorDetails::with_error_info(reason, DOMAIN, metadata);
+    let details = ErrorDetails::with_error_info(reason.as_str_name(), DOMAIN, metadata);
     Status::with_error_details(code, message, details)
 }
 
 /// A refusal that may be retried after `retry_after` (lockouts, rate limits).
 pub fn retry_later(
     code: Code,
-    reason: &str,
+    reason: Reason,
     message: impl Into<String>,
     retry_after: Duration,
 ) -> Status {
     let mut details = ErrorDetails::with_retry_info(Some(retry_after));
     details.set_error_info(
-        reason,
+        reason.as_str_name(),
         DOMAIN,
         HashMap::from([(
             "retry_after_seconds".to_owned(),
@@ -79,7 +80,11 @@ impl Violations {
         let fields: Vec<&str> = self.0.iter().map(|v| v.field.as_str()).collect();
         let message = format!("invalid request: {}", fields.join(", "));
         let mut details = ErrorDetails::with_bad_request(self.0);
-        details.set_error_info("INVALID_ARGUMENT", DOMAIN, HashMap::new());
+        details.set_error_info(
+            Reason::InvalidArgument.as_str_name(),
+            DOMAIN,
+            HashMap::new(),
+        );
         Err(Status::with_error_details(
             Code::InvalidArgument,
             message,
@@ -98,11 +103,20 @@ pub fn invalid_field(field: &str, description: &str) -> Status {
     }
 }
 
+/// The padlock reason a status carries, if it carries one of ours.
+pub fn reason_of(status: &Status) -> Option<Reason> {
+    let info = status.get_details_error_info()?;
+    if info.domain != DOMAIN {
+        return None;
+    }
+    Reason::from_str_name(&info.reason)
+}
+
 /// An INTERNAL status that says nothing about the cause; the caller logs it.
 pub fn internal() -> Status {
     refusal(
         Code::Internal,
-        "INTERNAL",
+        Reason::Internal,
         "internal error; see the service log",
         [],
     )
@@ -112,7 +126,7 @@ pub fn internal() -> Status {
 pub fn unavailable() -> Status {
     refusal(
         Code::Unavailable,
-        "UNAVAILABLE",
+        Reason::Unavailable,
         "service temporarily unavailable; retry",
         [],
     )
@@ -126,15 +140,17 @@ mod tests {
     fn refusal_carries_reason_domain_and_metadata() {
         let status = refusal(
             Code::Unauthenticated,
-            "MFA_REQUIRED",
+            Reason::MfaRequired,
             "step up",
             [("max_age", "28800".to_owned())],
         );
         let details = status.get_error_details();
         let info = details.error_info().expect("error info");
-        assert_eq!(info.reason, "MFA_REQUIRED");
+        assert_eq!(info.reason, Reason::MfaRequired.as_str_name());
         assert_eq!(info.domain, DOMAIN);
         assert_eq!(info.metadata["max_age"], "28800");
+        assert_eq!(reason_of(&status), Some(Reason::MfaRequired));
+        assert_eq!(reason_of(&Status::internal("plain")), None);
     }
 
     #[test]
@@ -161,7 +177,7 @@ mod tests {
     fn retry_later_carries_the_delay() {
         let status = retry_later(
             Code::ResourceExhausted,
-            "TOO_MANY_ATTEMPTS",
+            Reason::TooManyAttempts,
             "locked",
             Duration::from_secs(900),
         );

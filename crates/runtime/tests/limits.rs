@@ -9,6 +9,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use padlock_proto::Reason;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -151,7 +152,11 @@ async fn a_request_beyond_the_limit_is_refused_at_once_and_admitted_after_a_rele
     // Both places are taken and stay taken until the release below: the
     // third call can only end by being refused, not by waiting its turn.
     let refused = s.call().await.unwrap().unwrap_err();
-    assert_reason(&refused, Code::Unavailable, "OVERLOADED");
+    assert_reason(
+        &refused,
+        Code::Unavailable,
+        Reason::Overloaded.as_str_name(),
+    );
     assert!(
         refused.get_error_details().retry_info().is_some(),
         "{refused:?}"
@@ -189,7 +194,11 @@ async fn a_request_past_its_timeout_is_answered_deadline_exceeded_and_frees_its_
     let stuck = s.call();
     s.entered(1).await;
     let status = stuck.await.unwrap().unwrap_err();
-    assert_reason(&status, Code::DeadlineExceeded, "TIMEOUT");
+    assert_reason(
+        &status,
+        Code::DeadlineExceeded,
+        Reason::Timeout.as_str_name(),
+    );
 
     // Its place is free again.
     let next = s.call();

@@ -17,6 +17,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use padlock_proto::Reason;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -941,7 +942,11 @@ async fn one_trace_spans_gateway_deploy_and_auth_for_a_transport_to_production()
         .post(&transports, to_production.clone())
         .await
         .expect(401, "production without a second factor");
-    assert_eq!(refused["error"], "MFA_REQUIRED", "{refused}");
+    assert_eq!(
+        refused["error"],
+        Reason::MfaRequired.as_str_name(),
+        "{refused}"
+    );
 
     // A key rotation: tina's next token names a key deploy has not seen,
     // so her transport makes deploy refresh the JWKS from auth, inside the
@@ -1137,7 +1142,7 @@ async fn one_trace_spans_gateway_deploy_and_auth_for_a_transport_to_production()
             DEPLOY,
             "padlock.deploy.step_up.refusals",
             &[
-                ("reason", "MFA_REQUIRED"),
+                ("reason", Reason::MfaRequired.as_str_name()),
                 ("action", "transport_package"),
                 ("environment", "production"),
             ]

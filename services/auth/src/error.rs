@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use padlock_proto::Reason;
 use padlock_runtime::status::{self, Violations};
 use tonic::{Code, Status};
 
@@ -93,51 +94,51 @@ impl From<AuthError> for Status {
                 }
                 v.into_result().err().unwrap_or_else(status::internal)
             }
-            TokenInvalid => refusal(Code::Unauthenticated, "TOKEN_INVALID"),
-            CredentialsInvalid => refusal(Code::Unauthenticated, "CREDENTIALS_INVALID"),
+            TokenInvalid => refusal(Code::Unauthenticated, Reason::TokenInvalid),
+            CredentialsInvalid => refusal(Code::Unauthenticated, Reason::CredentialsInvalid),
             SignInThrottled { retry_after } => status::retry_later(
                 Code::ResourceExhausted,
-                "SIGN_IN_THROTTLED",
+                Reason::SignInThrottled,
                 message,
                 retry_after,
             ),
-            SessionInvalid => refusal(Code::Unauthenticated, "SESSION_INVALID"),
+            SessionInvalid => refusal(Code::Unauthenticated, Reason::SessionInvalid),
             CodeInvalid { attempts_left } => status::refusal(
                 Code::Unauthenticated,
-                "CODE_INVALID",
+                Reason::CodeInvalid,
                 message,
                 [("attempts_left", attempts_left.to_string())],
             ),
-            CodeReused => refusal(Code::Unauthenticated, "CODE_REUSED"),
+            CodeReused => refusal(Code::Unauthenticated, Reason::CodeReused),
             LockedOut { retry_after } => status::retry_later(
                 Code::ResourceExhausted,
-                "TOO_MANY_ATTEMPTS",
+                Reason::TooManyAttempts,
                 message,
                 retry_after,
             ),
-            FactorLocked => refusal(Code::FailedPrecondition, "FACTOR_LOCKED"),
-            NotEnrolled => refusal(Code::FailedPrecondition, "FACTOR_NOT_ENROLLED"),
-            EnrollmentNotFound => refusal(Code::NotFound, "ENROLLMENT_NOT_FOUND"),
-            EnrollmentExpired => refusal(Code::FailedPrecondition, "ENROLLMENT_EXPIRED"),
-            CodeExpired => refusal(Code::FailedPrecondition, "CODE_EXPIRED"),
-            CodeExhausted => refusal(Code::FailedPrecondition, "CODE_EXHAUSTED"),
+            FactorLocked => refusal(Code::FailedPrecondition, Reason::FactorLocked),
+            NotEnrolled => refusal(Code::FailedPrecondition, Reason::FactorNotEnrolled),
+            EnrollmentNotFound => refusal(Code::NotFound, Reason::EnrollmentNotFound),
+            EnrollmentExpired => refusal(Code::FailedPrecondition, Reason::EnrollmentExpired),
+            CodeExpired => refusal(Code::FailedPrecondition, Reason::CodeExpired),
+            CodeExhausted => refusal(Code::FailedPrecondition, Reason::CodeExhausted),
             SmsTooSoon { retry_after } => status::retry_later(
                 Code::ResourceExhausted,
-                "SMS_RESEND_TOO_SOON",
+                Reason::SmsResendTooSoon,
                 message,
                 retry_after,
             ),
             SmsLimit(_, retry_after) => status::retry_later(
                 Code::ResourceExhausted,
-                "SMS_LIMIT_REACHED",
+                Reason::SmsLimitReached,
                 message,
                 retry_after,
             ),
             SmsUndeliverable(reason) => refusal(Code::FailedPrecondition, reason.as_reason()),
-            SmsUnavailable => refusal(Code::Unavailable, "SMS_UNAVAILABLE"),
-            SelfService => refusal(Code::PermissionDenied, "SELF_SERVICE_FORBIDDEN"),
-            UserNotFound => refusal(Code::NotFound, "USER_NOT_FOUND"),
-            RoleRequired(_) => refusal(Code::PermissionDenied, "ROLE_REQUIRED"),
+            SmsUnavailable => refusal(Code::Unavailable, Reason::SmsUnavailable),
+            SelfService => refusal(Code::PermissionDenied, Reason::SelfServiceForbidden),
+            UserNotFound => refusal(Code::NotFound, Reason::UserNotFound),
+            RoleRequired(_) => refusal(Code::PermissionDenied, Reason::RoleRequired),
             StepUpRequired {
                 expired,
                 max_age,
@@ -145,9 +146,9 @@ impl From<AuthError> for Status {
             } => status::refusal(
                 Code::Unauthenticated,
                 if expired {
-                    "MFA_EXPIRED"
+                    Reason::MfaExpired
                 } else {
-                    "MFA_REQUIRED"
+                    Reason::MfaRequired
                 },
                 message,
                 [
@@ -155,10 +156,10 @@ impl From<AuthError> for Status {
                     ("action", action.to_owned()),
                 ],
             ),
-            RoleNotGrantable(_) => refusal(Code::PermissionDenied, "ROLE_NOT_GRANTABLE"),
-            UsernameTaken => refusal(Code::AlreadyExists, "USERNAME_TAKEN"),
-            Unimplemented(_) => refusal(Code::Unimplemented, "UNIMPLEMENTED"),
-            Store(StoreError::Conflict) => refusal(Code::Aborted, "CONFLICT"),
+            RoleNotGrantable(_) => refusal(Code::PermissionDenied, Reason::RoleNotGrantable),
+            UsernameTaken => refusal(Code::AlreadyExists, Reason::UsernameTaken),
+            Unimplemented(_) => refusal(Code::Unimplemented, Reason::Unimplemented),
+            Store(StoreError::Conflict) => refusal(Code::Aborted, Reason::Conflict),
             Store(StoreError::Unavailable) => status::unavailable(),
             Store(StoreError::Internal) | Internal => status::internal(),
         }

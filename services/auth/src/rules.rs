@@ -95,6 +95,12 @@ pub const RULES: &[MethodRule] = &[
         SecondFactor::No,
     ),
     rule(
+        "padlock.auth.v1.SessionService/WhoAmI",
+        Caller::AccessToken,
+        Subject::Own,
+        SecondFactor::No,
+    ),
+    rule(
         "padlock.auth.v1.TwoFactorService/GetFactor",
         OWN_FACTOR,
         Subject::Own,

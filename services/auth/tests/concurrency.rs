@@ -6,6 +6,7 @@ mod common;
 
 use common::Harness;
 use futures::future::join_all;
+use padlock_proto::Reason;
 use tonic::Code;
 
 const CONCURRENT: usize = 64;
@@ -22,7 +23,7 @@ async fn the_same_code_sent_64_times_at_once_succeeds_once() {
         assert_eq!(ok, 1, "{}: exactly one of {CONCURRENT} wins", h.backend);
         for refused in results.iter().filter_map(|r| r.as_ref().err()) {
             assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
-            assert_eq!(common::reason(refused), "CODE_REUSED");
+            assert_eq!(common::reason(refused), Reason::CodeReused.as_str_name());
         }
         h.stop().await;
     }
@@ -57,8 +58,14 @@ async fn wrong_codes_sent_64_at_once_are_counted_at_most_five_times() {
             .iter()
             .map(|r| common::reason(r.as_ref().expect_err("every code is wrong")))
             .collect();
-        let invalid = reasons.iter().filter(|r| *r == "CODE_INVALID").count();
-        let locked = reasons.iter().filter(|r| *r == "TOO_MANY_ATTEMPTS").count();
+        let invalid = reasons
+            .iter()
+            .filter(|r| *r == Reason::CodeInvalid.as_str_name())
+            .count();
+        let locked = reasons
+            .iter()
+            .filter(|r| *r == Reason::TooManyAttempts.as_str_name())
+            .count();
         assert_eq!(invalid + locked, CONCURRENT, "{}: {reasons:?}", h.backend);
         // The 5th counted failure answers with the lockout itself.
         assert_eq!(invalid, 4, "{}", h.backend);

@@ -7,6 +7,7 @@
 mod common;
 
 use common::{Harness, assert_refused};
+use padlock_proto::Reason;
 use padlock_runtime::server::MAX_REQUEST_MESSAGE_BYTES;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -66,7 +67,7 @@ async fn assert_no_wrong_code_counted(h: &Harness, token: &str, secret: &[u8]) {
     let status = assert_refused(
         h.verify(token, &h.code(secret, 5)).await,
         Code::Unauthenticated,
-        "CODE_INVALID",
+        Reason::CodeInvalid.as_str_name(),
     );
     let details = status.get_error_details();
     let info = details.error_info().expect("ErrorInfo");

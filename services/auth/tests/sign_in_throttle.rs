@@ -7,6 +7,7 @@
 
 mod common;
 
+use padlock_proto::Reason;
 use std::time::Duration;
 
 use common::{Harness, PASSWORD, assert_refused, bearer, reason};
@@ -48,13 +49,21 @@ async fn sign_in_from(
 
 #[track_caller]
 fn assert_wrong(result: Result<SignInResponse, Status>) {
-    assert_refused(result, Code::Unauthenticated, "CREDENTIALS_INVALID");
+    assert_refused(
+        result,
+        Code::Unauthenticated,
+        Reason::CredentialsInvalid.as_str_name(),
+    );
 }
 
 /// Throttled, with `RetryInfo` saying how long to wait.
 #[track_caller]
 fn assert_throttled(result: Result<SignInResponse, Status>, wait_secs: u64) {
-    let status = assert_refused(result, Code::ResourceExhausted, "SIGN_IN_THROTTLED");
+    let status = assert_refused(
+        result,
+        Code::ResourceExhausted,
+        Reason::SignInThrottled.as_str_name(),
+    );
     let delay = status
         .get_error_details()
         .retry_info()
@@ -262,7 +271,11 @@ async fn guessing_passwords_leaves_the_second_factor_alone() {
             .find(|c| !valid.iter().any(|v| v == c))
             .unwrap();
         let err = h.verify(&step_up.access_token, wrong_code).await;
-        assert_refused(err, Code::Unauthenticated, "CODE_INVALID");
+        assert_refused(
+            err,
+            Code::Unauthenticated,
+            Reason::CodeInvalid.as_str_name(),
+        );
 
         for _ in 0..5 {
             assert_wrong(sign_in_from(&h, "203.0.113.66", "erin", WRONG).await);
@@ -331,9 +344,12 @@ async fn the_limits_hold_across_two_replicas_on_one_database() {
             .collect();
         let checked = reasons
             .iter()
-            .filter(|r| *r == "CREDENTIALS_INVALID")
+            .filter(|r| *r == Reason::CredentialsInvalid.as_str_name())
             .count();
-        let throttled = reasons.iter().filter(|r| *r == "SIGN_IN_THROTTLED").count();
+        let throttled = reasons
+            .iter()
+            .filter(|r| *r == Reason::SignInThrottled.as_str_name())
+            .count();
         assert_eq!((checked, throttled), (5, 7), "{}: {reasons:?}", db.backend);
         a.stop().await;
         b.stop().await;

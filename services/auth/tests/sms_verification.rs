@@ -5,6 +5,7 @@
 
 mod common;
 
+use padlock_proto::Reason;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -117,14 +118,14 @@ async fn an_sms_code_enrolls_and_steps_up_once() {
         assert_refused(
             h.verify(&session.access_token, &code).await,
             Code::FailedPrecondition,
-            "CODE_EXPIRED",
+            Reason::CodeExpired.as_str_name(),
         );
 
         // A later step-up: ask for a code after the cooldown, then verify.
         assert_refused(
             resend(&h, &session.access_token).await,
             Code::ResourceExhausted,
-            "SMS_RESEND_TOO_SOON",
+            Reason::SmsResendTooSoon.as_str_name(),
         );
         h.clock.advance(Duration::from_secs(30));
         resend(&h, &session.access_token).await.unwrap();
@@ -137,7 +138,7 @@ async fn an_sms_code_enrolls_and_steps_up_once() {
         assert_refused(
             h.start_totp(&session.access_token).await,
             Code::FailedPrecondition,
-            "FACTOR_LOCKED",
+            Reason::FactorLocked.as_str_name(),
         );
         h.stop().await;
     }
@@ -161,7 +162,7 @@ async fn wrong_and_expired_codes_are_refused() {
                 h.confirm(&session.access_token, &started.enrollment_id, code)
                     .await,
                 Code::Unauthenticated,
-                "CODE_INVALID",
+                Reason::CodeInvalid.as_str_name(),
             );
             let left = tonic_types::StatusExt::get_error_details(&status)
                 .error_info()
@@ -174,14 +175,14 @@ async fn wrong_and_expired_codes_are_refused() {
             h.confirm(&session.access_token, &started.enrollment_id, &wrong[4])
                 .await,
             Code::ResourceExhausted,
-            "TOO_MANY_ATTEMPTS",
+            Reason::TooManyAttempts.as_str_name(),
         );
         // The 6th try is refused, even with the right code.
         assert_refused(
             h.confirm(&session.access_token, &started.enrollment_id, &right)
                 .await,
             Code::ResourceExhausted,
-            "TOO_MANY_ATTEMPTS",
+            Reason::TooManyAttempts.as_str_name(),
         );
 
         // After the lockout (and the ten-minute enrollment) a new enrollment
@@ -192,7 +193,7 @@ async fn wrong_and_expired_codes_are_refused() {
             h.confirm(&session.access_token, &started.enrollment_id, &right)
                 .await,
             Code::FailedPrecondition,
-            "ENROLLMENT_EXPIRED",
+            Reason::EnrollmentExpired.as_str_name(),
         );
         let again = start_sms(&h, &session.access_token, PHONE).await.unwrap();
         let code = last_code(&fake);
@@ -201,7 +202,7 @@ async fn wrong_and_expired_codes_are_refused() {
             h.confirm(&session.access_token, &again.enrollment_id, &code)
                 .await,
             Code::FailedPrecondition,
-            "CODE_EXPIRED",
+            Reason::CodeExpired.as_str_name(),
         );
         h.stop().await;
     }
@@ -221,7 +222,7 @@ async fn twilio_refusals_and_outages_map_to_clear_statuses() {
         assert_refused(
             start_sms(&h, &session.access_token, PHONE).await,
             Code::FailedPrecondition,
-            "PHONE_NUMBER_INVALID",
+            Reason::PhoneNumberInvalid.as_str_name(),
         );
         // Undelivered: no cooldown, no tries used; the user may try again at once.
         for _ in 0..3 {
@@ -230,7 +231,7 @@ async fn twilio_refusals_and_outages_map_to_clear_statuses() {
         assert_refused(
             start_sms(&h, &session.access_token, PHONE).await,
             Code::Unavailable,
-            "SMS_UNAVAILABLE",
+            Reason::SmsUnavailable.as_str_name(),
         );
         fake.push(Behavior::Status(500));
         let started = start_sms(&h, &session.access_token, PHONE).await.unwrap();
@@ -306,7 +307,10 @@ async fn caps_hold_under_50_concurrent_sends() {
         assert_eq!(fake.messages().len(), 5, "a refused send sends nothing");
         for refused in results.iter().filter_map(|r| r.as_ref().err()) {
             assert_eq!(refused.code(), Code::ResourceExhausted);
-            assert_eq!(common::reason(refused), "SMS_LIMIT_REACHED");
+            assert_eq!(
+                common::reason(refused),
+                Reason::SmsLimitReached.as_str_name()
+            );
             let retry = tonic_types::StatusExt::get_error_details(refused)
                 .retry_info()
                 .unwrap()
@@ -347,7 +351,7 @@ async fn after_a_reset_an_sms_user_may_enroll_totp() {
     assert_refused(
         h.start_totp(&session.access_token).await,
         Code::FailedPrecondition,
-        "FACTOR_LOCKED",
+        Reason::FactorLocked.as_str_name(),
     );
     let sam = h.support_user("sam").await;
     h.support()

@@ -4,6 +4,7 @@
 
 mod common;
 
+use padlock_proto::Reason;
 use std::time::Duration;
 
 use common::{Harness, assert_refused, bad_fields, base32_decode, bearer};
@@ -32,7 +33,7 @@ async fn a_reset_ends_second_factor_state_and_allows_a_new_enrollment() {
         assert_refused(
             h.start_totp(&alice.access_token).await,
             Code::FailedPrecondition,
-            "FACTOR_LOCKED",
+            Reason::FactorLocked.as_str_name(),
         );
         h.support()
             .reset_factor(bearer(&sam, reset("alice", "CHG0012345")))
@@ -183,7 +184,7 @@ async fn support_needs_a_second_factor_from_the_last_hour_for_every_call() {
             assert_eq!(status.code(), Code::Unauthenticated, "{action}: {status:?}");
             use tonic_types::StatusExt as _;
             let info = status.get_error_details().error_info().cloned().unwrap();
-            assert_eq!(info.reason, "MFA_REQUIRED", "{action}");
+            assert_eq!(info.reason, Reason::MfaRequired.as_str_name(), "{action}");
             assert_eq!(info.metadata["max_age"], "3600");
             assert_eq!(info.metadata["action"], *action);
         }
@@ -228,7 +229,11 @@ async fn support_needs_a_second_factor_from_the_last_hour_for_every_call() {
             .into_inner()
             .access_token;
         let expired = h.support().get_user_factor(bearer(&sam, lookup())).await;
-        assert_refused(expired, Code::Unauthenticated, "MFA_EXPIRED");
+        assert_refused(
+            expired,
+            Code::Unauthenticated,
+            Reason::MfaExpired.as_str_name(),
+        );
         h.stop().await;
     }
 }
@@ -245,21 +250,21 @@ async fn support_checks_roles_tickets_and_never_acts_on_itself() {
                 .reset_factor(bearer(&alice.access_token, reset("alice", "CHG1")))
                 .await,
             Code::PermissionDenied,
-            "ROLE_REQUIRED",
+            Reason::RoleRequired.as_str_name(),
         );
         assert_refused(
             h.support()
                 .reset_factor(bearer(&sam, reset("sam", "CHG1")))
                 .await,
             Code::PermissionDenied,
-            "SELF_SERVICE_FORBIDDEN",
+            Reason::SelfServiceForbidden.as_str_name(),
         );
         assert_refused(
             h.support()
                 .reset_factor(bearer(&sam, reset("nobody", "CHG1")))
                 .await,
             Code::NotFound,
-            "USER_NOT_FOUND",
+            Reason::UserNotFound.as_str_name(),
         );
         let status = assert_refused(
             h.support()
@@ -319,7 +324,7 @@ async fn unlock_lifts_a_lockout() {
         assert_refused(
             h.verify(&alice.access_token, &h.code(&secret, 1)).await,
             Code::ResourceExhausted,
-            "TOO_MANY_ATTEMPTS",
+            Reason::TooManyAttempts.as_str_name(),
         );
         let sam = h.support_user("sam").await;
         h.support()

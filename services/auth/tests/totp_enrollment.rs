@@ -3,6 +3,7 @@
 
 mod common;
 
+use padlock_proto::Reason;
 use std::time::Duration;
 
 use common::{Harness, START, assert_refused, bad_fields, base32_decode, bearer};
@@ -45,7 +46,7 @@ async fn confirmed_enrollment_steps_the_session_up() {
         assert_refused(
             h.verify(&session.access_token, &h.code(&secret, 0)).await,
             Code::FailedPrecondition,
-            "FACTOR_NOT_ENROLLED",
+            Reason::FactorNotEnrolled.as_str_name(),
         );
 
         h.clock.advance(Duration::from_secs(7));
@@ -95,25 +96,25 @@ async fn a_code_is_accepted_at_most_once() {
         assert_refused(
             h.verify(&token, &h.code(&secret, 0)).await,
             Code::Unauthenticated,
-            "CODE_REUSED",
+            Reason::CodeReused.as_str_name(),
         );
         assert_refused(
             h.verify(&token, &h.code(&secret, -1)).await,
             Code::Unauthenticated,
-            "CODE_REUSED",
+            Reason::CodeReused.as_str_name(),
         );
         // RFC 6238 §5.2: the next step is accepted, once.
         h.verify(&token, &h.code(&secret, 1)).await.unwrap();
         assert_refused(
             h.verify(&token, &h.code(&secret, 1)).await,
             Code::Unauthenticated,
-            "CODE_REUSED",
+            Reason::CodeReused.as_str_name(),
         );
         // Two steps ahead is outside the window: a wrong code.
         let status = assert_refused(
             h.verify(&token, &h.code(&secret, 2)).await,
             Code::Unauthenticated,
-            "CODE_INVALID",
+            Reason::CodeInvalid.as_str_name(),
         );
         let details = tonic_types::StatusExt::get_error_details(&status);
         assert_eq!(details.error_info().unwrap().metadata["attempts_left"], "4");
@@ -130,7 +131,7 @@ async fn an_active_factor_cannot_be_replaced_by_its_user() {
             let status = assert_refused(
                 h.start_totp(token).await,
                 Code::FailedPrecondition,
-                "FACTOR_LOCKED",
+                Reason::FactorLocked.as_str_name(),
             );
             assert!(status.message().contains("support"), "{}", status.message());
         }
@@ -160,7 +161,7 @@ async fn a_pending_enrollment_expires_and_can_be_restarted() {
             )
             .await,
             Code::FailedPrecondition,
-            "ENROLLMENT_EXPIRED",
+            Reason::EnrollmentExpired.as_str_name(),
         );
         let second = h.start_totp(&session.access_token).await.unwrap();
         assert_ne!(second.secret, first.secret);
@@ -172,7 +173,7 @@ async fn a_pending_enrollment_expires_and_can_be_restarted() {
             )
             .await,
             Code::NotFound,
-            "ENROLLMENT_NOT_FOUND",
+            Reason::EnrollmentNotFound.as_str_name(),
         );
         let secret = base32_decode(&second.secret);
         h.confirm(
@@ -200,7 +201,7 @@ async fn another_users_enrollment_is_not_found() {
             h.confirm(&mallory.access_token, &enrollment.enrollment_id, &code)
                 .await,
             Code::NotFound,
-            "ENROLLMENT_NOT_FOUND",
+            Reason::EnrollmentNotFound.as_str_name(),
         );
         // Alice's enrollment is untouched.
         h.confirm(&alice.access_token, &enrollment.enrollment_id, &code)
@@ -258,7 +259,7 @@ async fn wrong_codes_lock_the_factor_doubling_and_success_resets() {
                 let status = assert_refused(
                     h.verify(&token, &wrong(&h)).await,
                     Code::Unauthenticated,
-                    "CODE_INVALID",
+                    Reason::CodeInvalid.as_str_name(),
                 );
                 let info = tonic_types::StatusExt::get_error_details(&status);
                 assert_eq!(
@@ -269,7 +270,7 @@ async fn wrong_codes_lock_the_factor_doubling_and_success_resets() {
             let status = assert_refused(
                 h.verify(&token, &wrong(&h)).await,
                 Code::ResourceExhausted,
-                "TOO_MANY_ATTEMPTS",
+                Reason::TooManyAttempts.as_str_name(),
             );
             let retry = tonic_types::StatusExt::get_error_details(&status)
                 .retry_info()
@@ -286,7 +287,7 @@ async fn wrong_codes_lock_the_factor_doubling_and_success_resets() {
             assert_refused(
                 h.verify(&token, &h.code(&secret, 0)).await,
                 Code::ResourceExhausted,
-                "TOO_MANY_ATTEMPTS",
+                Reason::TooManyAttempts.as_str_name(),
             );
             h.clock.advance(Duration::from_secs(expected_lock));
             // Access tokens live ten minutes; the session goes on.
@@ -306,13 +307,13 @@ async fn wrong_codes_lock_the_factor_doubling_and_success_resets() {
             assert_refused(
                 h.verify(&token, &wrong(&h)).await,
                 Code::Unauthenticated,
-                "CODE_INVALID",
+                Reason::CodeInvalid.as_str_name(),
             );
         }
         let status = assert_refused(
             h.verify(&token, &wrong(&h)).await,
             Code::ResourceExhausted,
-            "TOO_MANY_ATTEMPTS",
+            Reason::TooManyAttempts.as_str_name(),
         );
         let retry = tonic_types::StatusExt::get_error_details(&status)
             .retry_info()
@@ -359,18 +360,22 @@ async fn bad_input_is_refused_and_changes_nothing() {
             h.confirm(&token, &uuid::Uuid::new_v4().to_string(), "123456")
                 .await,
             Code::NotFound,
-            "ENROLLMENT_NOT_FOUND",
+            Reason::EnrollmentNotFound.as_str_name(),
         );
         // 9 KiB: past the verifier's 8 KiB bound, inside HTTP/2's header limit.
         for bad in ["", "garbage", "a.b.c", &"x".repeat(9 * 1024)] {
             assert_refused(
                 h.start_totp(bad).await,
                 Code::Unauthenticated,
-                "TOKEN_INVALID",
+                Reason::TokenInvalid.as_str_name(),
             );
         }
         let unauthenticated = h.two_factor().get_factor(GetFactorRequest {}).await;
-        assert_refused(unauthenticated, Code::Unauthenticated, "TOKEN_INVALID");
+        assert_refused(
+            unauthenticated,
+            Code::Unauthenticated,
+            Reason::TokenInvalid.as_str_name(),
+        );
 
         let long_name = "a".repeat(65);
         for (username, password, field) in [
@@ -436,7 +441,7 @@ async fn wrong_password_and_ended_sessions_are_refused() {
                     })
                     .await,
                 Code::Unauthenticated,
-                "CREDENTIALS_INVALID",
+                Reason::CredentialsInvalid.as_str_name(),
             );
         }
         let session = h.sign_in("alice").await;
@@ -453,13 +458,13 @@ async fn wrong_password_and_ended_sessions_are_refused() {
                 })
                 .await,
             Code::Unauthenticated,
-            "SESSION_INVALID",
+            Reason::SessionInvalid.as_str_name(),
         );
         // Its access token, though unexpired, no longer works at auth.
         assert_refused(
             h.start_totp(&session.access_token).await,
             Code::Unauthenticated,
-            "SESSION_INVALID",
+            Reason::SessionInvalid.as_str_name(),
         );
 
         // An access token past its lifetime (10 min + 60 s leeway) is refused.
@@ -468,7 +473,7 @@ async fn wrong_password_and_ended_sessions_are_refused() {
         assert_refused(
             h.start_totp(&other.access_token).await,
             Code::Unauthenticated,
-            "TOKEN_INVALID",
+            Reason::TokenInvalid.as_str_name(),
         );
         h.stop().await;
     }
@@ -491,7 +496,7 @@ async fn only_stepped_up_support_creates_users_and_never_privileged_ones() {
                 .create_user(bearer(&alice.access_token, request("eve", &[])))
                 .await,
             Code::PermissionDenied,
-            "ROLE_REQUIRED",
+            Reason::RoleRequired.as_str_name(),
         );
         let sam = h.support_user("sam").await;
         // Support may not mint support, nor an operator (who names who
@@ -502,7 +507,7 @@ async fn only_stepped_up_support_creates_users_and_never_privileged_ones() {
                     .create_user(bearer(&sam, request("mallory", &["auditor", role])))
                     .await,
                 Code::PermissionDenied,
-                "ROLE_NOT_GRANTABLE",
+                Reason::RoleNotGrantable.as_str_name(),
             );
         }
         assert!(
@@ -541,7 +546,7 @@ async fn only_stepped_up_support_creates_users_and_never_privileged_ones() {
                 .create_user(bearer(&sam, request("bob", &[])))
                 .await,
             Code::AlreadyExists,
-            "USERNAME_TAKEN",
+            Reason::UsernameTaken.as_str_name(),
         );
         let mut weak = request("carol", &[]);
         weak.password = "short".into();

@@ -199,9 +199,11 @@ impl App {
         match (self.verify(metadata).await, env) {
             (Err(DeployError::TokenInvalid), Some(env)) => {
                 let rule = self.0.policy.rule(action, env);
-                self.0
-                    .metrics
-                    .step_up_refused(policy::Refusal::TokenInvalid.reason(), action, env);
+                self.0.metrics.step_up_refused(
+                    policy::Refusal::TokenInvalid.reason().as_str_name(),
+                    action,
+                    env,
+                );
                 Err(DeployError::Refused(Box::new(policy::refusal_status(
                     policy::Refusal::TokenInvalid,
                     action,
@@ -265,7 +267,7 @@ impl App {
         // Release the app (and on SQLite the write lock) before writing the
         // refusal's record in a transaction of its own.
         change.rollback().await?;
-        let reason = policy::reason_for(refusal, &decision.rule);
+        let reason = policy::reason_for(refusal, &decision.rule).as_str_name();
         self.0.metrics.step_up_refused(reason, action, env);
         if let Ok(claims) = verified {
             self.0

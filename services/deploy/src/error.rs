@@ -1,6 +1,7 @@
 //! The deploy service's closed set of errors and the one place they become
 //! gRPC statuses. Step-up refusals are built by `policy::refusal_status`.
 
+use padlock_proto::Reason;
 use padlock_runtime::status::{self, Violations};
 use tonic::{Code, Status};
 
@@ -74,30 +75,30 @@ impl From<DeployError> for Status {
                 }
                 v.into_result().err().unwrap_or_else(status::internal)
             }
-            TokenInvalid => refusal(Code::Unauthenticated, "TOKEN_INVALID"),
-            KeysUnavailable => refusal(Code::Unavailable, "KEYS_UNAVAILABLE"),
+            TokenInvalid => refusal(Code::Unauthenticated, Reason::TokenInvalid),
+            KeysUnavailable => refusal(Code::Unavailable, Reason::KeysUnavailable),
             Refused(status) => *status,
-            RoleRequired(_) => refusal(Code::PermissionDenied, "ROLE_REQUIRED"),
-            NotAMember => refusal(Code::PermissionDenied, "NOT_A_MEMBER"),
+            RoleRequired(_) => refusal(Code::PermissionDenied, Reason::RoleRequired),
+            NotAMember => refusal(Code::PermissionDenied, Reason::NotAMember),
             TechnicalContactRequired => {
-                refusal(Code::PermissionDenied, "TECHNICAL_CONTACT_REQUIRED")
+                refusal(Code::PermissionDenied, Reason::TechnicalContactRequired)
             }
-            DeployRoleRequired => refusal(Code::PermissionDenied, "DEPLOY_ROLE_REQUIRED"),
+            DeployRoleRequired => refusal(Code::PermissionDenied, Reason::DeployRoleRequired),
             MemberCannotHoldPermissions => {
-                refusal(Code::FailedPrecondition, "DEPLOY_ROLE_REQUIRED")
+                refusal(Code::FailedPrecondition, Reason::DeployRoleRequired)
             }
-            LastTechnicalContact => refusal(Code::FailedPrecondition, "LAST_TECHNICAL_CONTACT"),
-            AppNotFound => refusal(Code::NotFound, "APP_NOT_FOUND"),
-            PackageNotFound => refusal(Code::NotFound, "PACKAGE_NOT_FOUND"),
-            MemberNotFound => refusal(Code::NotFound, "MEMBER_NOT_FOUND"),
-            AppNameTaken => refusal(Code::AlreadyExists, "APP_NAME_TAKEN"),
-            PackageVersionExists => refusal(Code::AlreadyExists, "PACKAGE_VERSION_EXISTS"),
+            LastTechnicalContact => refusal(Code::FailedPrecondition, Reason::LastTechnicalContact),
+            AppNotFound => refusal(Code::NotFound, Reason::AppNotFound),
+            PackageNotFound => refusal(Code::NotFound, Reason::PackageNotFound),
+            MemberNotFound => refusal(Code::NotFound, Reason::MemberNotFound),
+            AppNameTaken => refusal(Code::AlreadyExists, Reason::AppNameTaken),
+            PackageVersionExists => refusal(Code::AlreadyExists, Reason::PackageVersionExists),
             NotDeployedInSource => {
-                refusal(Code::FailedPrecondition, "PACKAGE_NOT_DEPLOYED_IN_SOURCE")
+                refusal(Code::FailedPrecondition, Reason::PackageNotDeployedInSource)
             }
             NotPromoted { env, previous } => status::refusal(
                 Code::FailedPrecondition,
-                "PACKAGE_NOT_PROMOTED",
+                Reason::PackageNotPromoted,
                 message,
                 [
                     ("environment", env.as_str().to_owned()),
@@ -108,7 +109,7 @@ impl From<DeployError> for Status {
                 Some(field) => status::invalid_field(field, &e.to_string()),
                 None => status::internal(),
             },
-            Store(StoreError::Conflict) => refusal(Code::Aborted, "CONFLICT"),
+            Store(StoreError::Conflict) => refusal(Code::Aborted, Reason::Conflict),
             Store(StoreError::Unavailable) => status::unavailable(),
             Store(StoreError::Internal) | Internal => status::internal(),
         }

@@ -6,6 +6,7 @@
 
 use std::fmt;
 
+use padlock_proto::Reason;
 use padlock_proto::deploy::v1 as pb;
 use padlock_token::{Claims, TokenError};
 use tonic::{Code, Status};
@@ -405,12 +406,12 @@ pub enum Refusal {
 
 impl Refusal {
     /// The `google.rpc.ErrorInfo` reason clients branch on.
-    pub fn reason(self) -> &'static str {
+    pub fn reason(self) -> Reason {
         match self {
-            Refusal::TokenInvalid => "TOKEN_INVALID",
-            Refusal::MfaRequired => "MFA_REQUIRED",
-            Refusal::MfaExpired => "MFA_EXPIRED",
-            Refusal::NodePermissionMissing => "NODE_PERMISSION_MISSING",
+            Refusal::TokenInvalid => Reason::TokenInvalid,
+            Refusal::MfaRequired => Reason::MfaRequired,
+            Refusal::MfaExpired => Reason::MfaExpired,
+            Refusal::NodePermissionMissing => Reason::NodePermissionMissing,
         }
     }
 
@@ -427,7 +428,7 @@ impl Refusal {
 
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.reason())
+        f.write_str(self.reason().as_str_name())
     }
 }
 
@@ -575,10 +576,10 @@ pub fn refusal_status(refusal: Refusal, action: Action, env: Env, rule: &Rule) -
 /// [`Refusal::reason`], except that a missing requirement that is "be the
 /// Technical Contact" says so (`TECHNICAL_CONTACT_REQUIRED`, as the team
 /// RPCs do), since no node permission would help.
-pub fn reason_for(refusal: Refusal, rule: &Rule) -> &'static str {
+pub fn reason_for(refusal: Refusal, rule: &Rule) -> Reason {
     match (refusal, rule.requirement) {
         (Refusal::NodePermissionMissing, Requirement::TechnicalContact) => {
-            "TECHNICAL_CONTACT_REQUIRED"
+            Reason::TechnicalContactRequired
         }
         _ => refusal.reason(),
     }
@@ -1205,7 +1206,7 @@ mod tests {
             assert_eq!(status.code(), code, "{refusal}");
             let details = status.get_error_details();
             let info = details.error_info().expect("error info");
-            assert_eq!(info.reason, refusal.reason());
+            assert_eq!(info.reason, refusal.reason().as_str_name());
             assert_eq!(info.domain, "padlock");
             assert_eq!(info.metadata["max_age"], "3600");
             assert_eq!(info.metadata["action"], "download_backup");

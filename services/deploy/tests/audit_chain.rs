@@ -9,6 +9,7 @@ mod common;
 
 use common::*;
 use padlock_deploy::store::{AuditEvent, Outcome, verify_audit_chain};
+use padlock_proto::Reason;
 use padlock_proto::deploy::v1::{self as pb, Environment::*, NodePermission::*};
 use padlock_runtime::audit::{Break, Intact, Verdict};
 use padlock_test_support::TestDatabase;
@@ -150,7 +151,7 @@ async fn concurrent_appends_from_two_replicas_form_one_chain() {
                             app_id: None,
                             env: None,
                             outcome: Outcome::Refused,
-                            reason: Some("MFA_REQUIRED"),
+                            reason: Some(Reason::MfaRequired.as_str_name()),
                             mfa_at: None,
                             mfa_method: None,
                             detail: format!("attempt {i}"),

@@ -8,6 +8,7 @@
 
 mod common;
 
+use padlock_proto::Reason;
 use std::time::Duration;
 
 use common::*;
@@ -87,7 +88,7 @@ async fn a_kept_token_is_refused_after_its_exp_plus_the_leeway() {
         refused(
             check(&h, &token, &app).await,
             Code::Unauthenticated,
-            "TOKEN_INVALID",
+            Reason::TokenInvalid.as_str_name(),
         );
         h.stop().await;
     }
@@ -104,7 +105,7 @@ async fn freshness_is_judged_at_each_call_not_when_the_token_was_kept() {
         h.clock.advance(Duration::from_secs(61));
         assert_eq!(
             check(&h, &token, &app).await.unwrap(),
-            "MFA_EXPIRED",
+            Reason::MfaExpired.as_str_name(),
             "{}",
             h.backend
         );
@@ -131,7 +132,7 @@ async fn a_key_dropped_from_the_jwks_drops_the_tokens_it_signed() {
         refused(
             check(&h, &old, &app).await,
             Code::Unauthenticated,
-            "TOKEN_INVALID",
+            Reason::TokenInvalid.as_str_name(),
         );
         h.stop().await;
     }
@@ -147,7 +148,7 @@ async fn a_revocation_counts_at_once_on_the_replica_that_made_it() {
         revoke(&h, &app, "dev").await;
         assert_eq!(
             check(&h, &dev, &app).await.unwrap(),
-            "NODE_PERMISSION_MISSING",
+            Reason::NodePermissionMissing.as_str_name(),
             "{}",
             h.backend
         );
@@ -169,7 +170,7 @@ async fn a_revocation_counts_at_once_on_the_replica_that_made_it() {
             .unwrap();
         assert_eq!(
             check(&h, &dev, &app).await.unwrap(),
-            "NODE_PERMISSION_MISSING"
+            Reason::NodePermissionMissing.as_str_name()
         );
         h.stop().await;
     }
@@ -197,7 +198,7 @@ async fn another_replica_sees_a_revocation_within_the_recheck_and_acts_on_it_at_
         refused(
             authorized,
             Code::PermissionDenied,
-            "NODE_PERMISSION_MISSING",
+            Reason::NodePermissionMissing.as_str_name(),
         );
 
         // CheckAccess within the documented recheck (1 s by default).
@@ -206,7 +207,7 @@ async fn another_replica_sees_a_revocation_within_the_recheck_and_acts_on_it_at_
             .advance(padlock_deploy::cache::DEFAULT_PERMISSION_RECHECK);
         assert_eq!(
             check(&other, &dev, &app).await.unwrap(),
-            "NODE_PERMISSION_MISSING",
+            Reason::NodePermissionMissing.as_str_name(),
             "{}",
             h.backend
         );
@@ -231,7 +232,7 @@ async fn with_a_zero_recheck_another_replica_sees_a_revocation_at_once() {
         revoke(&h, &app, "dev").await;
         assert_eq!(
             check(&other, &dev, &app).await.unwrap(),
-            "NODE_PERMISSION_MISSING",
+            Reason::NodePermissionMissing.as_str_name(),
             "{}",
             h.backend
         );
@@ -252,7 +253,7 @@ async fn an_unknown_app_is_not_found_even_after_a_known_one_was_kept() {
             refused(
                 check(&h, &dev, &unknown).await,
                 Code::NotFound,
-                "APP_NOT_FOUND",
+                Reason::AppNotFound.as_str_name(),
             );
         }
         h.stop().await;

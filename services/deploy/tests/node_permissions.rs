@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use padlock_proto::Reason;
 use padlock_proto::deploy::v1::{self as pb, Environment::*, NodePermission::*};
 use tonic::Code;
 
@@ -37,23 +38,23 @@ async fn only_the_technical_contact_grants_and_production_needs_a_second_factor(
             h.grant(&h.stepped_up("dev"), &app, Acceptance, "dev", &[Operate])
                 .await,
             Code::PermissionDenied,
-            "TECHNICAL_CONTACT_REQUIRED",
+            Reason::TechnicalContactRequired.as_str_name(),
         );
         refused(
             h.grant(&tina, &app, Acceptance, "mia", &[Transport]).await,
             Code::FailedPrecondition,
-            "DEPLOY_ROLE_REQUIRED",
+            Reason::DeployRoleRequired.as_str_name(),
         );
         refused(
             h.grant(&tina, &app, Acceptance, "nobody", &[Transport])
                 .await,
             Code::NotFound,
-            "MEMBER_NOT_FOUND",
+            Reason::MemberNotFound.as_str_name(),
         );
         let meta = refused(
             h.grant(&tina, &app, Production, "dev", &[Transport]).await,
             Code::Unauthenticated,
-            "MFA_REQUIRED",
+            Reason::MfaRequired.as_str_name(),
         );
         assert_eq!(meta["action"], "change_node_permissions");
         h.grant(&h.stepped_up("tina"), &app, Production, "dev", &[Operate])
@@ -134,7 +135,7 @@ async fn teams_are_managed_by_the_technical_contact() {
                 ))
                 .await,
             Code::Unauthenticated,
-            "MFA_REQUIRED",
+            Reason::MfaRequired.as_str_name(),
         );
         assert_eq!(meta["action"], "create_app");
         let stale = h.token("ops", &["operator"], Some(h.now() - 28_801));
@@ -149,7 +150,7 @@ async fn teams_are_managed_by_the_technical_contact() {
                 ))
                 .await,
             Code::Unauthenticated,
-            "MFA_EXPIRED",
+            Reason::MfaExpired.as_str_name(),
         );
         let ops = h.token("ops", &["operator"], Some(h.now()));
         refused(
@@ -163,7 +164,7 @@ async fn teams_are_managed_by_the_technical_contact() {
                 ))
                 .await,
             Code::PermissionDenied,
-            "ROLE_REQUIRED",
+            Reason::RoleRequired.as_str_name(),
         );
         let app = h.shop().await;
         refused(
@@ -177,7 +178,7 @@ async fn teams_are_managed_by_the_technical_contact() {
                 ))
                 .await,
             Code::AlreadyExists,
-            "APP_NAME_TAKEN",
+            Reason::AppNameTaken.as_str_name(),
         );
         let status = h
             .apps()
@@ -206,7 +207,7 @@ async fn teams_are_managed_by_the_technical_contact() {
                 ))
                 .await,
             Code::PermissionDenied,
-            "TECHNICAL_CONTACT_REQUIRED",
+            Reason::TechnicalContactRequired.as_str_name(),
         );
         // A team change needs the Technical Contact's fresh second factor.
         let tina_password_only = h.token("tina", &[], None);
@@ -223,7 +224,7 @@ async fn teams_are_managed_by_the_technical_contact() {
                     ))
                     .await,
                 Code::Unauthenticated,
-                "MFA_REQUIRED",
+                Reason::MfaRequired.as_str_name(),
             );
             assert_eq!(
                 (meta["action"].as_str(), meta["environment"].as_str()),
@@ -241,7 +242,7 @@ async fn teams_are_managed_by_the_technical_contact() {
                 ))
                 .await,
             Code::Unauthenticated,
-            "MFA_REQUIRED",
+            Reason::MfaRequired.as_str_name(),
         );
         let member = h.app.store().member(&app, "dev").await.unwrap().unwrap();
         assert_eq!(
@@ -261,7 +262,7 @@ async fn teams_are_managed_by_the_technical_contact() {
                 ))
                 .await,
             Code::FailedPrecondition,
-            "LAST_TECHNICAL_CONTACT",
+            Reason::LastTechnicalContact.as_str_name(),
         );
         let listed = h
             .apps()
@@ -299,7 +300,7 @@ async fn teams_are_managed_by_the_technical_contact() {
                 ))
                 .await,
             Code::PermissionDenied,
-            "NOT_A_MEMBER",
+            Reason::NotAMember.as_str_name(),
         );
         refused(
             h.apps()
@@ -311,7 +312,7 @@ async fn teams_are_managed_by_the_technical_contact() {
                 ))
                 .await,
             Code::NotFound,
-            "APP_NOT_FOUND",
+            Reason::AppNotFound.as_str_name(),
         );
         h.stop().await;
     }
@@ -339,7 +340,7 @@ async fn production_node_details_and_backups_are_padlocked() {
             .get_node_details(bearer(&tina, request(Production)))
             .await,
         Code::Unauthenticated,
-        "MFA_REQUIRED",
+        Reason::MfaRequired.as_str_name(),
     );
     h.nodes()
         .get_node_details(bearer(&h.stepped_up("tina"), request(Production)))
@@ -355,7 +356,7 @@ async fn production_node_details_and_backups_are_padlocked() {
             .download_backup(bearer(&tina, backup.clone()))
             .await,
         Code::Unauthenticated,
-        "MFA_REQUIRED",
+        Reason::MfaRequired.as_str_name(),
     );
     let mut stream = h
         .nodes()

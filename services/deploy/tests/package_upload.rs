@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use padlock_proto::Reason;
 use padlock_proto::deploy::v1::{self as pb, upload_package_request::Part};
 use tonic::Code;
 
@@ -29,7 +30,7 @@ async fn a_package_is_stored_by_content_and_listed() {
         refused(
             h.upload(&tina, &app, "1.0.0", &mda(8, 100)).await,
             Code::AlreadyExists,
-            "PACKAGE_VERSION_EXISTS",
+            Reason::PackageVersionExists.as_str_name(),
         );
         let listed = h
             .packages()
@@ -173,25 +174,25 @@ async fn only_deploy_members_upload() {
         h.upload(&h.token("mia", &[], None), &app, "1.0.0", &mda(1, 10))
             .await,
         Code::PermissionDenied,
-        "DEPLOY_ROLE_REQUIRED",
+        Reason::DeployRoleRequired.as_str_name(),
     );
     refused(
         h.upload(&h.token("eve", &[], None), &app, "1.0.0", &mda(1, 10))
             .await,
         Code::PermissionDenied,
-        "NOT_A_MEMBER",
+        Reason::NotAMember.as_str_name(),
     );
     refused(
         h.upload("not-a-token", &app, "1.0.0", &mda(1, 10)).await,
         Code::Unauthenticated,
-        "TOKEN_INVALID",
+        Reason::TokenInvalid.as_str_name(),
     );
     let unknown = uuid::Uuid::new_v4().to_string();
     refused(
         h.upload(&h.token("tina", &[], None), &unknown, "1.0.0", &mda(1, 10))
             .await,
         Code::NotFound,
-        "APP_NOT_FOUND",
+        Reason::AppNotFound.as_str_name(),
     );
     assert_eq!(h.temp_files(), 0);
     h.stop().await;

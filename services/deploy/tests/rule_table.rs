@@ -8,6 +8,7 @@ mod common;
 
 use common::{Harness, bearer, mda};
 use padlock_deploy::rules::{RULES, SecondFactor};
+use padlock_proto::Reason;
 use padlock_proto::deploy::v1::{self as pb, Environment::*, NodePermission::*};
 use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
@@ -144,9 +145,11 @@ async fn every_padlocked_rpc_refuses_a_token_without_a_second_factor() {
             );
             let info = status.get_error_details().error_info().cloned().unwrap();
             assert_eq!(
-                info.reason, "MFA_REQUIRED",
+                info.reason,
+                Reason::MfaRequired.as_str_name(),
                 "{} on {}",
-                rule.method, h.backend
+                rule.method,
+                h.backend
             );
         }
 

@@ -5,6 +5,7 @@ use padlock_deploy::policy::{Env, Permission};
 use padlock_deploy::store::{
     AppChange, AuditEvent, Deployment, NewApp, Outcome, Package, Role, Store, StoreError,
 };
+use padlock_proto::Reason;
 
 const NOW: i64 = 1_800_000_000;
 
@@ -277,7 +278,7 @@ async fn audit_events_keep_who_what_where_and_the_second_factor() {
                 app_id: Some("a1".into()),
                 env: Some(Env::Production),
                 outcome: Outcome::Refused,
-                reason: Some("NODE_PERMISSION_MISSING"),
+                reason: Some(Reason::NodePermissionMissing.as_str_name()),
                 mfa_at: Some(NOW - 60),
                 mfa_method: Some("totp".into()),
                 detail: String::new(),
@@ -293,7 +294,11 @@ async fn audit_events_keep_who_what_where_and_the_second_factor() {
                 e.environment.as_deref(),
                 e.reason.as_deref()
             ),
-            ("dev", Some("production"), Some("NODE_PERMISSION_MISSING"))
+            (
+                "dev",
+                Some("production"),
+                Some(Reason::NodePermissionMissing.as_str_name())
+            )
         );
         assert_eq!(e.mfa_at, Some(NOW - 60));
     }

@@ -7,6 +7,7 @@ mod common;
 
 use common::{Harness, bearer, mda, refused};
 use padlock_deploy::store::Role;
+use padlock_proto::Reason;
 use padlock_proto::deploy::v1::{self as pb, Environment::*, NodePermission::*};
 use tonic::Code;
 
@@ -66,7 +67,11 @@ async fn two_technical_contacts_demoting_each_other_at_once_leave_one() {
             // because its caller had just been demoted.
             assert!(a.is_ok() != b.is_ok(), "{a:?} / {b:?}");
             let loser = if a.is_ok() { b } else { a };
-            refused(loser, Code::PermissionDenied, "TECHNICAL_CONTACT_REQUIRED");
+            refused(
+                loser,
+                Code::PermissionDenied,
+                Reason::TechnicalContactRequired.as_str_name(),
+            );
         }
         h.stop().await;
     }
@@ -101,7 +106,11 @@ async fn a_removal_racing_a_grant_never_leaves_a_former_member_with_permissions(
             );
             if let Err(status) = granted {
                 // The grant came second: dev was no member any more.
-                refused(Err::<(), _>(status), Code::NotFound, "MEMBER_NOT_FOUND");
+                refused(
+                    Err::<(), _>(status),
+                    Code::NotFound,
+                    Reason::MemberNotFound.as_str_name(),
+                );
             }
         }
         h.stop().await;
@@ -122,14 +131,14 @@ async fn deploy_package_follows_the_promotion_order() {
         let meta = refused(
             h.deploy(&tina, &new.id, Production).await,
             Code::FailedPrecondition,
-            "PACKAGE_NOT_PROMOTED",
+            Reason::PackageNotPromoted.as_str_name(),
         );
         assert_eq!(meta["environment"], "production");
         assert_eq!(meta["required_environment"], "acceptance");
         refused(
             h.deploy(&tina, &new.id, Acceptance).await,
             Code::FailedPrecondition,
-            "PACKAGE_NOT_PROMOTED",
+            Reason::PackageNotPromoted.as_str_name(),
         );
         assert!(h.deployments(&tina, &app).await.is_empty(), "{}", h.backend);
         assert_eq!(
@@ -151,7 +160,7 @@ async fn deploy_package_follows_the_promotion_order() {
         refused(
             h.deploy(&tina, &new.id, Production).await,
             Code::FailedPrecondition,
-            "PACKAGE_NOT_PROMOTED",
+            Reason::PackageNotPromoted.as_str_name(),
         );
         // A rollback to a package that ran on acceptance before is fine.
         h.deploy(&tina, &old.id, Production).await.unwrap();
@@ -176,7 +185,7 @@ async fn every_change_has_one_record_and_a_refused_one_changes_nothing() {
         refused(
             h.transport(&dev, &package.id, Test, Acceptance).await,
             Code::PermissionDenied,
-            "NODE_PERMISSION_MISSING",
+            Reason::NodePermissionMissing.as_str_name(),
         );
         let records = h.app.store().audit_events(Some(&app), 100).await.unwrap();
         let ok: Vec<&str> = records
@@ -201,7 +210,7 @@ async fn every_change_has_one_record_and_a_refused_one_changes_nothing() {
         assert_eq!(refusals.len(), 1);
         assert_eq!(
             refusals[0].reason.as_deref(),
-            Some("NODE_PERMISSION_MISSING")
+            Some(Reason::NodePermissionMissing.as_str_name())
         );
         assert_eq!(
             h.deployments(&dev, &app).await.len(),

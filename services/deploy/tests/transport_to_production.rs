@@ -5,6 +5,7 @@
 
 mod common;
 
+use padlock_proto::Reason;
 use std::time::Duration;
 
 use common::*;
@@ -41,7 +42,7 @@ async fn transport_to_production_needs_fresh_mfa_and_the_node_permission() {
             h.transport(&tina, &package.id, Acceptance, Production)
                 .await,
             Code::Unauthenticated,
-            "MFA_REQUIRED",
+            Reason::MfaRequired.as_str_name(),
         );
         assert_eq!(meta["max_age"], "28800", "{}", h.backend);
         assert_eq!(meta["action"], "transport_package");
@@ -69,7 +70,7 @@ async fn transport_to_production_needs_fresh_mfa_and_the_node_permission() {
             h.transport(&dev_mfa, &package.id, Acceptance, Production)
                 .await,
             Code::PermissionDenied,
-            "NODE_PERMISSION_MISSING",
+            Reason::NodePermissionMissing.as_str_name(),
         );
         assert_eq!(meta["environment"], "production");
 
@@ -83,7 +84,7 @@ async fn transport_to_production_needs_fresh_mfa_and_the_node_permission() {
             h.transport(&stale, &package.id, Acceptance, Production)
                 .await,
             Code::Unauthenticated,
-            "MFA_EXPIRED",
+            Reason::MfaExpired.as_str_name(),
         );
         assert_eq!(meta["max_age"], "28800");
 
@@ -96,7 +97,11 @@ async fn transport_to_production_needs_fresh_mfa_and_the_node_permission() {
             .collect();
         assert_eq!(
             refusals,
-            ["MFA_EXPIRED", "NODE_PERMISSION_MISSING", "MFA_REQUIRED"],
+            [
+                Reason::MfaExpired.as_str_name(),
+                Reason::NodePermissionMissing.as_str_name(),
+                Reason::MfaRequired.as_str_name()
+            ],
             "{}",
             h.backend
         );
@@ -130,7 +135,7 @@ async fn packages_move_one_environment_at_a_time() {
         refused(
             h.transport(&tina, &package.id, Test, Acceptance).await,
             Code::FailedPrecondition,
-            "PACKAGE_NOT_DEPLOYED_IN_SOURCE",
+            Reason::PackageNotDeployedInSource.as_str_name(),
         );
 
         // Only what runs in the source environment now can move on.
@@ -140,7 +145,7 @@ async fn packages_move_one_environment_at_a_time() {
         refused(
             h.transport(&tina, &package.id, Test, Acceptance).await,
             Code::FailedPrecondition,
-            "PACKAGE_NOT_DEPLOYED_IN_SOURCE",
+            Reason::PackageNotDeployedInSource.as_str_name(),
         );
         h.transport(&tina, &newer.id, Test, Acceptance)
             .await
@@ -174,7 +179,7 @@ async fn packages_move_one_environment_at_a_time() {
             h.deploy(&tina, &uuid::Uuid::new_v4().to_string(), Test)
                 .await,
             Code::NotFound,
-            "PACKAGE_NOT_FOUND",
+            Reason::PackageNotFound.as_str_name(),
         );
         let status = h
             .deploy(&tina, "nope", Environment::Unspecified)
@@ -217,7 +222,7 @@ async fn check_access_tells_in_advance_and_changes_nothing() {
                 answer.padlock,
                 answer.max_age_seconds
             ),
-            ("MFA_REQUIRED", true, 28_800)
+            (Reason::MfaRequired.as_str_name(), true, 28_800)
         );
         let answer = check(h.token("tina", &[], None), Test).await.unwrap();
         assert!(
@@ -229,11 +234,11 @@ async fn check_access_tells_in_advance_and_changes_nothing() {
         assert!(answer.allowed);
         assert_eq!(answer.mfa_expires_at.unwrap().seconds, mfa_at + EIGHT_HOURS);
         let answer = check(h.stepped_up("stranger"), Production).await.unwrap();
-        assert_eq!(answer.reason, "NODE_PERMISSION_MISSING");
+        assert_eq!(answer.reason, Reason::NodePermissionMissing.as_str_name());
         refused(
             check("garbage".into(), Production).await,
             Code::Unauthenticated,
-            "TOKEN_INVALID",
+            Reason::TokenInvalid.as_str_name(),
         );
 
         let actions = h
@@ -299,7 +304,7 @@ async fn a_configured_max_age_applies_to_its_action_only() {
         h.transport(&tina, &package.id, Acceptance, Production)
             .await,
         Code::Unauthenticated,
-        "MFA_EXPIRED",
+        Reason::MfaExpired.as_str_name(),
     );
     assert_eq!(meta["max_age"], "3600");
     // Deploying keeps the default eight hours.
@@ -342,12 +347,12 @@ async fn an_unauthenticated_caller_learns_nothing_about_what_exists() {
         refused(
             h.deploy(token, &unknown, Production).await,
             Code::Unauthenticated,
-            "TOKEN_INVALID",
+            Reason::TokenInvalid.as_str_name(),
         );
         refused(
             h.transport(token, &unknown, Acceptance, Production).await,
             Code::Unauthenticated,
-            "TOKEN_INVALID",
+            Reason::TokenInvalid.as_str_name(),
         );
         refused(
             h.nodes()
@@ -360,13 +365,13 @@ async fn an_unauthenticated_caller_learns_nothing_about_what_exists() {
                 ))
                 .await,
             Code::Unauthenticated,
-            "TOKEN_INVALID",
+            Reason::TokenInvalid.as_str_name(),
         );
         refused(
             h.grant(token, &unknown, Production, "dev", &[Transport])
                 .await,
             Code::Unauthenticated,
-            "TOKEN_INVALID",
+            Reason::TokenInvalid.as_str_name(),
         );
     }
     h.stop().await;

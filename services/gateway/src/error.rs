@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use padlock_proto::Reason;
 use padlock_runtime::status::{self as rich, DOMAIN, Violations};
 use serde_json::{Map, Value, json};
 use tonic::{Code, Status};
@@ -64,7 +65,7 @@ impl ApiError {
     pub fn csrf_header_missing() -> Self {
         from_status(&rich::refusal(
             Code::PermissionDenied,
-            "CSRF_HEADER_MISSING",
+            Reason::CsrfHeaderMissing,
             "requests that change something must carry the header X-Padlock-CSRF: 1",
             [],
         ))
@@ -79,7 +80,7 @@ impl ApiError {
     pub fn no_such_route() -> Self {
         from_status(&rich::refusal(
             Code::NotFound,
-            "NOT_FOUND",
+            Reason::NotFound,
             "no such route",
             [],
         ))
@@ -89,7 +90,7 @@ impl ApiError {
     pub fn method_not_allowed() -> Self {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
-            "METHOD_NOT_ALLOWED",
+            Reason::MethodNotAllowed.as_str_name(),
             "this path does not take that method",
         )
     }
@@ -98,7 +99,7 @@ impl ApiError {
     pub fn payload_too_large(max_bytes: u64) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "PAYLOAD_TOO_LARGE",
+            Reason::PayloadTooLarge.as_str_name(),
             &format!("the body is larger than {max_bytes} bytes"),
         )
         .with("max_bytes", max_bytes)
@@ -109,7 +110,7 @@ impl ApiError {
 pub fn session_invalid_status() -> Status {
     rich::refusal(
         Code::Unauthenticated,
-        "SESSION_INVALID",
+        Reason::SessionInvalid,
         "no valid session; sign in again",
         [],
     )
@@ -146,6 +147,7 @@ pub fn from_status(status: &Status) -> ApiError {
     // transport failure's text (addresses, OS errors) stays in the log.
     let info = details.error_info().filter(|i| i.domain == DOMAIN);
     let reason = info.map_or_else(|| code_name(code).to_owned(), |i| i.reason.clone());
+    let known = Reason::from_str_name(&reason);
     let metadata = info.map(|i| &i.metadata);
     let message = match info {
         Some(_) => status.message().to_owned(),
@@ -155,7 +157,11 @@ pub fn from_status(status: &Status) -> ApiError {
     if http == StatusCode::INTERNAL_SERVER_ERROR {
         tracing::error!(code = ?status.code(), reason = %reason, message = %status.message(),
             "backend failed; answering 500");
-        return ApiError::new(http, "INTERNAL", "internal error; see the gateway log");
+        return ApiError::new(
+            http,
+            Reason::Internal.as_str_name(),
+            "internal error; see the gateway log",
+        );
     }
     if http == StatusCode::SERVICE_UNAVAILABLE || http == StatusCode::GATEWAY_TIMEOUT {
         tracing::warn!(code = ?code, reason = %reason, message = %status.message(),
@@ -175,9 +181,11 @@ pub fn from_status(status: &Status) -> ApiError {
                 .unwrap_or_default();
             error = error.with("fields", fields);
         }
-        Code::Unauthenticated if is_step_up(&reason) => {
+        Code::Unauthenticated
+            if matches!(known, Some(Reason::MfaRequired | Reason::MfaExpired)) =>
+        {
             let max_age = metadata.and_then(|m| m.get("max_age")?.parse::<u64>().ok());
-            error.www_authenticate = Some(step_up_challenge(&reason, max_age));
+            error.www_authenticate = Some(step_up_challenge(known, max_age));
             if let Some(max_age) = max_age {
                 error = error.with("max_age", max_age);
             }
@@ -185,7 +193,7 @@ pub fn from_status(status: &Status) -> ApiError {
         }
         Code::Unauthenticated => {
             error.www_authenticate = Some(r#"Bearer error="invalid_token""#.to_owned());
-            if reason == "CODE_INVALID"
+            if known == Some(Reason::CodeInvalid)
                 && let Some(left) =
                     metadata.and_then(|m| m.get("attempts_left")?.parse::<u64>().ok())
             {
@@ -241,14 +249,10 @@ fn effective_code(status: &Status) -> Code {
     }
 }
 
-fn is_step_up(reason: &str) -> bool {
-    matches!(reason, "MFA_REQUIRED" | "MFA_EXPIRED")
-}
-
 /// RFC 9470 §3: the challenge that makes a client step up.
-fn step_up_challenge(reason: &str, max_age: Option<u64>) -> String {
+fn step_up_challenge(reason: Option<Reason>, max_age: Option<u64>) -> String {
     let description = match reason {
-        "MFA_EXPIRED" => "More recent authentication is required",
+        Some(Reason::MfaExpired) => "More recent authentication is required",
         _ => "A second factor is required",
     };
     let mut challenge = format!(
@@ -316,10 +320,11 @@ mod tests {
     use super::*;
 
     fn padlock(code: Code, reason: &str, metadata: &[(&'static str, &str)]) -> Status {
+        let reason = Reason::from_str_name(reason).expect("a padlock reason");
         rich::refusal(
             code,
             reason,
-            format!("{reason} happened"),
+            format!("{} happened", reason.as_str_name()),
             metadata.iter().map(|(k, v)| (*k, (*v).to_owned())),
         )
     }
@@ -358,7 +363,7 @@ mod tests {
     fn mfa_required_is_401_with_the_rfc_9470_challenge() {
         let status = padlock(
             Code::Unauthenticated,
-            "MFA_REQUIRED",
+            Reason::MfaRequired.as_str_name(),
             &[
                 ("max_age", "28800"),
                 ("action", "transport_package"),
@@ -376,7 +381,7 @@ mod tests {
         assert_eq!(
             body(&e),
             json!({
-                "error": "MFA_REQUIRED",
+                "error": Reason::MfaRequired.as_str_name(),
                 "message": "MFA_REQUIRED happened",
                 "max_age": 28800,
                 "action": "transport_package",
@@ -389,7 +394,7 @@ mod tests {
     fn mfa_expired_is_401_with_the_rfc_9470_challenge_and_its_max_age() {
         let status = padlock(
             Code::Unauthenticated,
-            "MFA_EXPIRED",
+            Reason::MfaExpired.as_str_name(),
             &[
                 ("max_age", "5"),
                 ("action", "deploy_package"),
@@ -411,10 +416,10 @@ mod tests {
     #[test]
     fn other_unauthenticated_reasons_are_401_invalid_token() {
         for reason in [
-            "TOKEN_INVALID",
-            "SESSION_INVALID",
-            "CREDENTIALS_INVALID",
-            "CODE_REUSED",
+            Reason::TokenInvalid.as_str_name(),
+            Reason::SessionInvalid.as_str_name(),
+            Reason::CredentialsInvalid.as_str_name(),
+            Reason::CodeReused.as_str_name(),
         ] {
             let e = from_status(&padlock(Code::Unauthenticated, reason, &[]));
             assert_eq!(e.status, StatusCode::UNAUTHORIZED, "{reason}");
@@ -432,7 +437,7 @@ mod tests {
         // still an invalid token, not a step-up.
         let e = from_status(&padlock(
             Code::Unauthenticated,
-            "TOKEN_INVALID",
+            Reason::TokenInvalid.as_str_name(),
             &[("max_age", "28800"), ("action", "transport_package")],
         ));
         assert_eq!(
@@ -446,7 +451,7 @@ mod tests {
     fn code_invalid_adds_attempts_left() {
         let e = from_status(&padlock(
             Code::Unauthenticated,
-            "CODE_INVALID",
+            Reason::CodeInvalid.as_str_name(),
             &[("attempts_left", "3")],
         ));
         assert_eq!(e.status, StatusCode::UNAUTHORIZED);
@@ -461,7 +466,7 @@ mod tests {
     fn permission_denied_is_403_with_action_and_environment_when_present() {
         let e = from_status(&padlock(
             Code::PermissionDenied,
-            "NODE_PERMISSION_MISSING",
+            Reason::NodePermissionMissing.as_str_name(),
             &[
                 ("max_age", "28800"),
                 ("action", "transport_package"),
@@ -473,7 +478,7 @@ mod tests {
         assert_eq!(
             body(&e),
             json!({
-                "error": "NODE_PERMISSION_MISSING",
+                "error": Reason::NodePermissionMissing.as_str_name(),
                 "message": "NODE_PERMISSION_MISSING happened",
                 "action": "transport_package",
                 "environment": "production",
@@ -481,28 +486,38 @@ mod tests {
         );
         let e = from_status(&padlock(
             Code::PermissionDenied,
-            "TECHNICAL_CONTACT_REQUIRED",
+            Reason::TechnicalContactRequired.as_str_name(),
             &[],
         ));
         assert_eq!(
             body(&e),
-            json!({"error": "TECHNICAL_CONTACT_REQUIRED", "message": "TECHNICAL_CONTACT_REQUIRED happened"})
+            json!({"error": Reason::TechnicalContactRequired.as_str_name(), "message": "TECHNICAL_CONTACT_REQUIRED happened"})
         );
     }
 
     #[test]
     fn not_found_is_404() {
-        let e = from_status(&padlock(Code::NotFound, "APP_NOT_FOUND", &[]));
+        let e = from_status(&padlock(
+            Code::NotFound,
+            Reason::AppNotFound.as_str_name(),
+            &[],
+        ));
         assert_eq!(e.status, StatusCode::NOT_FOUND);
-        assert_eq!(e.reason(), "APP_NOT_FOUND");
+        assert_eq!(e.reason(), Reason::AppNotFound.as_str_name());
     }
 
     #[test]
     fn conflicts_are_409() {
         for (code, reason) in [
-            (Code::AlreadyExists, "PACKAGE_VERSION_EXISTS"),
-            (Code::FailedPrecondition, "PACKAGE_NOT_DEPLOYED_IN_SOURCE"),
-            (Code::Aborted, "CONFLICT"),
+            (
+                Code::AlreadyExists,
+                Reason::PackageVersionExists.as_str_name(),
+            ),
+            (
+                Code::FailedPrecondition,
+                Reason::PackageNotDeployedInSource.as_str_name(),
+            ),
+            (Code::Aborted, Reason::Conflict.as_str_name()),
         ] {
             let e = from_status(&padlock(code, reason, &[]));
             assert_eq!(e.status, StatusCode::CONFLICT, "{reason}");
@@ -515,7 +530,7 @@ mod tests {
     fn resource_exhausted_is_429_with_retry_after_from_retry_info() {
         let status = rich::retry_later(
             Code::ResourceExhausted,
-            "TOO_MANY_ATTEMPTS",
+            Reason::TooManyAttempts,
             "locked",
             Duration::from_secs(900),
         );
@@ -524,14 +539,14 @@ mod tests {
         assert_eq!(e.retry_after, Some(900));
         assert_eq!(
             body(&e),
-            json!({"error": "TOO_MANY_ATTEMPTS", "message": "locked", "retry_after": 900})
+            json!({"error": Reason::TooManyAttempts.as_str_name(), "message": "locked", "retry_after": 900})
         );
         let response = e.into_response();
         assert_eq!(response.headers()[header::RETRY_AFTER], "900");
         // A fraction of a second rounds up: retrying early is refused again.
         let status = rich::retry_later(
             Code::ResourceExhausted,
-            "SMS_RESEND_TOO_SOON",
+            Reason::SmsResendTooSoon,
             "wait",
             Duration::from_millis(29_200),
         );
@@ -554,10 +569,17 @@ mod tests {
             body(&e),
             json!({"error": "UNAVAILABLE", "message": "a backend service is unavailable; retry shortly"})
         );
-        let e = from_status(&padlock(Code::Unavailable, "SMS_UNAVAILABLE", &[]));
+        let e = from_status(&padlock(
+            Code::Unavailable,
+            Reason::SmsUnavailable.as_str_name(),
+            &[],
+        ));
         assert_eq!(
             (e.status, e.reason()),
-            (StatusCode::SERVICE_UNAVAILABLE, "SMS_UNAVAILABLE")
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Reason::SmsUnavailable.as_str_name()
+            )
         );
     }
 
@@ -600,7 +622,7 @@ mod tests {
     #[test]
     fn a_foreign_error_info_is_not_trusted() {
         let details = tonic_types::ErrorDetails::with_error_info(
-            "MFA_REQUIRED",
+            Reason::MfaRequired.as_str_name(),
             "example.com",
             HashMap::new(),
         );
@@ -619,12 +641,18 @@ mod tests {
         let e = ApiError::csrf_header_missing();
         assert_eq!(
             (e.status, e.reason()),
-            (StatusCode::FORBIDDEN, "CSRF_HEADER_MISSING")
+            (
+                StatusCode::FORBIDDEN,
+                Reason::CsrfHeaderMissing.as_str_name()
+            )
         );
         let e = ApiError::session_invalid();
         assert_eq!(
             (e.status, e.reason()),
-            (StatusCode::UNAUTHORIZED, "SESSION_INVALID")
+            (
+                StatusCode::UNAUTHORIZED,
+                Reason::SessionInvalid.as_str_name()
+            )
         );
         assert_eq!(
             e.www_authenticate.as_deref(),
@@ -640,7 +668,10 @@ mod tests {
         let e = ApiError::payload_too_large(10);
         assert_eq!(
             (e.status, e.reason()),
-            (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE")
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Reason::PayloadTooLarge.as_str_name()
+            )
         );
         assert_eq!(body(&e)["max_bytes"], json!(10));
     }
@@ -649,7 +680,7 @@ mod tests {
     fn headers_reach_the_response() {
         let status = padlock(
             Code::Unauthenticated,
-            "MFA_REQUIRED",
+            Reason::MfaRequired.as_str_name(),
             &[
                 ("max_age", "28800"),
                 ("action", "transport_package"),

@@ -274,7 +274,10 @@ async fn a_request_that_outlives_the_request_timeout_is_a_504() {
     .await;
     let (status, body) = gw.get("/.well-known/jwks.json").await;
     assert_eq!(status, 504, "{body}");
-    assert!(body.contains(r#""error":"TIMEOUT""#), "{body}");
+    assert!(
+        body.contains(r#""error":Reason::Timeout.as_str_name()"#),
+        "{body}"
+    );
     auth.entered.recv().await.unwrap();
     auth.release.add_permits(1);
 }
@@ -301,7 +304,10 @@ async fn beyond_the_concurrency_limit_a_request_gets_503_at_once() {
     // The one place is taken until the release below.
     let (status, body) = gw.get("/.well-known/jwks.json").await;
     assert_eq!(status, 503, "{body}");
-    assert!(body.contains(r#""error":"OVERLOADED""#), "{body}");
+    assert!(
+        body.contains(r#""error":Reason::Overloaded.as_str_name()"#),
+        "{body}"
+    );
     assert!(auth.entered.try_recv().is_err(), "auth was not called");
     assert_eq!(gw.get("/healthz").await.0, 200, "probes always answer");
 
@@ -326,7 +332,10 @@ async fn beyond_the_upload_limit_an_upload_gets_503_and_other_requests_go_on() {
 
     let (status, body) = gw.upload().await.unwrap();
     assert_eq!(status, 503, "{body}");
-    assert!(body.contains(r#""error":"OVERLOADED""#), "{body}");
+    assert!(
+        body.contains(r#""error":Reason::Overloaded.as_str_name()"#),
+        "{body}"
+    );
     assert!(deploy.entered.try_recv().is_err(), "deploy was not called");
     auth.release.add_permits(1);
     assert_eq!(gw.get("/.well-known/jwks.json").await.0, 200);

@@ -306,6 +306,8 @@ pub fn demo_archive() -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[allow(unused_imports)]
+    use padlock_proto::Reason;
 
     #[test]
     fn the_demo_archive_is_a_few_kb_and_uploads_in_several_chunks() {
@@ -321,7 +323,7 @@ mod tests {
             tonic::Code::PermissionDenied,
             "only the Technical Contact may",
             tonic_types::ErrorDetails::with_error_info(
-                "TECHNICAL_CONTACT_REQUIRED",
+                Reason::TechnicalContactRequired.as_str_name(),
                 "padlock",
                 std::collections::HashMap::new(),
             ),
@@ -329,6 +331,9 @@ mod tests {
         let text = rpc_error("AddTeamMember dev as tina", &status).to_string();
         assert!(text.contains("AddTeamMember dev as tina"), "{text}");
         assert!(text.contains("PermissionDenied"), "{text}");
-        assert!(text.contains("TECHNICAL_CONTACT_REQUIRED"), "{text}");
+        assert!(
+            text.contains(Reason::TechnicalContactRequired.as_str_name()),
+            "{text}"
+        );
     }
 }

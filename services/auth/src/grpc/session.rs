@@ -5,8 +5,10 @@ use std::net::IpAddr;
 
 use padlock_proto::auth::v1::{
     RefreshRequest, RefreshResponse, SignInRequest, SignInResponse, SignOutRequest,
-    SignOutResponse, User as UserMessage, session_service_server::SessionService,
+    SignOutResponse, User as UserMessage, WhoAmIRequest, WhoAmIResponse,
+    session_service_server::SessionService,
 };
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
 use super::{MAX_PASSWORD_LEN, MAX_SESSION_TOKEN_LEN, check_username, finish, timestamp};
@@ -156,6 +158,25 @@ impl Sessions {
     }
 }
 
+impl Sessions {
+    /// The caller of a live session, with the user's current roles and
+    /// the session's second-factor window.
+    async fn who_am_i(&self, metadata: &MetadataMap) -> Result<WhoAmIResponse> {
+        let caller = self.0.caller(metadata).await?;
+        let user = self.0.caller_user(&caller).await?;
+        let mfa_at = caller
+            .session
+            .mfa_at
+            .filter(|_| caller.session.mfa_method.is_some());
+        Ok(WhoAmIResponse {
+            user: Some(user_message(&user)),
+            expires_at: timestamp(caller.claims.exp),
+            mfa_at: mfa_at.and_then(timestamp),
+            mfa_expires_at: mfa_at.and_then(|at| timestamp(at + self.0.settings().mfa_max_age)),
+        })
+    }
+}
+
 #[tonic::async_trait]
 impl SessionService for Sessions {
     async fn sign_in(
@@ -187,6 +208,15 @@ impl SessionService for Sessions {
     ) -> std::result::Result<Response<SignOutResponse>, Status> {
         Ok(Response::new(
             Sessions::sign_out(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn who_am_i(
+        &self,
+        request: Request<WhoAmIRequest>,
+    ) -> std::result::Result<Response<WhoAmIResponse>, Status> {
+        Ok(Response::new(
+            Sessions::who_am_i(self, request.metadata()).await?,
         ))
     }
 }

@@ -8,6 +8,8 @@ pub mod twilio;
 use std::fmt;
 use std::time::Instant;
 
+use padlock_proto::Reason;
+
 /// Why a provider would never deliver to this number. Shown to the user as
 /// a reason they can act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,13 +31,13 @@ pub enum PermanentReason {
 
 impl PermanentReason {
     /// The `ErrorInfo.reason` a client sees.
-    pub fn as_reason(self) -> &'static str {
+    pub fn as_reason(self) -> Reason {
         match self {
-            PermanentReason::InvalidNumber => "PHONE_NUMBER_INVALID",
-            PermanentReason::Unsubscribed => "PHONE_NUMBER_UNSUBSCRIBED",
-            PermanentReason::Unreachable => "PHONE_NUMBER_UNREACHABLE",
-            PermanentReason::Misconfigured => "SMS_PROVIDER_MISCONFIGURED",
-            PermanentReason::Rejected => "SMS_REJECTED",
+            PermanentReason::InvalidNumber => Reason::PhoneNumberInvalid,
+            PermanentReason::Unsubscribed => Reason::PhoneNumberUnsubscribed,
+            PermanentReason::Unreachable => Reason::PhoneNumberUnreachable,
+            PermanentReason::Misconfigured => Reason::SmsProviderMisconfigured,
+            PermanentReason::Rejected => Reason::SmsRejected,
         }
     }
 }

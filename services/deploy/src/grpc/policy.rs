@@ -52,7 +52,11 @@ impl Policies {
             reason: decision
                 .outcome
                 .err()
-                .map(|r| policy::reason_for(r, &decision.rule).to_owned())
+                .map(|r| {
+                    policy::reason_for(r, &decision.rule)
+                        .as_str_name()
+                        .to_owned()
+                })
                 .unwrap_or_default(),
             padlock: decision.rule.padlock,
             max_age_seconds: decision.rule.max_age_seconds(),
