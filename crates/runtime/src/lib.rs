@@ -13,6 +13,7 @@ pub mod clock;
 pub mod db;
 pub mod health;
 pub mod metadata;
+pub mod names;
 pub mod otel;
 pub mod secret;
 pub mod server;

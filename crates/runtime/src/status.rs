@@ -68,6 +68,13 @@ impl Violations {
         self
     }
 
+    /// The username in `value`, or a violation of `field` and `None`.
+    pub fn username(&mut self, field: &str, value: &str) -> Option<crate::names::Username> {
+        crate::names::Username::parse(value)
+            .map_err(|why| self.add(field, why))
+            .ok()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -6,12 +6,14 @@
 mod claims;
 mod error;
 mod key;
+mod max_age;
 mod ring;
 mod verify;
 
 pub use claims::Claims;
 pub use error::{KeyError, KeyFormatError, TokenError};
 pub use key::{Jwk, JwkSet, SigningKey};
+pub use max_age::MaxAge;
 pub use ring::{
     CURRENT_KEY_FILE, Decoded, KeyFileFormat, KeyRing, LOCK_FILE, PREVIOUS_KEY_FILE, PlainPem,
     Rewrite,
