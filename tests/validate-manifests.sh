@@ -204,7 +204,7 @@ def known_env_names():
     for path in glob.glob("services/*/src/**/*.rs", recursive=True) + glob.glob(
             "crates/*/src/**/*.rs", recursive=True):
         names |= set(re.findall(r'env\s*=\s*"([A-Z0-9_]+)"', open(path).read()))
-    for doc in ["README.md", "../shared/DESIGN.md"]:
+    for doc in ["README.md", "docs/configuration.md"]:
         if os.path.exists(doc):
             names |= set(re.findall(r"\bPADLOCK_[A-Z0-9_]+", open(doc).read()))
     return names

@@ -637,7 +637,7 @@ def test_a_valid_signature_over_an_edited_payload_is_refused(stack: Stack, peopl
 
 def test_an_mfa_at_in_the_future_is_refused(stack: Stack, people, shop):
     """auth and CheckAccess refuse the token; the padlocked transport
-    answers the step-up rule's MFA_EXPIRED (README "The step-up rule")."""
+    answers the step-up rule's MFA_EXPIRED (docs/design.md "The step-up rule")."""
     t = int(time.time())
     token = signed(stack.keys.k1, fresh_claims(claims_of(people["tina"].token), mfa_at=t + LEEWAY_S + 600))
     refused_everywhere(stack, shop, token, transport_reason=Reason.MFA_EXPIRED)

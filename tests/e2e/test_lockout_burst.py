@@ -1,4 +1,4 @@
-"""A burst of guesses against the second-factor lockout (DESIGN.md
+"""A burst of guesses against the second-factor lockout (docs/design.md
 "Lockout"): a try is taken in the database before a code is compared, so
 at most five codes are compared per lock period, however they arrive.
 
@@ -58,7 +58,7 @@ AUTH = "padlock.auth.v1"
 SESSION = f"{AUTH}.SessionService"
 TWO_FACTOR = f"{AUTH}.TwoFactorService"
 STEP = 30
-TRIES = 5  # DESIGN.md "Lockout": five tries per lock period
+TRIES = 5  # docs/design.md "Lockout": five tries per lock period
 CODES = 100  # codes per burst, the right one among them
 ALLOWED = {"OK", "UNAUTHENTICATED CODE_INVALID", "RESOURCE_EXHAUSTED TOO_MANY_ATTEMPTS"}
 

@@ -1,5 +1,5 @@
 """Replicas on one PostgreSQL: every single-use rule and every limit holds
-across them, because it lives in the database (DESIGN.md "Data").
+across them, because it lives in the database (docs/design.md "Data").
 
 The module starts a PostgreSQL 15 cluster of its own (tests/pg.sh); each test
 gets fresh databases and its own replicas (`Replicas` in conftest.py): two

@@ -587,7 +587,7 @@ def test_a_garbage_token_on_a_padlocked_action_is_token_invalid(
 
 @pytest.mark.parametrize("method", ["DeployPackage", "TransportPackage"])
 def test_unauthenticated_callers_learn_nothing_about_packages(deploy: Grpcurl, method: str):
-    """The token is checked first (DESIGN.md, the step-up rule): without
+    """The token is checked first (docs/design.md, the step-up rule): without
     one, a package id nobody has must not tell whether the package exists."""
     nobody = "00000000-0000-4000-8000-000000000000"
     request = (to_production(nobody) if method == "TransportPackage"

@@ -1,4 +1,4 @@
-//! The flags every service binary shares (DESIGN.md "Ports and command
+//! The flags every service binary shares (docs/design.md "Ports and command
 //! lines"), each with its `PADLOCK_*` environment fallback.
 
 use std::net::SocketAddr;

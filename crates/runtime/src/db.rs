@@ -29,7 +29,7 @@ pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// SQLite's page cache per connection (`PRAGMA cache_size`; negative
 /// means KiB): 512 KiB, not SQLite's 2,000 KiB. Each of the pool's 16
 /// connections keeps its own, so the default would grow to 32 MB of a
-/// service's 64 MB budget (DESIGN.md, "Targets") as the database outgrows
+/// service's 64 MB budget (docs/design.md, "Targets") as the database outgrows
 /// it; the operating system caches the file anyway.
 const SQLITE_CACHE_SIZE: &str = "-512";
 

@@ -1,5 +1,5 @@
 //! The database health watcher every service runs beside its gRPC server.
-//! A service is stateless apart from its database (DESIGN.md "Data"), so
+//! A service is stateless apart from its database (docs/design.md "Data"), so
 //! when the database does not answer the service cannot serve: every
 //! `interval` the watcher pings it, reports `NOT_SERVING` for the service's
 //! names and for `""` (the whole server) in `grpc.health.v1.Health` while

@@ -25,7 +25,7 @@ use tonic_health::server::HealthReporter;
 use tower::{Layer, Service};
 
 /// Default of [`Limits::max_concurrent_requests`]: four times the 64
-/// concurrent requests the targets are measured at (DESIGN.md "Targets"),
+/// concurrent requests the targets are measured at (docs/design.md "Targets"),
 /// so a healthy burst is never refused, while the memory a full house can
 /// hold stays bounded (a request holds a few KiB; an upload chunk at most
 /// the largest message a service accepts).
@@ -67,7 +67,7 @@ pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 const CLIENT_DEADLINE_MARGIN: Duration = Duration::from_millis(1);
 
 /// What a server takes on at once and how long a request may run
-/// (README "Limits"). Under overload a server refuses at once with
+/// (docs/design.md "Limits"). Under overload a server refuses at once with
 /// UNAVAILABLE `OVERLOADED` rather than queueing, so memory stays flat.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {

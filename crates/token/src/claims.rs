@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Claims of an access JWT (see DESIGN.md, "Identity, sessions and tokens").
+/// Claims of an access JWT (see docs/design.md, "Identity, sessions and tokens").
 ///
 /// Times are Unix seconds. `amr` holds RFC 8176 method references (`pwd`,
 /// and after a second factor also `otp` or `sms`, plus `mfa`).

@@ -14,7 +14,7 @@ use crate::key::{Jwk, JwkSet};
 
 /// Clock skew tolerated between the issuer and a verifier for `exp`, `iat`
 /// and `mfa_at`, in seconds. RFC 7519 §4.1.4 allows "some small leeway";
-/// DESIGN.md fixes it at 60 s, small next to the 10-minute token lifetime.
+/// docs/design.md fixes it at 60 s, small next to the 10-minute token lifetime.
 pub const LEEWAY_SECS: i64 = 60;
 
 /// Tokens larger than this are refused before any parsing or base64

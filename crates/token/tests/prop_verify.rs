@@ -46,7 +46,7 @@ fn claims() -> impl Strategy<Value = Claims> {
         )
 }
 
-/// The verdict DESIGN.md asks for at `now`, from the claims' times alone.
+/// The verdict docs/design.md asks for at `now`, from the claims' times alone.
 fn expected(claims: &Claims, now: i64) -> Result<Claims, TokenError> {
     if now > claims.exp + LEEWAY_SECS {
         Err(TokenError::Expired)

@@ -69,7 +69,7 @@ impl CheckpointLog {
 
 // ---------------------------------------------------------------- configuration
 
-/// The checkpoint flags both services take (README "Audit trail").
+/// The checkpoint flags both services take (docs/operations.md "Audit trail").
 #[derive(Debug, Clone, clap::Args)]
 pub struct CheckpointArgs {
     /// The file this service appends signed checkpoints of its audit
