@@ -6,11 +6,13 @@ use padlock_proto::deploy::v1::{
     ListTeamMembersResponse, RemoveTeamMemberRequest, RemoveTeamMemberResponse,
     app_service_server::AppService,
 };
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response};
 
 use super::{Fields, Reply, app_id, app_message, deployment_message, timestamp};
+use crate::error::Result;
 use crate::policy::{Action, TEAM_CHANGE_ENV};
-use crate::service::{App, node_name};
+use crate::service::{App, Verified, node_name};
 use crate::store::Member;
 
 #[derive(Debug, Clone)]
@@ -22,6 +24,25 @@ fn member_message(m: &Member) -> pb::TeamMember {
         username: m.username.clone(),
         role: m.role.to_proto(),
         added_at: timestamp(m.added_at),
+    }
+}
+
+impl Apps {
+    /// The caller of a team change, verified as for any padlocked action
+    /// (on [`TEAM_CHANGE_ENV`]), then the change's `app_id` and `username`.
+    async fn team_change(
+        &self,
+        metadata: &MetadataMap,
+        app_id: &str,
+        username: &str,
+    ) -> Result<(Verified, Fields)> {
+        let verified = (self.0)
+            .verify_for(metadata, Action::ChangeTeam, Some(TEAM_CHANGE_ENV))
+            .await?;
+        let mut fields = Fields::new();
+        fields.id("app_id", app_id);
+        fields.username("username", username);
+        Ok((verified, fields))
     }
 }
 
@@ -63,12 +84,9 @@ impl AppService for Apps {
         request: Request<AddTeamMemberRequest>,
     ) -> Reply<pb::TeamMember> {
         let (metadata, _, req) = request.into_parts();
-        let verified = (self.0)
-            .verify_for(&metadata, Action::ChangeTeam, Some(TEAM_CHANGE_ENV))
+        let (verified, mut fields) = self
+            .team_change(&metadata, &req.app_id, &req.username)
             .await?;
-        let mut fields = Fields::new();
-        fields.id("app_id", &req.app_id);
-        fields.username("username", &req.username);
         let role = fields.role("role", req.role);
         let role = fields.done_with(role)?;
         let member = self
@@ -83,12 +101,9 @@ impl AppService for Apps {
         request: Request<RemoveTeamMemberRequest>,
     ) -> Reply<RemoveTeamMemberResponse> {
         let (metadata, _, req) = request.into_parts();
-        let verified = (self.0)
-            .verify_for(&metadata, Action::ChangeTeam, Some(TEAM_CHANGE_ENV))
+        let (verified, fields) = self
+            .team_change(&metadata, &req.app_id, &req.username)
             .await?;
-        let mut fields = Fields::new();
-        fields.id("app_id", &req.app_id);
-        fields.username("username", &req.username);
         fields.done()?;
         (self.0)
             .remove_team_member(&verified, &req.app_id, &req.username)
