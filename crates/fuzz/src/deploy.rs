@@ -14,14 +14,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use padlock_deploy::keys::{FetchError, JwksSource};
-use padlock_deploy::{App, Options};
-use padlock_proto::deploy::v1::{
-    self as pb, app_service_server::AppServiceServer, node_service_server::NodeServiceServer,
-    package_service_server::PackageServiceServer,
-    permission_service_server::PermissionServiceServer, policy_service_server::PolicyServiceServer,
-    upload_package_request::Part,
-};
+use padlock_deploy::{App, FetchError, JwksSource, Options};
+use padlock_proto::deploy::v1::{self as pb, upload_package_request::Part};
 use padlock_runtime::{Clock as _, ManualClock};
 use padlock_token::{Claims, JwkSet, KeyRing};
 use prost::Message as _;
@@ -98,8 +92,9 @@ const SHOP_PACKAGE: &[u8] = b"shop package 1.0.0";
 
 /// The clock moves this far before each input.
 const STEP: Duration = Duration::from_secs(60);
-/// DESIGN.md: a second factor counts for eight hours; stale is past that.
-const STALE_MFA_SECS: i64 = 9 * 60 * 60;
+/// A second factor counts for eight hours by default
+/// (`padlock_deploy::policy::MaxAge::DEFAULT`); stale is an hour past that.
+const STALE_MFA_SECS: i64 = padlock_deploy::policy::MaxAge::DEFAULT.secs() + 60 * 60;
 
 /// The harness; see the module docs.
 #[derive(Debug)]
@@ -150,15 +145,7 @@ impl DeployTarget {
                 Arc::new(FixedJwks(ring.jwks())),
             ))
             .expect("deploy opens");
-        use padlock_deploy::grpc::{
-            apps::Apps, nodes::Nodes, packages::Packages, permissions::Permissions,
-            policy::Policies,
-        };
-        let routes = Routes::new(AppServiceServer::new(Apps(app.clone())))
-            .add_service(PackageServiceServer::new(Packages(app.clone())))
-            .add_service(NodeServiceServer::new(Nodes(app.clone())))
-            .add_service(PermissionServiceServer::new(Permissions(app.clone())))
-            .add_service(PolicyServiceServer::new(Policies(app.clone())));
+        let routes = padlock_deploy::routes(&app);
         let mut target = DeployTarget {
             runtime,
             clock,

@@ -1,4 +1,4 @@
-//! The pure access check (`policy::decide`, DESIGN.md "The step-up rule")
+//! The pure access check (`policy::decide`, docs/design.md "The step-up rule")
 //! on its own: what every padlocked call and `CheckAccess` pay beyond the
 //! token verification and the permission lookup. BENCHMARKS.md has the
 //! figures; `cargo test -p padlock-deploy --benches` runs each once.

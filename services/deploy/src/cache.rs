@@ -20,7 +20,7 @@ use crate::policy::Holdings;
 
 /// Verified tokens kept at most, by default: about 1 KiB each (the claims
 /// and the key id), so at most about 10 MB, against the service's 64 MB
-/// budget (DESIGN.md, "Targets"). Ten thousand is ten thousand people
+/// budget (docs/design.md, "Targets"). Ten thousand is ten thousand people
 /// active within one token lifetime (10 minutes) on one replica.
 pub const DEFAULT_TOKEN_CACHE_ENTRIES: usize = 10_000;
 

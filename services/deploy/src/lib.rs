@@ -2,20 +2,25 @@
 //! packages and their way to production, node permissions, the padlock
 //! policy and the deploy audit trail. Tokens are verified against auth's
 //! JWKS; the service never holds a private key and never calls auth per
-//! request. `main.rs` is a thin shell, so tests can run it in-process.
+//! request. `main.rs` is a thin shell over [`cli::run`], so tests can run
+//! the service in-process ([`open`], [`serve`], [`routes`]).
+//!
+//! Layers, outside in: `grpc` (adapters: decode, validate, encode) over
+//! `service` (one use case per operation, owning its transaction and audit
+//! record) over [`policy`] (the domain: vocabulary, padlock table, the
+//! step-up decision, the RPC rule table) and `store` (the database).
 
-pub mod app;
-pub mod blobs;
-pub mod cache;
-pub mod config;
-pub mod error;
-pub mod grpc;
-pub mod keys;
-pub mod metrics;
+mod blobs;
+mod cache;
+pub mod cli;
+mod error;
+mod grpc;
+mod keys;
+mod metrics;
 pub mod operator;
 pub mod policy;
-pub mod rules;
-pub mod store;
+mod service;
+mod store;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -28,8 +33,21 @@ use padlock_proto::deploy::v1::{
 };
 use padlock_runtime::{Secret, SharedClock, checkpoint, server};
 use tokio::net::TcpListener;
+use tonic::service::Routes;
 
-pub use app::App;
+pub use error::DeployError;
+pub use keys::{FetchError, JwksSource};
+pub use service::App;
+
+/// Largest chunk accepted in one `UploadPackageRequest`.
+pub const MAX_UPLOAD_CHUNK_BYTES: usize = blobs::MAX_CHUNK_BYTES;
+
+/// What tests that must look behind the gRPC surface may read and append:
+/// the store ([`App::store`]) and its audit records. Not for clients.
+#[doc(hidden)]
+pub mod inspect {
+    pub use crate::store::{AuditEvent, AuditRecord, Outcome, Store, verify_audit_chain};
+}
 
 /// Everything needed to open the service's state.
 #[derive(Debug, Clone)]
@@ -42,11 +60,14 @@ pub struct Options {
     pub policy: policy::Policy,
     pub max_package_bytes: u64,
     /// How stale `CheckAccess` may see another replica's permission
-    /// changes ([`cache::HoldingsCache`]).
+    /// changes (the holdings cache).
     pub permission_recheck: std::time::Duration,
 }
 
 impl Options {
+    /// The default [`Options::permission_recheck`].
+    pub const DEFAULT_PERMISSION_RECHECK: std::time::Duration = cache::DEFAULT_PERMISSION_RECHECK;
+
     /// Defaults for everything, state in `data_dir`.
     pub fn in_dir(data_dir: impl Into<PathBuf>) -> Self {
         Options {
@@ -66,7 +87,7 @@ impl Options {
 pub async fn open(
     options: Options,
     clock: SharedClock,
-    jwks: Arc<dyn keys::JwksSource>,
+    jwks: Arc<dyn JwksSource>,
 ) -> anyhow::Result<App> {
     ensure_private_dir(&options.data_dir)?;
     let url = database_url(&options);
@@ -104,7 +125,7 @@ fn database_url(options: &Options) -> String {
 }
 
 /// Applies pending migrations to the configured database, and nothing else.
-pub async fn migrate(options: &Options) -> anyhow::Result<()> {
+pub(crate) async fn migrate(options: &Options) -> anyhow::Result<()> {
     ensure_private_dir(&options.data_dir)?;
     store::Store::connect(&database_url(options))
         .await
@@ -115,7 +136,7 @@ pub async fn migrate(options: &Options) -> anyhow::Result<()> {
 
 /// The deploy audit trail as its checkpoints name it: the table of the
 /// store's chain (`store/audit_chain.rs`).
-pub const AUDIT_TRAIL: checkpoint::Trail = checkpoint::Trail {
+const AUDIT_TRAIL: checkpoint::Trail = checkpoint::Trail {
     service: "padlock-deploy",
     table: "audit_events",
 };
@@ -123,7 +144,7 @@ pub const AUDIT_TRAIL: checkpoint::Trail = checkpoint::Trail {
 /// Where deploy keeps its audit checkpoints and their key
 /// (`--audit-checkpoint*`); deploy has no data keys, so the key file is
 /// PKCS#8 PEM (0600).
-pub fn checkpoint_config(
+pub(crate) fn checkpoint_config(
     options: &Options,
     args: &checkpoint::CheckpointArgs,
 ) -> checkpoint::CheckpointConfig {
@@ -134,7 +155,7 @@ pub fn checkpoint_config(
 /// `audit checkpoint-key`, on the configured database without migrating
 /// it. A broken chain or records a checkpoint saw and the chain lost are
 /// an error naming them.
-pub async fn audit(
+pub(crate) async fn audit(
     options: &Options,
     checkpoints: &checkpoint::CheckpointConfig,
     command: padlock_runtime::audit::AuditCommand,
@@ -150,7 +171,7 @@ pub async fn audit(
 /// Checkpoints the audit trail's head (after [`open`] migrated the
 /// database): one now, then on `checkpoints.interval` while it moves;
 /// [`checkpoint::Running::finish`] writes the last one after serving.
-pub async fn start_audit_checkpoints(
+pub(crate) async fn start_audit_checkpoints(
     options: &Options,
     checkpoints: &checkpoint::CheckpointConfig,
     clock: SharedClock,
@@ -165,50 +186,18 @@ pub async fn start_audit_checkpoints(
         .map_err(|e| anyhow::anyhow!("audit checkpoints: {e}"))
 }
 
-/// Serves every deploy gRPC service, plus health and reflection, on
-/// `listener` within `limits` until `shutdown` resolves. Request messages
-/// are held to [`server::MAX_REQUEST_MESSAGE_BYTES`], except
-/// `PackageService`'s, whose upload chunks may reach
-/// [`blobs::MAX_CHUNK_BYTES`]; uploads and backup downloads get the
-/// stream timeout.
+/// Serves every deploy gRPC service ([`routes`]), plus health and
+/// reflection, on `listener` within `limits` until `shutdown` resolves;
+/// uploads and backup downloads get the stream timeout.
 pub async fn serve(
     app: App,
     listener: TcpListener,
     limits: &server::Limits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    use grpc::{
-        apps::Apps, nodes::Nodes, packages::Packages, permissions::Permissions, policy::Policies,
-    };
+    use grpc::{Apps, Nodes, Packages, Permissions, Policies};
     let (health, routes) = server::base_routes(padlock_proto::DEPLOY_DESCRIPTOR_SET)?;
-    use server::{MAX_REQUEST_MESSAGE_BYTES as MAX_IN, MAX_RESPONSE_MESSAGE_BYTES as MAX_OUT};
-    let routes = routes
-        .add_service(
-            AppServiceServer::new(Apps(app.clone()))
-                .max_decoding_message_size(MAX_IN)
-                .max_encoding_message_size(MAX_OUT),
-        )
-        .add_service(
-            // A chunk plus its framing and the oneof tag.
-            PackageServiceServer::new(Packages(app.clone()))
-                .max_decoding_message_size(blobs::MAX_CHUNK_BYTES + 1024)
-                .max_encoding_message_size(MAX_OUT),
-        )
-        .add_service(
-            NodeServiceServer::new(Nodes(app.clone()))
-                .max_decoding_message_size(MAX_IN)
-                .max_encoding_message_size(MAX_OUT),
-        )
-        .add_service(
-            PermissionServiceServer::new(Permissions(app.clone()))
-                .max_decoding_message_size(MAX_IN)
-                .max_encoding_message_size(MAX_OUT),
-        )
-        .add_service(
-            PolicyServiceServer::new(Policies(app.clone()))
-                .max_decoding_message_size(MAX_IN)
-                .max_encoding_message_size(MAX_OUT),
-        );
+    let routes = add_services(routes, &app);
     let limits = server::Limits {
         streaming_methods: vec![
             "/padlock.deploy.v1.PackageService/UploadPackage",
@@ -244,6 +233,47 @@ pub async fn serve(
     };
     server::serve(listener, routes, &limits, shutdown).await?;
     Ok(())
+}
+
+/// Every deploy gRPC service of `app`, for serving in-process (the fuzz
+/// harness): no health, no reflection, no transport limits.
+pub fn routes(app: &App) -> Routes {
+    add_services(Routes::default(), app)
+}
+
+/// `routes` with every deploy service of `app` added. Request messages are
+/// held to [`server::MAX_REQUEST_MESSAGE_BYTES`], except `PackageService`'s,
+/// whose upload chunks may reach [`MAX_UPLOAD_CHUNK_BYTES`].
+fn add_services(routes: Routes, app: &App) -> Routes {
+    use grpc::{Apps, Nodes, Packages, Permissions, Policies};
+    use server::{MAX_REQUEST_MESSAGE_BYTES as MAX_IN, MAX_RESPONSE_MESSAGE_BYTES as MAX_OUT};
+    routes
+        .add_service(
+            AppServiceServer::new(Apps(app.clone()))
+                .max_decoding_message_size(MAX_IN)
+                .max_encoding_message_size(MAX_OUT),
+        )
+        .add_service(
+            // A chunk plus its framing and the oneof tag.
+            PackageServiceServer::new(Packages(app.clone()))
+                .max_decoding_message_size(blobs::MAX_CHUNK_BYTES + 1024)
+                .max_encoding_message_size(MAX_OUT),
+        )
+        .add_service(
+            NodeServiceServer::new(Nodes(app.clone()))
+                .max_decoding_message_size(MAX_IN)
+                .max_encoding_message_size(MAX_OUT),
+        )
+        .add_service(
+            PermissionServiceServer::new(Permissions(app.clone()))
+                .max_decoding_message_size(MAX_IN)
+                .max_encoding_message_size(MAX_OUT),
+        )
+        .add_service(
+            PolicyServiceServer::new(Policies(app.clone()))
+                .max_decoding_message_size(MAX_IN)
+                .max_encoding_message_size(MAX_OUT),
+        )
 }
 
 fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {

@@ -1,9 +1,11 @@
-//! deploy's OpenTelemetry instruments (DESIGN.md "Observability"): padlocked
+//! deploy's OpenTelemetry instruments (docs/design.md "Observability"): padlocked
 //! actions refused by the step-up rule, by reason. Every attribute comes
 //! from a closed vocabulary: never a user, an app or a token.
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Meter};
+
+use padlock_proto::Reason;
 
 use crate::policy::{Action, Env};
 
@@ -32,11 +34,11 @@ impl Metrics {
     }
 
     /// `reason` is the refusal's `ErrorInfo.reason` (`MFA_REQUIRED`, ...).
-    pub fn step_up_refused(&self, reason: &'static str, action: Action, env: Env) {
+    pub fn step_up_refused(&self, reason: Reason, action: Action, env: Env) {
         self.step_up_refusals.add(
             1,
             &[
-                KeyValue::new("reason", reason),
+                KeyValue::new("reason", reason.as_str_name()),
                 KeyValue::new("action", action.as_str()),
                 KeyValue::new("environment", env.as_str()),
             ],

@@ -3,14 +3,15 @@
 //! whoever runs them holds the database already, so they ask no token and
 //! no second factor. Each acts on the deploy database directly, in one
 //! transaction with its audit record (actor [`CLI_ACTOR`]), and keeps the
-//! rules the gRPC handlers keep: unique app names, well-formed names and
+//! rules the gRPC use cases keep: unique app names, well-formed names and
 //! usernames, and an app never without a Technical Contact.
 
 use padlock_runtime::Clock;
 
 use crate::error::{DeployError, Result};
-use crate::grpc::Check;
-use crate::store::{self, AuditEvent, Member, Outcome, Role, Store, StoreError};
+use crate::grpc::Fields;
+use crate::policy::Role;
+use crate::store::{self, AuditEvent, Member, Outcome, Store, StoreError};
 
 /// The audit trail's actor for what an operator did on the server.
 pub const CLI_ACTOR: &str = "cli";
@@ -64,7 +65,7 @@ impl From<TeamRole> for Role {
 
 /// Opens the configured database for an operator command, migrating it
 /// as serving does.
-pub async fn open_store(options: &crate::Options) -> anyhow::Result<Store> {
+pub(crate) async fn open_store(options: &crate::Options) -> anyhow::Result<Store> {
     crate::ensure_private_dir(&options.data_dir)?;
     Store::connect(&crate::database_url(options))
         .await
@@ -72,7 +73,7 @@ pub async fn open_store(options: &crate::Options) -> anyhow::Result<Store> {
 }
 
 /// Runs an `apps` command on `store`; returns the line to print.
-pub async fn apps(store: &Store, clock: &dyn Clock, command: AppsCommand) -> Result<String> {
+pub(crate) async fn apps(store: &Store, clock: &dyn Clock, command: AppsCommand) -> Result<String> {
     match command {
         AppsCommand::Create {
             name,
@@ -84,7 +85,7 @@ pub async fn apps(store: &Store, clock: &dyn Clock, command: AppsCommand) -> Res
 }
 
 /// Runs a `team` command on `store`; returns the line to print.
-pub async fn team(store: &Store, clock: &dyn Clock, command: TeamCommand) -> Result<String> {
+pub(crate) async fn team(store: &Store, clock: &dyn Clock, command: TeamCommand) -> Result<String> {
     match command {
         TeamCommand::Add {
             app,
@@ -115,13 +116,13 @@ pub async fn create_app(
     name: &str,
     technical_contact: &str,
 ) -> Result<store::App> {
-    let mut check = Check::new();
-    check.app_name("name", name);
-    check.username("technical_contact", technical_contact);
-    check.done()?;
+    let mut fields = Fields::new();
+    let name = fields.app_name("name", name);
+    fields.username("technical_contact", technical_contact);
+    let name = fields.done_with(name)?;
     let new = store::NewApp {
         id: uuid::Uuid::new_v4().to_string(),
-        name: name.to_owned(),
+        name: name.into_string(),
         technical_contact: technical_contact.to_owned(),
         by: CLI_ACTOR.to_owned(),
         now,
@@ -151,9 +152,9 @@ pub async fn add_team_member(
     username: &str,
     role: Role,
 ) -> Result<(store::App, Option<Role>, Member)> {
-    let mut check = Check::new();
-    check.username("username", username);
-    check.done()?;
+    let mut fields = Fields::new();
+    fields.username("username", username);
+    fields.done()?;
     let app_id = app_id(store, app).await?;
     let mut change = store
         .change(&app_id)
@@ -186,9 +187,9 @@ async fn app_id(store: &Store, app: &str) -> Result<String> {
     if uuid::Uuid::parse_str(app).is_ok() && store.app(app).await?.is_some() {
         return Ok(app.to_owned());
     }
-    let mut check = Check::new();
-    check.app_name("app", app);
-    check.done()?;
+    let mut fields = Fields::new();
+    fields.app_name("app", app);
+    fields.done()?;
     match store.app_named(app).await? {
         Some(found) => Ok(found.id),
         None => Err(DeployError::AppNotFound),
@@ -214,7 +215,7 @@ fn audit(now: i64, action: &'static str, app_id: &str, detail: String) -> AuditE
 
 /// A command's error as one line for the operator: which fields are wrong,
 /// or what was refused.
-pub fn describe(error: &DeployError) -> String {
+pub(crate) fn describe(error: &DeployError) -> String {
     match error {
         DeployError::Invalid(fields) => format!(
             "invalid: {}",

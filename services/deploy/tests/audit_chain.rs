@@ -8,7 +8,7 @@
 mod common;
 
 use common::*;
-use padlock_deploy::store::{AuditEvent, Outcome, verify_audit_chain};
+use padlock_deploy::inspect::{AuditEvent, Outcome, verify_audit_chain};
 use padlock_proto::Reason;
 use padlock_proto::deploy::v1::{self as pb, Environment::*, NodePermission::*};
 use padlock_runtime::audit::{Break, Intact, Verdict};

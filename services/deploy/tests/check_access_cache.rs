@@ -12,7 +12,6 @@ use padlock_proto::Reason;
 use std::time::Duration;
 
 use common::*;
-use padlock_deploy::policy::{Action, Env};
 use padlock_proto::deploy::v1::{self as pb, Environment::*, NodePermission::*};
 use tonic::Code;
 
@@ -182,21 +181,16 @@ async fn another_replica_sees_a_revocation_within_the_recheck_and_acts_on_it_at_
         let h = Harness::start(&db).await;
         let other = replica(&h, &db).await;
         let app = shop_with_dev(&h).await;
+        let tina = h.stepped_up("tina");
+        let package = h.upload(&tina, &app, "1.0.0", &mda(3, 100)).await.unwrap();
         let dev = h.stepped_up("dev");
         assert_eq!(check(&other, &dev, &app).await.unwrap(), "");
         revoke(&h, &app, "dev").await;
 
-        // A padlocked action reads the database: refused at once.
-        let mut metadata = tonic::metadata::MetadataMap::new();
-        metadata.insert("authorization", format!("Bearer {dev}").parse().unwrap());
-        let verified = other.app.verify(&metadata).await.unwrap();
-        let authorized = other
-            .app
-            .authorize(&verified, Action::TransportPackage, &app, Env::Production)
-            .await
-            .map_err(tonic::Status::from);
+        // A padlocked action reads the database: refused at once (the
+        // step-up rule is checked before the promotion order).
         refused(
-            authorized,
+            other.deploy(&dev, &package.id, Production).await,
             Code::PermissionDenied,
             Reason::NodePermissionMissing.as_str_name(),
         );
@@ -204,7 +198,7 @@ async fn another_replica_sees_a_revocation_within_the_recheck_and_acts_on_it_at_
         // CheckAccess within the documented recheck (1 s by default).
         other
             .clock
-            .advance(padlock_deploy::cache::DEFAULT_PERMISSION_RECHECK);
+            .advance(padlock_deploy::Options::DEFAULT_PERMISSION_RECHECK);
         assert_eq!(
             check(&other, &dev, &app).await.unwrap(),
             Reason::NodePermissionMissing.as_str_name(),

@@ -1,7 +1,7 @@
 //! Message size limits (README "Limits"): a request message above
 //! `server::MAX_REQUEST_MESSAGE_BYTES` is refused with OUT_OF_RANGE before
 //! its handler runs, so nothing is written; `PackageService` takes upload
-//! chunks up to `blobs::MAX_CHUNK_BYTES`, and refuses a larger one before
+//! chunks up to `padlock_deploy::MAX_UPLOAD_CHUNK_BYTES`, and refuses a larger one before
 //! reading it, leaving nothing behind. A body that is not the request
 //! message at all is refused with INVALID_ARGUMENT, also before its handler
 //! runs.
@@ -9,7 +9,7 @@
 mod common;
 
 use common::*;
-use padlock_deploy::blobs::MAX_CHUNK_BYTES;
+use padlock_deploy::MAX_UPLOAD_CHUNK_BYTES as MAX_CHUNK_BYTES;
 use padlock_proto::deploy::v1 as pb;
 use padlock_runtime::server::MAX_REQUEST_MESSAGE_BYTES;
 use tonic::Code;

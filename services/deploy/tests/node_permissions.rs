@@ -247,7 +247,7 @@ async fn teams_are_managed_by_the_technical_contact() {
         let member = h.app.store().member(&app, "dev").await.unwrap().unwrap();
         assert_eq!(
             member.role,
-            padlock_deploy::store::Role::Deploy,
+            padlock_deploy::policy::Role::Deploy,
             "unchanged"
         );
         let tina = h.stepped_up("tina");

@@ -9,9 +9,10 @@
 use std::path::Path;
 use std::process::Output;
 
-use padlock_deploy::error::DeployError;
+use padlock_deploy::DeployError;
+use padlock_deploy::inspect::Store;
 use padlock_deploy::operator::{self, CLI_ACTOR};
-use padlock_deploy::store::{Role, Store};
+use padlock_deploy::policy::Role;
 
 const START: i64 = 1_800_000_000;
 
@@ -243,7 +244,7 @@ async fn operator_commands_write_one_change_with_its_record_on_every_backend() {
         let records = store.audit_events(None, 10).await.unwrap();
         assert_eq!(records.len(), 2, "{}: {records:?}", db.backend);
         assert!(records.iter().all(|r| r.actor == CLI_ACTOR));
-        let intact = padlock_deploy::store::verify_audit_chain(&db.url, None)
+        let intact = padlock_deploy::inspect::verify_audit_chain(&db.url, None)
             .await
             .unwrap()
             .into_result()

@@ -1,4 +1,4 @@
-//! The rule table (`padlock_deploy::rules`) against the running service:
+//! The rule table (`padlock_deploy::policy::rules`) against the running service:
 //! every RPC whose rule asks for a fresh second factor refuses the app's
 //! own Technical Contact (who holds everything else) when their token has
 //! none, and changes nothing. A padlocked method without a probe here
@@ -7,7 +7,7 @@
 mod common;
 
 use common::{Harness, bearer, mda};
-use padlock_deploy::rules::{RULES, SecondFactor};
+use padlock_deploy::policy::rules::{RULES, SecondFactor};
 use padlock_proto::Reason;
 use padlock_proto::deploy::v1::{self as pb, Environment::*, NodePermission::*};
 use tonic::{Code, Status};

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{Harness, bearer, mda, refused};
-use padlock_deploy::store::Role;
+use padlock_deploy::policy::Role;
 use padlock_proto::Reason;
 use padlock_proto::deploy::v1::{self as pb, Environment::*, NodePermission::*};
 use tonic::Code;

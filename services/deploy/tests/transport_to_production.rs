@@ -286,9 +286,10 @@ async fn check_access_tells_in_advance_and_changes_nothing() {
 async fn a_configured_max_age_applies_to_its_action_only() {
     let db = padlock_test_support::sqlite();
     let h = Harness::start_with(&db, |mut o| {
-        o.policy = o
-            .policy
-            .with_max_age(padlock_deploy::policy::Action::TransportPackage, 3600);
+        o.policy = o.policy.with_max_age(
+            padlock_deploy::policy::Action::TransportPackage,
+            padlock_deploy::policy::MaxAge::from_secs(3600).unwrap(),
+        );
         o
     })
     .await;

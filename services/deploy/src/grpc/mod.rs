@@ -1,50 +1,53 @@
-//! The gRPC surface: one module per service in `padlock.deploy.v1`, plus the
-//! request checks and message conversions they share. Handlers validate,
-//! ask `App::authorize` before changing anything, and map errors in one
-//! place (`crate::error`).
+//! The gRPC adapters: one module per service in `padlock.deploy.v1`, each
+//! RPC a few lines that verify the caller, decode and validate the request
+//! into domain types ([`Fields`]), call one use case of the service layer
+//! and encode its answer. Errors become statuses in one place
+//! (`crate::error`).
 
-pub mod apps;
-pub mod nodes;
-pub mod packages;
-pub mod permissions;
-pub mod policy;
+mod apps;
+mod nodes;
+mod packages;
+mod permissions;
+mod policy;
+
+pub(crate) use apps::Apps;
+pub(crate) use nodes::Nodes;
+pub(crate) use packages::Packages;
+pub(crate) use permissions::Permissions;
+pub(crate) use policy::Policies;
 
 use padlock_proto::deploy::v1 as pb;
 use prost_types::Timestamp;
 
 use crate::error::{DeployError, Result};
-use crate::policy::{Env, Permission};
-use crate::store::{self, Role};
+use crate::policy::{AppName, Env, FileName, Permission, Role, Version};
+use crate::store;
 
-/// How many deployments a listing returns at most.
-pub const MAX_LISTED_DEPLOYMENTS: u64 = 200;
+type Reply<T> = std::result::Result<tonic::Response<T>, tonic::Status>;
 
-pub fn timestamp(unix: i64) -> Option<Timestamp> {
+fn timestamp(unix: i64) -> Option<Timestamp> {
     Some(Timestamp {
         seconds: unix,
         nanos: 0,
     })
 }
 
-/// Collects field violations for one request.
+/// A request's fields, parsed into domain types; every violation is
+/// collected, and [`Fields::done`] fails with all of them.
 #[derive(Debug, Default)]
-pub struct Check(Vec<(&'static str, String)>);
+pub(crate) struct Fields(Vec<(&'static str, String)>);
 
-impl Check {
-    pub fn new() -> Self {
+impl Fields {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
-    pub fn bad_field(&mut self, field: &'static str, description: impl Into<String>) {
-        self.bad(field, description);
-    }
-
-    fn bad(&mut self, field: &'static str, description: impl Into<String>) {
+    pub(crate) fn bad(&mut self, field: &'static str, description: impl Into<String>) {
         self.0.push((field, description.into()));
     }
 
     /// An id we issued: a UUID.
-    pub fn id(&mut self, field: &'static str, value: &str) {
+    pub(crate) fn id(&mut self, field: &'static str, value: &str) {
         if value.is_empty() {
             self.bad(field, "required");
         } else if uuid::Uuid::parse_str(value).is_err() {
@@ -52,7 +55,7 @@ impl Check {
         }
     }
 
-    pub fn env(&mut self, field: &'static str, value: i32) -> Option<Env> {
+    pub(crate) fn env(&mut self, field: &'static str, value: i32) -> Option<Env> {
         let env = Env::from_proto(value);
         if env.is_none() {
             self.bad(field, "must be test, acceptance or production");
@@ -61,15 +64,17 @@ impl Check {
     }
 
     /// Like `env`, but unspecified means "all".
-    pub fn env_filter(&mut self, field: &'static str, value: i32) -> Option<Env> {
+    pub(crate) fn env_filter(&mut self, field: &'static str, value: i32) -> Option<Env> {
         if value == 0 {
             return None;
         }
         self.env(field, value)
     }
 
+    // TODO(username): the one username grammar shared with auth moves to a
+    // shared crate; until then this is deploy's only copy of it.
     /// A username as auth allows them: 1 to 64 of letters, digits, `. _ - @`.
-    pub fn username(&mut self, field: &'static str, value: &str) {
+    pub(crate) fn username(&mut self, field: &'static str, value: &str) {
         if value.is_empty() {
             self.bad(field, "required");
         } else if value.len() > 64
@@ -81,54 +86,30 @@ impl Check {
         }
     }
 
-    pub fn app_name(&mut self, field: &'static str, value: &str) {
-        let ok = !value.trim().is_empty()
-            && value.len() <= 64
-            && value.trim() == value
-            && value
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.'));
-        if !ok {
-            self.bad(field, "1 to 64 of letters, digits, spaces and - _ .");
-        }
+    pub(crate) fn app_name(&mut self, field: &'static str, value: &str) -> Option<AppName> {
+        self.parsed(field, AppName::parse(value))
     }
 
-    pub fn version(&mut self, field: &'static str, value: &str) {
-        let ok = !value.is_empty()
-            && value.len() <= 64
-            && value
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+'));
-        if !ok {
-            self.bad(field, "1 to 64 of letters, digits and . _ - +");
-        }
+    pub(crate) fn version(&mut self, field: &'static str, value: &str) -> Option<Version> {
+        self.parsed(field, Version::parse(value))
     }
 
-    /// A plain file name of an MDA archive: no directories, no control characters.
-    pub fn file_name(&mut self, field: &'static str, value: &str) {
-        let plain = !value.is_empty()
-            && value.len() <= 128
-            && !value.starts_with('.')
-            && !value
-                .chars()
-                .any(|c| c.is_control() || matches!(c, '/' | '\\'));
-        if !plain {
-            self.bad(
-                field,
-                "a file name of 1 to 128 characters, without directories",
-            );
-        } else if !value.to_ascii_lowercase().ends_with(".mda") {
-            self.bad(field, "must be an MDA archive (.mda)");
-        }
+    pub(crate) fn file_name(&mut self, field: &'static str, value: &str) -> Option<FileName> {
+        self.parsed(field, FileName::parse(value))
     }
 
-    pub fn role(&mut self, field: &'static str, value: i32) -> Option<Role> {
-        let role = match pb::TeamRole::try_from(value) {
-            Ok(pb::TeamRole::TechnicalContact) => Some(Role::TechnicalContact),
-            Ok(pb::TeamRole::Deploy) => Some(Role::Deploy),
-            Ok(pb::TeamRole::Member) => Some(Role::Member),
-            _ => None,
-        };
+    fn parsed<T>(
+        &mut self,
+        field: &'static str,
+        parsed: std::result::Result<T, &str>,
+    ) -> Option<T> {
+        parsed
+            .map_err(|description| self.bad(field, description))
+            .ok()
+    }
+
+    pub(crate) fn role(&mut self, field: &'static str, value: i32) -> Option<Role> {
+        let role = Role::from_proto(value);
         if role.is_none() {
             self.bad(field, "must be TECHNICAL_CONTACT, DEPLOY or MEMBER");
         }
@@ -136,7 +117,7 @@ impl Check {
     }
 
     /// One or more node permissions, without duplicates.
-    pub fn permissions(&mut self, field: &'static str, values: &[i32]) -> Vec<Permission> {
+    pub(crate) fn permissions(&mut self, field: &'static str, values: &[i32]) -> Vec<Permission> {
         let mut out = Vec::new();
         for value in values {
             match Permission::from_proto(*value) {
@@ -155,24 +136,29 @@ impl Check {
     }
 
     /// `Ok` when nothing was flagged.
-    pub fn done(self) -> Result<()> {
+    pub(crate) fn done(self) -> Result<()> {
         if self.0.is_empty() {
             Ok(())
         } else {
             Err(DeployError::Invalid(self.0))
         }
     }
-}
 
-pub fn role_message(role: Role) -> pb::TeamRole {
-    match role {
-        Role::TechnicalContact => pb::TeamRole::TechnicalContact,
-        Role::Deploy => pb::TeamRole::Deploy,
-        Role::Member => pb::TeamRole::Member,
+    /// [`Fields::done`], then the parsed value every check let through.
+    pub(crate) fn done_with<T>(self, parsed: Option<T>) -> Result<T> {
+        self.done()?;
+        parsed.ok_or(DeployError::Internal)
     }
 }
 
-pub fn app_message(app: &store::App) -> pb::App {
+/// Checks a request whose only field is `app_id`.
+fn app_id(value: &str) -> Result<()> {
+    let mut fields = Fields::new();
+    fields.id("app_id", value);
+    fields.done()
+}
+
+fn app_message(app: &store::App) -> pb::App {
     pb::App {
         id: app.id.clone(),
         name: app.name.clone(),
@@ -181,7 +167,7 @@ pub fn app_message(app: &store::App) -> pb::App {
     }
 }
 
-pub fn package_message(p: &store::Package) -> pb::Package {
+fn package_message(p: &store::Package) -> pb::Package {
     pb::Package {
         id: p.id.clone(),
         app_id: p.app_id.clone(),
@@ -194,12 +180,12 @@ pub fn package_message(p: &store::Package) -> pb::Package {
     }
 }
 
-pub fn deployment_message(d: &store::Deployment, package_version: &str) -> pb::Deployment {
+fn deployment_message((d, package_version): &(store::Deployment, String)) -> pb::Deployment {
     pb::Deployment {
         id: d.id.to_string(),
         app_id: d.app_id.clone(),
         package_id: d.package_id.clone(),
-        package_version: package_version.to_owned(),
+        package_version: package_version.clone(),
         environment: d.env.to_proto(),
         from_environment: d.from_env.map(|e| e.to_proto()).unwrap_or_default(),
         deployed_by: d.deployed_by.clone(),
@@ -207,19 +193,4 @@ pub fn deployment_message(d: &store::Deployment, package_version: &str) -> pb::D
         mfa_at: d.mfa_at.and_then(timestamp),
         mfa_method: d.mfa_method.clone().unwrap_or_default(),
     }
-}
-
-/// The licensed node behind an app's environment, e.g. `shop-production`.
-pub fn node_name(app_name: &str, env: Env) -> String {
-    let slug: String = app_name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    format!("{}-{}", slug.trim_matches('-'), env.as_str())
 }

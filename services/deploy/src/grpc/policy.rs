@@ -6,74 +6,21 @@ use padlock_proto::deploy::v1::{
     ActionPolicy, CheckAccessRequest, CheckAccessResponse, ListActionsRequest, ListActionsResponse,
     policy_service_server::PolicyService,
 };
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response};
 
-use super::{Check, timestamp};
-use crate::app::App;
-use crate::error::{DeployError, Result};
-use crate::policy::{self, Action};
+use super::{Fields, Reply, timestamp};
+use crate::policy::Action;
+use crate::service::App;
 
 #[derive(Debug, Clone)]
-pub struct Policies(pub App);
-
-impl Policies {
-    async fn check_access(
-        &self,
-        request: Request<CheckAccessRequest>,
-    ) -> Result<CheckAccessResponse> {
-        let claims = self.0.caller_shared(request.metadata()).await?;
-        let req = request.into_inner();
-        let mut check = Check::new();
-        let action = Action::from_proto(req.action);
-        if action.is_none() {
-            check.bad_field("action", "unknown action");
-        }
-        check.id("app_id", &req.app_id);
-        let env = check.env("environment", req.environment);
-        check.done()?;
-        let (Some(action), Some(env)) = (action, env) else {
-            return Err(DeployError::Internal);
-        };
-        let holdings = self
-            .0
-            .check_holdings(&claims.preferred_username, &req.app_id)
-            .await?;
-        let decision = policy::decide(
-            Ok(&claims),
-            self.0.policy(),
-            action,
-            &req.app_id,
-            env,
-            &holdings,
-            self.0.now(),
-        );
-        Ok(CheckAccessResponse {
-            allowed: decision.allowed(),
-            reason: decision
-                .outcome
-                .err()
-                .map(|r| {
-                    policy::reason_for(r, &decision.rule)
-                        .as_str_name()
-                        .to_owned()
-                })
-                .unwrap_or_default(),
-            padlock: decision.rule.padlock,
-            max_age_seconds: decision.rule.max_age_seconds(),
-            mfa_expires_at: decision
-                .mfa_expires_at
-                .filter(|_| decision.rule.padlock)
-                .and_then(timestamp),
-        })
-    }
-}
+pub(crate) struct Policies(pub(crate) App);
 
 #[tonic::async_trait]
 impl PolicyService for Policies {
     async fn list_actions(
         &self,
         request: Request<ListActionsRequest>,
-    ) -> std::result::Result<Response<ListActionsResponse>, Status> {
+    ) -> Reply<ListActionsResponse> {
         self.0.caller(request.metadata()).await?;
         let actions = self
             .0
@@ -93,7 +40,33 @@ impl PolicyService for Policies {
     async fn check_access(
         &self,
         request: Request<CheckAccessRequest>,
-    ) -> std::result::Result<Response<CheckAccessResponse>, Status> {
-        Ok(Response::new(Policies::check_access(self, request).await?))
+    ) -> Reply<CheckAccessResponse> {
+        let claims = self.0.caller_shared(request.metadata()).await?;
+        let req = request.into_inner();
+        let mut fields = Fields::new();
+        let action = Action::from_proto(req.action);
+        if action.is_none() {
+            fields.bad("action", "unknown action");
+        }
+        fields.id("app_id", &req.app_id);
+        let env = fields.env("environment", req.environment);
+        let (action, env) = fields.done_with(action.zip(env))?;
+        let decision = self
+            .0
+            .check_access(&claims, action, &req.app_id, env)
+            .await?;
+        Ok(Response::new(CheckAccessResponse {
+            allowed: decision.allowed(),
+            reason: decision
+                .reason()
+                .map(|r| r.as_str_name().to_owned())
+                .unwrap_or_default(),
+            padlock: decision.rule.padlock,
+            max_age_seconds: decision.rule.max_age_seconds(),
+            mfa_expires_at: decision
+                .mfa_expires_at
+                .filter(|_| decision.rule.padlock)
+                .and_then(timestamp),
+        }))
     }
 }

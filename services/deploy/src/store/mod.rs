@@ -1,13 +1,16 @@
 //! The deploy service's storage: apps, team members, node permissions,
 //! packages, deployments and the audit trail, behind plain functions over
-//! domain types. Handlers never see sea-orm types.
+//! domain types. The service layer never sees sea-orm types; its changes go
+//! through an [`AppChange`], one transaction with their audit record.
 
 mod audit_chain;
 mod change;
 mod entity;
-pub mod migration;
+pub(crate) mod migration;
 mod permission_version;
 mod read;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +21,7 @@ use sea_orm::{
     QueryOrder, QuerySelect,
 };
 
-use crate::policy::{Env, Permission};
+use crate::policy::{Env, Permission, Role};
 use entity::{app, audit_event, deployment, package, team_member};
 
 pub use audit_chain::verify as verify_audit_chain;
@@ -26,36 +29,6 @@ pub use change::AppChange;
 pub use padlock_runtime::db::StoreError;
 
 pub type Result<T> = std::result::Result<T, StoreError>;
-
-/// A team member's role in an app.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    TechnicalContact,
-    Deploy,
-    Member,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::TechnicalContact => "technical_contact",
-            Role::Deploy => "deploy",
-            Role::Member => "member",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [Role::TechnicalContact, Role::Deploy, Role::Member]
-            .into_iter()
-            .find(|r| r.as_str() == s)
-    }
-
-    /// "Only members with DEPLOY may hold node permissions"; the Technical
-    /// Contact holds them all.
-    pub fn may_hold_permissions(self) -> bool {
-        matches!(self, Role::TechnicalContact | Role::Deploy)
-    }
-}
 
 fn env_of(s: &str) -> Option<Env> {
     Env::ALL.into_iter().find(|e| e.as_str() == s)

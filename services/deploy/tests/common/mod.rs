@@ -6,8 +6,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use padlock_deploy::keys::{FetchError, JwksSource};
 use padlock_deploy::{App, Options};
+use padlock_deploy::{FetchError, JwksSource};
 use padlock_proto::deploy::v1::{
     self as pb, app_service_client::AppServiceClient, node_service_client::NodeServiceClient,
     package_service_client::PackageServiceClient,
@@ -23,7 +23,8 @@ use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
 pub const START: i64 = 1_800_000_000;
-pub const EIGHT_HOURS: i64 = 28_800;
+/// The default max age of a second factor, in seconds.
+pub const EIGHT_HOURS: i64 = padlock_deploy::policy::MaxAge::DEFAULT.secs();
 
 /// Auth's JWKS as the deploy service would fetch it, swappable for rotations.
 #[derive(Debug)]

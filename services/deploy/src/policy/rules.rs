@@ -1,13 +1,17 @@
 //! Who may call which deploy RPC: one entry per method of every service
-//! this binary serves, saying what the caller needs. The handlers enforce
-//! it (padlocked ones through `App::authorize`, inside the change that
-//! carries the action out); this table is what a reviewer and an operator
-//! read, and its tests fail when a method has no entry, so a new RPC cannot
-//! ship without its rule (`docs/rules.md` is rendered from it).
+//! this binary serves, saying what the caller needs. The service layer
+//! enforces it (padlocked use cases through `App::authorize`, inside the
+//! change that carries the action out); this table is what a reviewer and
+//! an operator read, and its tests fail when a method has no entry, so a
+//! new RPC cannot ship without its rule (`docs/rules.md` is rendered from
+//! it).
 
 use std::fmt;
 
-use crate::policy::{Action, DEFAULT_MAX_AGE_SECS};
+use super::{Action, Env, MaxAge, Policy, Requirement};
+
+/// Roles (from auth's token) that may create apps.
+pub const APP_CREATOR_ROLES: [&str; 2] = ["operator", "support"];
 
 /// What one RPC needs from its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,14 +55,14 @@ pub enum SecondFactor {
     /// As the policy says for this action on the request's environment: by
     /// default on production, within 8 hours (`--max-age` changes it).
     Policy(Action),
-    /// Always, within this many seconds.
+    /// Always, within this max age.
     Always {
-        max_age_secs: i64,
+        max_age: MaxAge,
     },
 }
 
 const TOKEN: Caller = Caller::Token;
-const APP_CREATORS: Caller = Caller::Role(&crate::app::APP_CREATOR_ROLES);
+const APP_CREATORS: Caller = Caller::Role(&APP_CREATOR_ROLES);
 
 const fn rule(
     method: &'static str,
@@ -81,7 +85,7 @@ pub const RULES: &[MethodRule] = &[
         APP_CREATORS,
         Scope::None,
         SecondFactor::Always {
-            max_age_secs: DEFAULT_MAX_AGE_SECS,
+            max_age: MaxAge::DEFAULT,
         },
     ),
     rule(
@@ -229,8 +233,8 @@ impl fmt::Display for Scope {
             Scope::Member => f.write_str("team member"),
             Scope::DeployRole => f.write_str("Deploy role or Technical Contact"),
             Scope::Action(action) => match action.requirement() {
-                crate::policy::Requirement::TechnicalContact => f.write_str("Technical Contact"),
-                crate::policy::Requirement::Permission(p) => write!(
+                Requirement::TechnicalContact => f.write_str("Technical Contact"),
+                Requirement::Permission(p) => write!(
                     f,
                     "{} on the environment (or Technical Contact)",
                     p.as_str().to_uppercase()
@@ -245,20 +249,21 @@ impl fmt::Display for SecondFactor {
         match self {
             SecondFactor::No => f.write_str("-"),
             SecondFactor::Policy(action) => {
-                let default = crate::policy::Policy::default();
-                let padlocked: Vec<&str> = crate::policy::Env::ALL
+                let default = Policy::default();
+                let padlocked: Vec<&str> = Env::ALL
                     .into_iter()
                     .filter(|env| default.rule(*action, *env).padlock)
                     .map(|env| env.as_str())
                     .collect();
                 write!(
                     f,
-                    "on {} (policy `{action}`), within 8 h by default",
-                    padlocked.join(", ")
+                    "on {} (policy `{action}`), within {} h by default",
+                    padlocked.join(", "),
+                    MaxAge::DEFAULT.secs() / 3600
                 )
             }
-            SecondFactor::Always { max_age_secs } => {
-                write!(f, "always, within {} h", max_age_secs / 3600)
+            SecondFactor::Always { max_age } => {
+                write!(f, "always, within {} h", max_age.secs() / 3600)
             }
         }
     }
@@ -309,7 +314,7 @@ mod tests {
 
     #[test]
     fn the_documented_table_is_current() {
-        let doc = include_str!("../../../docs/rules.md");
+        let doc = include_str!("../../../../docs/rules.md");
         assert!(
             doc.contains(&markdown()),
             "docs/rules.md is out of date; paste this under \"deploy\":\n{}",

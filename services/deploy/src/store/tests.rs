@@ -1,10 +1,9 @@
 //! The deploy storage conformance suite: the same assertions on SQLite and
-//! on a real PostgreSQL, straight against the repository functions.
+//! on a real PostgreSQL, straight against the repository functions (unit tests, since the store
+//! is not part of the crate's API).
 
-use padlock_deploy::policy::{Env, Permission};
-use padlock_deploy::store::{
-    AppChange, AuditEvent, Deployment, NewApp, Outcome, Package, Role, Store, StoreError,
-};
+use super::{AppChange, AuditEvent, Deployment, NewApp, Outcome, Package, Store, StoreError};
+use crate::policy::{Env, Permission, Role};
 use padlock_proto::Reason;
 
 const NOW: i64 = 1_800_000_000;
