@@ -79,6 +79,13 @@ impl Violations {
         self.0.is_empty()
     }
 
+    /// Each violation as (field, description), in the order added.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0
+            .iter()
+            .map(|v| (v.field.as_str(), v.description.as_str()))
+    }
+
     /// `Ok` when nothing was added, else INVALID_ARGUMENT naming every field.
     pub fn into_result(self) -> Result<(), Status> {
         if self.0.is_empty() {

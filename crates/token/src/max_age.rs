@@ -1,24 +1,25 @@
 //! How long a second factor counts: the one type for the step-up window
-//! (docs/design.md "The step-up rule"), used by auth (support's window,
-//! what it tells clients) and deploy (the padlock).
+//! (docs/design.md "The step-up rule"), used by deploy (the padlock, and
+//! per-action overrides) and auth (support's window, what it tells
+//! clients).
 
 use std::fmt;
 
-/// A maximum age of a session's second factor, in whole seconds. A
-/// factor verified at `mfa_at` is fresh at `now` while `now - mfa_at` is
-/// at most the age; at exactly the age it still counts.
+/// How old a verified second factor may be: whole seconds, always
+/// positive. A factor verified at `mfa_at` is fresh at `now` while
+/// `now - mfa_at` is at most the age; at exactly the age it still counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct MaxAge(i64);
 
 impl MaxAge {
-    /// Padlocked actions: eight hours.
-    pub const STEP_UP: MaxAge = MaxAge(8 * 60 * 60);
+    /// Padlocked actions: eight hours unless the policy says otherwise.
+    pub const DEFAULT: MaxAge = MaxAge(8 * 60 * 60);
     /// Support's own actions: one hour.
     pub const SUPPORT: MaxAge = MaxAge(60 * 60);
 
-    /// `secs` as a maximum age; `None` if negative.
+    /// `None` unless `secs` is positive.
     pub const fn from_secs(secs: i64) -> Option<MaxAge> {
-        if secs < 0 { None } else { Some(MaxAge(secs)) }
+        if secs > 0 { Some(MaxAge(secs)) } else { None }
     }
 
     pub const fn secs(self) -> i64 {
@@ -37,9 +38,23 @@ impl MaxAge {
 }
 
 impl fmt::Display for MaxAge {
-    /// Seconds, as the `max_age` of an ErrorInfo or an RFC 9470 challenge.
+    /// "8 hours", "1 hour", "30 minutes", "90 seconds": the largest whole
+    /// unit, as a person would say it in a message. (An ErrorInfo's or a
+    /// challenge's `max_age` is [`MaxAge::secs`].)
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
+        let seconds = self.0;
+        let (n, unit) = if seconds % 3600 == 0 {
+            (seconds / 3600, "hour")
+        } else if seconds % 60 == 0 {
+            (seconds / 60, "minute")
+        } else {
+            (seconds, "second")
+        };
+        if n == 1 {
+            write!(f, "1 {unit}")
+        } else {
+            write!(f, "{n} {unit}s")
+        }
     }
 }
 
@@ -49,14 +64,23 @@ mod tests {
 
     #[test]
     fn fresh_up_to_and_including_the_age() {
-        let age = MaxAge::STEP_UP;
+        let age = MaxAge::DEFAULT;
         assert_eq!(age.secs(), 28_800);
         assert!(age.is_fresh(1_000, 1_000 + 28_800));
         assert!(!age.is_fresh(1_000, 1_000 + 28_801));
         assert_eq!(age.expires_at(1_000), 29_800);
-        assert_eq!(age.to_string(), "28800");
+        assert!(MaxAge::SUPPORT < MaxAge::DEFAULT);
+    }
+
+    #[test]
+    fn durations_read_as_a_person_would_say_them() {
+        let said = |secs| MaxAge::from_secs(secs).unwrap().to_string();
+        assert_eq!(said(28_800), "8 hours");
+        assert_eq!(said(3_600), "1 hour");
+        assert_eq!(said(1_800), "30 minutes");
+        assert_eq!(said(90), "90 seconds");
+        assert_eq!(said(1), "1 second");
+        assert_eq!(MaxAge::from_secs(0), None);
         assert_eq!(MaxAge::from_secs(-1), None);
-        assert_eq!(MaxAge::from_secs(0).map(|a| a.is_fresh(5, 5)), Some(true));
-        assert!(MaxAge::SUPPORT < MaxAge::STEP_UP);
     }
 }

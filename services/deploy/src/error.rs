@@ -14,7 +14,7 @@ use crate::store::StoreError;
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
     #[error("invalid request")]
-    Invalid(Vec<(&'static str, String)>),
+    Invalid(Violations),
     #[error("missing, malformed or expired access token")]
     TokenInvalid,
     #[error("cannot verify tokens right now: padlock-auth's keys are unavailable")]
@@ -68,7 +68,9 @@ pub enum DeployError {
 
 impl DeployError {
     pub(crate) fn invalid(field: &'static str, description: impl Into<String>) -> Self {
-        DeployError::Invalid(vec![(field, description.into())])
+        let mut violations = Violations::new();
+        violations.add(field, description);
+        DeployError::Invalid(violations)
     }
 }
 
@@ -78,13 +80,10 @@ impl From<DeployError> for Status {
         let message = err.to_string();
         let refusal = |code, reason| status::refusal(code, reason, message.clone(), []);
         match err {
-            Invalid(fields) => {
-                let mut v = Violations::new();
-                for (field, description) in fields {
-                    v.add(field, description);
-                }
-                v.into_result().err().unwrap_or_else(status::internal)
-            }
+            Invalid(violations) => violations
+                .into_result()
+                .err()
+                .unwrap_or_else(status::internal),
             TokenInvalid => refusal(Code::Unauthenticated, Reason::TokenInvalid),
             KeysUnavailable => refusal(Code::Unavailable, Reason::KeysUnavailable),
             Refused {

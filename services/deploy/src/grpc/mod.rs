@@ -17,7 +17,8 @@ pub(crate) use permissions::Permissions;
 pub(crate) use policy::Policies;
 
 use padlock_proto::deploy::v1 as pb;
-use prost_types::Timestamp;
+use padlock_runtime::names::{Username, timestamp};
+use padlock_runtime::status::Violations;
 
 use crate::error::{DeployError, Result};
 use crate::policy::{AppName, Env, FileName, Permission, Role, Version};
@@ -25,17 +26,10 @@ use crate::store;
 
 type Reply<T> = std::result::Result<tonic::Response<T>, tonic::Status>;
 
-fn timestamp(unix: i64) -> Option<Timestamp> {
-    Some(Timestamp {
-        seconds: unix,
-        nanos: 0,
-    })
-}
-
 /// A request's fields, parsed into domain types; every violation is
 /// collected, and [`Fields::done`] fails with all of them.
 #[derive(Debug, Default)]
-pub(crate) struct Fields(Vec<(&'static str, String)>);
+pub(crate) struct Fields(Violations);
 
 impl Fields {
     pub(crate) fn new() -> Self {
@@ -43,7 +37,7 @@ impl Fields {
     }
 
     pub(crate) fn bad(&mut self, field: &'static str, description: impl Into<String>) {
-        self.0.push((field, description.into()));
+        self.0.add(field, description);
     }
 
     /// An id we issued: a UUID.
@@ -71,19 +65,9 @@ impl Fields {
         self.env(field, value)
     }
 
-    // TODO(username): the one username grammar shared with auth moves to a
-    // shared crate; until then this is deploy's only copy of it.
-    /// A username as auth allows them: 1 to 64 of letters, digits, `. _ - @`.
-    pub(crate) fn username(&mut self, field: &'static str, value: &str) {
-        if value.is_empty() {
-            self.bad(field, "required");
-        } else if value.len() > 64
-            || !value
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
-        {
-            self.bad(field, "1 to 64 of letters, digits and . _ - @");
-        }
+    /// A username, by the grammar auth creates them with.
+    pub(crate) fn username(&mut self, field: &'static str, value: &str) -> Option<Username> {
+        self.0.username(field, value)
     }
 
     pub(crate) fn app_name(&mut self, field: &'static str, value: &str) -> Option<AppName> {

@@ -2,47 +2,11 @@
 //! and for how long a second factor counts ([`MaxAge`]) per action
 //! (docs/design.md, "The step-up rule").
 
-use std::fmt;
-
 use super::{Action, Env, Requirement};
 
-/// How old a verified second factor may be for a padlocked action: whole
-/// seconds, always positive. Eight hours unless the policy says otherwise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct MaxAge(i64);
-
-impl MaxAge {
-    /// Eight hours (docs/design.md, "The step-up rule").
-    pub const DEFAULT: MaxAge = MaxAge(8 * 60 * 60);
-
-    /// `None` unless `secs` is positive.
-    pub const fn from_secs(secs: i64) -> Option<MaxAge> {
-        if secs > 0 { Some(MaxAge(secs)) } else { None }
-    }
-
-    pub const fn secs(self) -> i64 {
-        self.0
-    }
-}
-
-impl fmt::Display for MaxAge {
-    /// "8 hours", "1 hour", "30 minutes", "90 seconds": the largest whole unit.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let seconds = self.0;
-        let (n, unit) = if seconds % 3600 == 0 {
-            (seconds / 3600, "hour")
-        } else if seconds % 60 == 0 {
-            (seconds / 60, "minute")
-        } else {
-            (seconds, "second")
-        };
-        if n == 1 {
-            write!(f, "1 {unit}")
-        } else {
-            write!(f, "{n} {unit}s")
-        }
-    }
-}
+/// How old a verified second factor may be for a padlocked action; one
+/// type for every service.
+pub use padlock_token::MaxAge;
 
 /// The policy for one action on one environment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

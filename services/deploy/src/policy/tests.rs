@@ -639,15 +639,3 @@ fn max_age_overrides_parse_action_and_positive_seconds() {
     let err = parse_max_age_override("fly=3600").unwrap_err();
     assert!(err.contains("transport_package"), "{err}");
 }
-
-#[test]
-fn durations_read_as_a_person_would_say_them() {
-    let said = |secs| MaxAge::from_secs(secs).unwrap().to_string();
-    assert_eq!(said(28_800), "8 hours");
-    assert_eq!(said(3_600), "1 hour");
-    assert_eq!(said(1_800), "30 minutes");
-    assert_eq!(said(90), "90 seconds");
-    assert_eq!(said(1), "1 second");
-    assert_eq!(MaxAge::from_secs(0), None);
-    assert_eq!(MaxAge::from_secs(-1), None);
-}
