@@ -4,7 +4,6 @@
 //! into gRPC to padlock-auth and padlock-deploy, mapping their statuses to
 //! HTTP in one place. It has no database and links no other service's
 //! code. `main.rs` is a thin shell, so tests can run it in-process.
-
 //!
 //! The public API is what `main.rs`, the tests and the fuzz harness use:
 //! [`Gateway`], [`Settings`], [`serve`] and, for in-process use, [`router`].
@@ -84,8 +83,8 @@ impl Gateway {
 
 /// Serves the gateway on `listener` (HTTP/1.1 and cleartext HTTP/2) until
 /// `shutdown` resolves, then lets in-flight requests finish. Per
-/// connection: headers within 10 s and at most 64 of them (HTTP/2:
-/// [`server::MAX_HEADER_LIST_BYTES`]), at most
+/// connection: headers within `HEADER_READ_TIMEOUT` and `MAX_HEADERS`
+/// (HTTP/2: [`server::MAX_HEADER_LIST_BYTES`]), at most
 /// `limits.max_streams_per_connection` streams, and idle HTTP/2
 /// connections pinged like the gRPC servers'.
 pub async fn serve(

@@ -3,7 +3,7 @@
 //
 // Plain JavaScript with no dependencies, served by padlock-gateway under a
 // strict CSP (no inline scripts or styles). Every call goes to the gateway's
-// /api/v1 (services/gateway/API.md); the browser holds only HttpOnly cookies.
+// /api/v1 (docs/api.md); the browser holds only HttpOnly cookies.
 'use strict';
 
 // ------------------------------------------------------------------ names

@@ -13,6 +13,19 @@ fn padlock(code: Code, reason: Reason, metadata: &[(&'static str, &str)]) -> Sta
     )
 }
 
+/// A padlocked action on production refused for its second factor.
+fn step_up(reason: Reason, max_age: &str, action: &str) -> Status {
+    padlock(
+        Code::Unauthenticated,
+        reason,
+        &[
+            ("max_age", max_age),
+            ("action", action),
+            ("environment", "production"),
+        ],
+    )
+}
+
 fn body(error: &ApiError) -> Value {
     Value::Object(error.body.clone())
 }
@@ -46,15 +59,7 @@ fn invalid_argument_is_400_with_every_field() {
 
 #[test]
 fn mfa_required_is_401_with_the_rfc_9470_challenge() {
-    let status = padlock(
-        Code::Unauthenticated,
-        Reason::MfaRequired,
-        &[
-            ("max_age", "28800"),
-            ("action", "transport_package"),
-            ("environment", "production"),
-        ],
-    );
+    let status = step_up(Reason::MfaRequired, "28800", "transport_package");
     let e = from_status(&status);
     assert_eq!(e.status, StatusCode::UNAUTHORIZED);
     assert_eq!(
@@ -77,15 +82,7 @@ fn mfa_required_is_401_with_the_rfc_9470_challenge() {
 
 #[test]
 fn mfa_expired_is_401_with_the_rfc_9470_challenge_and_its_max_age() {
-    let status = padlock(
-        Code::Unauthenticated,
-        Reason::MfaExpired,
-        &[
-            ("max_age", "5"),
-            ("action", "deploy_package"),
-            ("environment", "production"),
-        ],
-    );
+    let status = step_up(Reason::MfaExpired, "5", "deploy_package");
     let e = from_status(&status);
     assert_eq!(e.status, StatusCode::UNAUTHORIZED);
     assert_eq!(
@@ -354,15 +351,7 @@ fn the_gateways_own_refusals_go_through_the_mapping() {
 
 #[test]
 fn headers_reach_the_response() {
-    let status = padlock(
-        Code::Unauthenticated,
-        Reason::MfaRequired,
-        &[
-            ("max_age", "28800"),
-            ("action", "transport_package"),
-            ("environment", "production"),
-        ],
-    );
+    let status = step_up(Reason::MfaRequired, "28800", "transport_package");
     let response = from_status(&status).into_response();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
