@@ -25,6 +25,7 @@ import { after, before, describe, it } from 'node:test';
 import {
   ARTIFACTS, ApiClient, PadlockUp, addUser, grpcCall, launchBrowser, randomPassword, readQr, totp,
 } from './support.mjs';
+import { REASON_NAMES, Reason } from './reasons.mjs';
 
 const STEP_TIMEOUT_MS = 60_000;
 
@@ -174,6 +175,14 @@ describe('the web UI, as tina and dev use it', { timeout: 15 * 60_000 }, () => {
     const csp = res.headers()['content-security-policy'] || '';
     assert.match(csp, /default-src 'self'/, 'the page is served under the strict CSP');
     await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+    // The UI's reasons (/reasons.js, from the gateway's generated enum) are
+    // the contract's, and a misspelt one throws.
+    const inPage = await page.evaluate(() => {
+      let misspelt;
+      try { misspelt = Reason.MFA_REQUIRD; } catch (err) { misspelt = err.name; }
+      return { names: Object.keys(Reason), frozen: Object.isFrozen(Reason), misspelt };
+    });
+    assert.deepEqual(inPage, { names: [...REASON_NAMES], frozen: true, misspelt: 'TypeError' });
     await screenshot('sign-in');
   });
 
@@ -238,7 +247,7 @@ describe('the web UI, as tina and dev use it', { timeout: 15 * 60_000 }, () => {
     });
     assert.equal(answer.status, 401, JSON.stringify(answer.body));
     assert.match(answer.challenge ?? '', /insufficient_user_authentication/);
-    assert.equal(answer.body.error, 'MFA_REQUIRED');
+    assert.equal(answer.body.error, Reason.MFA_REQUIRED);
     assert.equal(answer.body.action, 'change_team');
   });
 
@@ -289,7 +298,7 @@ describe('the web UI, as tina and dev use it', { timeout: 15 * 60_000 }, () => {
             'WWW-Authenticate': 'Bearer error="insufficient_user_authentication", error_description="second factor too old", max_age=28800',
             'Content-Type': 'application/json',
           },
-          body: JSON.stringify({ error: 'MFA_EXPIRED', message: 'second factor too old', max_age: 28800, action: 'transport_package', environment: 'production' }),
+          body: JSON.stringify({ error: Reason.MFA_EXPIRED, message: 'second factor too old', max_age: 28800, action: 'transport_package', environment: 'production' }),
         });
       }
       return route.continue();
@@ -297,7 +306,7 @@ describe('the web UI, as tina and dev use it', { timeout: 15 * 60_000 }, () => {
     await page.route('**/api/v1/me/factor/verification', (route) => route.fulfill({
       status: 429,
       headers: { 'Retry-After': '900', 'Content-Type': 'application/json' },
-      body: JSON.stringify({ error: 'TOO_MANY_ATTEMPTS', message: 'locked', retry_after: 900 }),
+      body: JSON.stringify({ error: Reason.TOO_MANY_ATTEMPTS, message: 'locked', retry_after: 900 }),
     }), { times: 1 });
 
     await byTestId('transport-production-1.1.0').click();

@@ -469,7 +469,8 @@ def test_healthz_and_readyz_answer(anonymous: Browser):
 
 
 @pytest.mark.parametrize("path,content_type", [
-    ("/", "text/html"), ("/app.js", "text/javascript"), ("/app.css", "text/css")])
+    ("/", "text/html"), ("/app.js", "text/javascript"), ("/app.css", "text/css"),
+    ("/reasons.js", "text/javascript")])
 def test_the_ui_is_embedded_and_served_with_a_strict_csp(anonymous: Browser, path: str, content_type: str):
     reply = anonymous.get(path)
     assert reply.status == 200, f"{reply}"
@@ -478,6 +479,13 @@ def test_the_ui_is_embedded_and_served_with_a_strict_csp(anonymous: Browser, pat
     assert reply.header("Cache-Control") == "no-store"
     assert reply.header("X-Content-Type-Options") == "nosniff"
     assert reply.body, f"{path} is empty"
+
+
+def test_the_ui_gets_the_contracts_reasons(anonymous: Browser):
+    body = anonymous.get("/reasons.js").body.decode()
+    served = re.findall(r"^  ([A-Z][A-Z0-9_]*): '([A-Z][A-Z0-9_]*)',$", body, re.M)
+    assert served and all(name == value for name, value in served), body
+    assert {name for name, _ in served} == set(vars(Reason)), body
 
 
 def test_the_jwks_is_auths(anonymous: Browser, grpc: Grpcurl):

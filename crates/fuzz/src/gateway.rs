@@ -93,7 +93,7 @@ impl GatewayTarget {
         // The server gives every request its connection's peer address
         // (sign-in throttling needs it); so does the harness.
         let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 40000));
-        let router = padlock_gateway::routes::router(gateway).layer(Extension(ConnectInfo(peer)));
+        let router = padlock_gateway::router(gateway).layer(Extension(ConnectInfo(peer)));
         GatewayTarget { runtime, router }
     }
 

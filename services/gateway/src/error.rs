@@ -1,5 +1,5 @@
 //! Errors as the browser sees them, and the one place a gRPC status becomes
-//! an HTTP response (API.md "Errors: one mapping"): the status code, the
+//! an HTTP response (docs/api.md "Errors: one mapping"): the status code, the
 //! `WWW-Authenticate` challenge (RFC 6750, and RFC 9470's
 //! `insufficient_user_authentication` with `max_age` for a missing or stale
 //! second factor), `Retry-After` from `google.rpc.RetryInfo`, field
@@ -43,6 +43,7 @@ impl ApiError {
     }
 
     /// The `error` field: the reason or the code name.
+    #[cfg(test)]
     pub fn reason(&self) -> &str {
         self.body.get("error").and_then(Value::as_str).unwrap_or("")
     }
@@ -139,7 +140,7 @@ impl From<Status> for ApiError {
     }
 }
 
-/// THE mapping from a gRPC status to an HTTP error (API.md's table).
+/// THE mapping from a gRPC status to an HTTP error (docs/api.md's table).
 pub fn from_status(status: &Status) -> ApiError {
     let code = effective_code(status);
     let details = status.get_error_details();
@@ -220,7 +221,7 @@ pub fn from_status(status: &Status) -> ApiError {
     error
 }
 
-/// The HTTP status for a gRPC code (API.md's table).
+/// The HTTP status for a gRPC code (docs/api.md's table).
 fn http_status(code: Code) -> StatusCode {
     match code {
         Code::InvalidArgument => StatusCode::BAD_REQUEST,
@@ -290,7 +291,9 @@ fn generic_message(code: Code) -> &'static str {
     }
 }
 
-/// The gRPC code's canonical name, e.g. `NOT_FOUND`.
+/// The gRPC code's canonical name (google.rpc.Code), e.g. `NOT_FOUND`:
+/// the `error` of a status without padlock's ErrorInfo. These are gRPC's
+/// names, not padlock reasons, though some are spelt alike.
 fn code_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "OK",
@@ -314,385 +317,4 @@ fn code_name(code: Code) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    fn padlock(code: Code, reason: &str, metadata: &[(&'static str, &str)]) -> Status {
-        let reason = Reason::from_str_name(reason).expect("a padlock reason");
-        rich::refusal(
-            code,
-            reason,
-            format!("{} happened", reason.as_str_name()),
-            metadata.iter().map(|(k, v)| (*k, (*v).to_owned())),
-        )
-    }
-
-    fn body(error: &ApiError) -> Value {
-        Value::Object(error.body.clone())
-    }
-
-    #[test]
-    fn invalid_argument_is_400_with_every_field() {
-        let mut v = Violations::new();
-        v.add("to_environment", "transport in order")
-            .add("code", "six digits");
-        let status = v.into_result().unwrap_err();
-        let e = from_status(&status);
-        assert_eq!(e.status, StatusCode::BAD_REQUEST);
-        assert_eq!(e.www_authenticate, None);
-        assert_eq!(
-            body(&e),
-            json!({
-                "error": "INVALID_ARGUMENT",
-                "message": status.message(),
-                "fields": [
-                    {"field": "to_environment", "description": "transport in order"},
-                    {"field": "code", "description": "six digits"},
-                ],
-            })
-        );
-        // Without BadRequest details the list is empty, never missing.
-        let e = from_status(&Status::invalid_argument("bad"));
-        assert_eq!(body(&e)["fields"], json!([]));
-        assert_eq!(e.reason(), "INVALID_ARGUMENT");
-    }
-
-    #[test]
-    fn mfa_required_is_401_with_the_rfc_9470_challenge() {
-        let status = padlock(
-            Code::Unauthenticated,
-            Reason::MfaRequired.as_str_name(),
-            &[
-                ("max_age", "28800"),
-                ("action", "transport_package"),
-                ("environment", "production"),
-            ],
-        );
-        let e = from_status(&status);
-        assert_eq!(e.status, StatusCode::UNAUTHORIZED);
-        assert_eq!(
-            e.www_authenticate.as_deref(),
-            Some(
-                r#"Bearer error="insufficient_user_authentication", error_description="A second factor is required", max_age=28800"#
-            )
-        );
-        assert_eq!(
-            body(&e),
-            json!({
-                "error": Reason::MfaRequired.as_str_name(),
-                "message": "MFA_REQUIRED happened",
-                "max_age": 28800,
-                "action": "transport_package",
-                "environment": "production",
-            })
-        );
-    }
-
-    #[test]
-    fn mfa_expired_is_401_with_the_rfc_9470_challenge_and_its_max_age() {
-        let status = padlock(
-            Code::Unauthenticated,
-            Reason::MfaExpired.as_str_name(),
-            &[
-                ("max_age", "5"),
-                ("action", "deploy_package"),
-                ("environment", "production"),
-            ],
-        );
-        let e = from_status(&status);
-        assert_eq!(e.status, StatusCode::UNAUTHORIZED);
-        assert_eq!(
-            e.www_authenticate.as_deref(),
-            Some(
-                r#"Bearer error="insufficient_user_authentication", error_description="More recent authentication is required", max_age=5"#
-            )
-        );
-        assert_eq!(body(&e)["max_age"], json!(5));
-        assert_eq!(body(&e)["action"], json!("deploy_package"));
-    }
-
-    #[test]
-    fn other_unauthenticated_reasons_are_401_invalid_token() {
-        for reason in [
-            Reason::TokenInvalid.as_str_name(),
-            Reason::SessionInvalid.as_str_name(),
-            Reason::CredentialsInvalid.as_str_name(),
-            Reason::CodeReused.as_str_name(),
-        ] {
-            let e = from_status(&padlock(Code::Unauthenticated, reason, &[]));
-            assert_eq!(e.status, StatusCode::UNAUTHORIZED, "{reason}");
-            assert_eq!(
-                e.www_authenticate.as_deref(),
-                Some(r#"Bearer error="invalid_token""#),
-                "{reason}"
-            );
-            assert_eq!(
-                body(&e),
-                json!({"error": reason, "message": format!("{reason} happened")})
-            );
-        }
-        // A padlocked action's TOKEN_INVALID carries step-up metadata; it is
-        // still an invalid token, not a step-up.
-        let e = from_status(&padlock(
-            Code::Unauthenticated,
-            Reason::TokenInvalid.as_str_name(),
-            &[("max_age", "28800"), ("action", "transport_package")],
-        ));
-        assert_eq!(
-            e.www_authenticate.as_deref(),
-            Some(r#"Bearer error="invalid_token""#)
-        );
-        assert!(!e.body.contains_key("max_age"));
-    }
-
-    #[test]
-    fn code_invalid_adds_attempts_left() {
-        let e = from_status(&padlock(
-            Code::Unauthenticated,
-            Reason::CodeInvalid.as_str_name(),
-            &[("attempts_left", "3")],
-        ));
-        assert_eq!(e.status, StatusCode::UNAUTHORIZED);
-        assert_eq!(
-            e.www_authenticate.as_deref(),
-            Some(r#"Bearer error="invalid_token""#)
-        );
-        assert_eq!(body(&e)["attempts_left"], json!(3));
-    }
-
-    #[test]
-    fn permission_denied_is_403_with_action_and_environment_when_present() {
-        let e = from_status(&padlock(
-            Code::PermissionDenied,
-            Reason::NodePermissionMissing.as_str_name(),
-            &[
-                ("max_age", "28800"),
-                ("action", "transport_package"),
-                ("environment", "production"),
-            ],
-        ));
-        assert_eq!(e.status, StatusCode::FORBIDDEN);
-        assert_eq!(e.www_authenticate, None);
-        assert_eq!(
-            body(&e),
-            json!({
-                "error": Reason::NodePermissionMissing.as_str_name(),
-                "message": "NODE_PERMISSION_MISSING happened",
-                "action": "transport_package",
-                "environment": "production",
-            })
-        );
-        let e = from_status(&padlock(
-            Code::PermissionDenied,
-            Reason::TechnicalContactRequired.as_str_name(),
-            &[],
-        ));
-        assert_eq!(
-            body(&e),
-            json!({"error": Reason::TechnicalContactRequired.as_str_name(), "message": "TECHNICAL_CONTACT_REQUIRED happened"})
-        );
-    }
-
-    #[test]
-    fn not_found_is_404() {
-        let e = from_status(&padlock(
-            Code::NotFound,
-            Reason::AppNotFound.as_str_name(),
-            &[],
-        ));
-        assert_eq!(e.status, StatusCode::NOT_FOUND);
-        assert_eq!(e.reason(), Reason::AppNotFound.as_str_name());
-    }
-
-    #[test]
-    fn conflicts_are_409() {
-        for (code, reason) in [
-            (
-                Code::AlreadyExists,
-                Reason::PackageVersionExists.as_str_name(),
-            ),
-            (
-                Code::FailedPrecondition,
-                Reason::PackageNotDeployedInSource.as_str_name(),
-            ),
-            (Code::Aborted, Reason::Conflict.as_str_name()),
-        ] {
-            let e = from_status(&padlock(code, reason, &[]));
-            assert_eq!(e.status, StatusCode::CONFLICT, "{reason}");
-            assert_eq!(e.reason(), reason);
-            assert_eq!(e.www_authenticate, None);
-        }
-    }
-
-    #[test]
-    fn resource_exhausted_is_429_with_retry_after_from_retry_info() {
-        let status = rich::retry_later(
-            Code::ResourceExhausted,
-            Reason::TooManyAttempts,
-            "locked",
-            Duration::from_secs(900),
-        );
-        let e = from_status(&status);
-        assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(e.retry_after, Some(900));
-        assert_eq!(
-            body(&e),
-            json!({"error": Reason::TooManyAttempts.as_str_name(), "message": "locked", "retry_after": 900})
-        );
-        let response = e.into_response();
-        assert_eq!(response.headers()[header::RETRY_AFTER], "900");
-        // A fraction of a second rounds up: retrying early is refused again.
-        let status = rich::retry_later(
-            Code::ResourceExhausted,
-            Reason::SmsResendTooSoon,
-            "wait",
-            Duration::from_millis(29_200),
-        );
-        assert_eq!(from_status(&status).retry_after, Some(30));
-        // Without RetryInfo there is no header.
-        let e = from_status(&Status::resource_exhausted("busy"));
-        assert_eq!(
-            (e.status, e.retry_after),
-            (StatusCode::TOO_MANY_REQUESTS, None)
-        );
-    }
-
-    #[test]
-    fn unavailable_is_503_and_hides_transport_details() {
-        let e = from_status(&Status::unavailable(
-            "tcp connect error: 127.0.0.1:50052: refused",
-        ));
-        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(
-            body(&e),
-            json!({"error": "UNAVAILABLE", "message": "a backend service is unavailable; retry shortly"})
-        );
-        let e = from_status(&padlock(
-            Code::Unavailable,
-            Reason::SmsUnavailable.as_str_name(),
-            &[],
-        ));
-        assert_eq!(
-            (e.status, e.reason()),
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Reason::SmsUnavailable.as_str_name()
-            )
-        );
-    }
-
-    #[test]
-    fn deadline_exceeded_is_504_also_when_the_gateways_own_deadline_ran_out() {
-        let e = from_status(&Status::deadline_exceeded("too slow"));
-        assert_eq!(
-            (e.status, e.reason()),
-            (StatusCode::GATEWAY_TIMEOUT, "DEADLINE_EXCEEDED")
-        );
-        let own = Status::from_error(Box::new(tonic::TimeoutExpired(())));
-        assert_eq!(own.code(), Code::Cancelled);
-        let e = from_status(&own);
-        assert_eq!(
-            (e.status, e.reason()),
-            (StatusCode::GATEWAY_TIMEOUT, "DEADLINE_EXCEEDED")
-        );
-    }
-
-    #[test]
-    fn anything_else_is_500_internal_with_no_details() {
-        for status in [
-            rich::internal(),
-            Status::unknown("panic at db.rs:12 SELECT secret FROM users"),
-            Status::cancelled("client went away"),
-            Status::unimplemented("nope"),
-            Status::data_loss("disk"),
-            Status::out_of_range("x"),
-        ] {
-            let e = from_status(&status);
-            assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
-            assert_eq!(
-                body(&e),
-                json!({"error": "INTERNAL", "message": "internal error; see the gateway log"})
-            );
-            assert_eq!((e.www_authenticate, e.retry_after), (None, None));
-        }
-    }
-
-    #[test]
-    fn a_foreign_error_info_is_not_trusted() {
-        let details = tonic_types::ErrorDetails::with_error_info(
-            Reason::MfaRequired.as_str_name(),
-            "example.com",
-            HashMap::new(),
-        );
-        let status = Status::with_error_details(Code::Unauthenticated, "trust me", details);
-        let e = from_status(&status);
-        assert_eq!(e.reason(), "UNAUTHENTICATED");
-        assert_eq!(
-            e.www_authenticate.as_deref(),
-            Some(r#"Bearer error="invalid_token""#)
-        );
-        assert_eq!(body(&e)["message"], json!("not signed in"));
-    }
-
-    #[test]
-    fn the_gateways_own_refusals_go_through_the_mapping() {
-        let e = ApiError::csrf_header_missing();
-        assert_eq!(
-            (e.status, e.reason()),
-            (
-                StatusCode::FORBIDDEN,
-                Reason::CsrfHeaderMissing.as_str_name()
-            )
-        );
-        let e = ApiError::session_invalid();
-        assert_eq!(
-            (e.status, e.reason()),
-            (
-                StatusCode::UNAUTHORIZED,
-                Reason::SessionInvalid.as_str_name()
-            )
-        );
-        assert_eq!(
-            e.www_authenticate.as_deref(),
-            Some(r#"Bearer error="invalid_token""#)
-        );
-        let mut v = Violations::new();
-        v.add("username", "required");
-        let e = ApiError::invalid(v);
-        assert_eq!(
-            body(&e)["fields"],
-            json!([{"field": "username", "description": "required"}])
-        );
-        let e = ApiError::payload_too_large(10);
-        assert_eq!(
-            (e.status, e.reason()),
-            (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                Reason::PayloadTooLarge.as_str_name()
-            )
-        );
-        assert_eq!(body(&e)["max_bytes"], json!(10));
-    }
-
-    #[test]
-    fn headers_reach_the_response() {
-        let status = padlock(
-            Code::Unauthenticated,
-            Reason::MfaRequired.as_str_name(),
-            &[
-                ("max_age", "28800"),
-                ("action", "transport_package"),
-                ("environment", "production"),
-            ],
-        );
-        let response = from_status(&status).into_response();
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-        assert_eq!(
-            response.headers()[header::WWW_AUTHENTICATE],
-            r#"Bearer error="insufficient_user_authentication", error_description="A second factor is required", max_age=28800"#
-        );
-        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
-    }
-}
+mod tests;

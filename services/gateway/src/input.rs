@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
-use crate::names;
+use crate::names::{self, Named};
 
 /// Largest JSON body accepted; every API body is a few small fields.
 pub const MAX_JSON_BYTES: usize = 64 * 1024;
@@ -87,50 +87,25 @@ impl Fields {
 
     pub fn environment(&mut self, field: &str) -> Environment {
         let name = self.string(field);
-        self.named(
-            field,
-            &name,
-            names::parse_environment,
-            "test, acceptance or production",
-        )
-        .unwrap_or(Environment::Unspecified)
+        self.named(field, &name).unwrap_or(Environment::Unspecified)
     }
 
     /// Absent means "every environment".
     pub fn optional_environment(&mut self, field: &str) -> Environment {
         match self.optional_string(field) {
             None => Environment::Unspecified,
-            Some(name) => self
-                .named(
-                    field,
-                    &name,
-                    names::parse_environment,
-                    "test, acceptance or production",
-                )
-                .unwrap_or(Environment::Unspecified),
+            Some(name) => self.named(field, &name).unwrap_or(Environment::Unspecified),
         }
     }
 
     pub fn role(&mut self, field: &str) -> TeamRole {
         let name = self.string(field);
-        self.named(
-            field,
-            &name,
-            names::parse_role,
-            "technical_contact, deploy or member",
-        )
-        .unwrap_or(TeamRole::Unspecified)
+        self.named(field, &name).unwrap_or(TeamRole::Unspecified)
     }
 
     pub fn action(&mut self, field: &str) -> Action {
         let name = self.string(field);
-        self.named(
-            field,
-            &name,
-            names::parse_action,
-            "deploy_package, transport_package, get_node_details, download_backup or change_node_permissions",
-        )
-        .unwrap_or(Action::Unspecified)
+        self.named(field, &name).unwrap_or(Action::Unspecified)
     }
 
     /// A required array of permission names.
@@ -145,28 +120,26 @@ impl Fields {
         };
         let parsed: Vec<Option<NodePermission>> = items
             .iter()
-            .map(|item| item.as_str().and_then(names::parse_permission))
+            .map(|item| item.as_str().and_then(names::parse::<NodePermission>))
             .collect();
         if parsed.iter().any(Option::is_none) {
-            self.flag(field, "each must be transport, operate, backups or logs");
+            self.flag(
+                field,
+                format!("each must be {}", names::one_of::<NodePermission>()),
+            );
         }
         parsed.into_iter().flatten().collect()
     }
 
-    fn named<T>(
-        &mut self,
-        field: &str,
-        name: &str,
-        parse: fn(&str) -> Option<T>,
-        expected: &str,
-    ) -> Option<T> {
+    /// The value a JSON name stands for; else a violation listing the names.
+    fn named<T: Named>(&mut self, field: &str, name: &str) -> Option<T> {
         // A missing field was reported by `string` already.
         if !self.values.contains_key(field) || !self.values[field].is_string() {
             return None;
         }
-        let parsed = parse(name);
+        let parsed = names::parse::<T>(name);
         if parsed.is_none() {
-            self.flag(field, format!("must be one of {expected}"));
+            self.flag(field, format!("must be one of {}", names::one_of::<T>()));
         }
         parsed
     }

@@ -1,21 +1,23 @@
-//! padlock's HTTP/JSON gateway for the web UI (services/gateway/API.md):
+//! padlock's HTTP/JSON gateway for the web UI (docs/api.md):
 //! it keeps the browser session in two cookies, refuses cross-site writes
 //! (CSRF header), serves the embedded UI, and translates every API call
 //! into gRPC to padlock-auth and padlock-deploy, mapping their statuses to
 //! HTTP in one place. It has no database and links no other service's
 //! code. `main.rs` is a thin shell, so tests can run it in-process.
+//!
+//! The public API is what `main.rs`, the tests and the fuzz harness use:
+//! [`Gateway`], [`Settings`], [`serve`] and, for in-process use, [`router`].
 
-pub mod backend;
-pub mod claims;
-pub mod config;
-pub mod edge;
-pub mod error;
-pub mod input;
-pub mod names;
-pub mod routes;
-pub mod session;
-pub mod ui;
-pub mod views;
+mod backend;
+mod config;
+mod edge;
+mod error;
+mod input;
+mod names;
+mod routes;
+mod session;
+mod ui;
+mod views;
 
 use std::future::Future;
 use std::time::Duration;
@@ -30,15 +32,15 @@ use padlock_runtime::server::{self, Limits};
 use tokio::net::TcpListener;
 use tower::Layer as _;
 
-pub use backend::Backends;
-pub use config::Settings;
+pub use config::{Cli, DEFAULT_LISTEN, GatewayArgs, Settings};
+pub use routes::router;
 
 /// How long a client may take to send a request's headers (HTTP/1); a
 /// connection that trickles them (slowloris) is closed.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most headers one HTTP/1 request may carry; a browser sends about 20.
 /// HTTP/1 heads are also held to hyper's buffer (about 400 KiB).
-pub const MAX_HEADERS: usize = 64;
+const MAX_HEADERS: usize = 64;
 /// How long the accept loop rests after a failed accept (out of file
 /// descriptors), instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -48,14 +50,14 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// request.
 #[derive(Debug, Clone)]
 pub struct Gateway {
-    pub backends: Backends,
-    pub settings: Settings,
-    pub admission: edge::Admission,
+    pub(crate) backends: backend::Backends,
+    pub(crate) settings: Settings,
+    pub(crate) admission: edge::Admission,
 }
 
 impl Gateway {
     /// Checks the flags and sets up lazy channels; connects to nothing yet.
-    pub fn new(args: &config::GatewayArgs, limits: &Limits) -> anyhow::Result<Self> {
+    pub fn new(args: &GatewayArgs, limits: &Limits) -> anyhow::Result<Self> {
         let settings = args.settings().map_err(anyhow::Error::msg)?;
         Self::with_settings(settings, &args.auth_url, &args.deploy_url, limits)
     }
@@ -68,7 +70,8 @@ impl Gateway {
         deploy_url: &str,
         limits: &Limits,
     ) -> anyhow::Result<Self> {
-        let backends = Backends::connect_lazy(auth_url, deploy_url, settings.backend_timeout)?;
+        let backends =
+            backend::Backends::connect_lazy(auth_url, deploy_url, settings.backend_timeout)?;
         let admission = edge::Admission::new(limits, settings.max_concurrent_uploads);
         Ok(Self {
             backends,
@@ -80,7 +83,7 @@ impl Gateway {
 
 /// Serves the gateway on `listener` (HTTP/1.1 and cleartext HTTP/2) until
 /// `shutdown` resolves, then lets in-flight requests finish. Per
-/// connection: headers within [`HEADER_READ_TIMEOUT`] and [`MAX_HEADERS`]
+/// connection: headers within `HEADER_READ_TIMEOUT` and `MAX_HEADERS`
 /// (HTTP/2: [`server::MAX_HEADER_LIST_BYTES`]), at most
 /// `limits.max_streams_per_connection` streams, and idle HTTP/2
 /// connections pinged like the gRPC servers'.

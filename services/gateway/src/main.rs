@@ -1,8 +1,7 @@
 //! `padlock-gateway`: serve the web UI and its HTTP/JSON API.
 
 use clap::Parser;
-use padlock_gateway::Gateway;
-use padlock_gateway::config::{Cli, DEFAULT_LISTEN};
+use padlock_gateway::{Cli, DEFAULT_LISTEN, Gateway};
 use padlock_runtime::{server, telemetry};
 
 const SERVICE: &str = "padlock-gateway";

@@ -1,7 +1,9 @@
-//! The friendly JSON names of the contracts' enums (API.md "Names in
-//! JSON"), both ways, and timestamps as RFC 3339 strings. `None` means an
-//! unspecified or unknown value: `null` in a response, a field violation in
-//! a request.
+//! The JSON names of the contracts' enums (docs/api.md "Names in JSON"),
+//! both ways, and timestamps as RFC 3339 strings. A name is derived from
+//! the generated enum, never written by hand: the proto name without its
+//! prefix, lower-cased (`ENVIRONMENT_PRODUCTION` is `"production"`). `None`
+//! means an unspecified (`*_UNSPECIFIED`) or unknown value: `null` in a
+//! response, a field violation in a request.
 
 use chrono::{DateTime, SecondsFormat};
 use padlock_proto::auth::v1::{FactorMethod, FactorState};
@@ -9,105 +11,96 @@ use padlock_proto::deploy::v1::{Action, Environment, NodePermission, TeamRole};
 use prost_types::Timestamp;
 use serde_json::Value;
 
-pub fn environment(value: i32) -> Option<&'static str> {
-    match Environment::try_from(value).ok()? {
-        Environment::Test => Some("test"),
-        Environment::Acceptance => Some("acceptance"),
-        Environment::Production => Some("production"),
-        Environment::Unspecified => None,
-    }
+/// A proto enum with JSON names: what prost generates for every enum, plus
+/// the prefix its value names share.
+pub(crate) trait Named: Sized + Copy + TryFrom<i32> {
+    /// `ENVIRONMENT_` for `Environment`.
+    const PREFIX: &'static str;
+    fn proto_name(self) -> &'static str;
+    fn from_proto_name(name: &str) -> Option<Self>;
 }
 
-pub fn parse_environment(name: &str) -> Option<Environment> {
-    match name {
-        "test" => Some(Environment::Test),
-        "acceptance" => Some(Environment::Acceptance),
-        "production" => Some(Environment::Production),
-        _ => None,
-    }
+macro_rules! named {
+    ($($enum:ty => $prefix:literal),* $(,)?) => {$(
+        impl Named for $enum {
+            const PREFIX: &'static str = $prefix;
+            fn proto_name(self) -> &'static str {
+                self.as_str_name()
+            }
+            fn from_proto_name(name: &str) -> Option<Self> {
+                Self::from_str_name(name)
+            }
+        }
+    )*};
 }
 
-pub fn permission(value: i32) -> Option<&'static str> {
-    match NodePermission::try_from(value).ok()? {
-        NodePermission::Transport => Some("transport"),
-        NodePermission::Operate => Some("operate"),
-        NodePermission::Backups => Some("backups"),
-        NodePermission::Logs => Some("logs"),
-        NodePermission::Unspecified => None,
-    }
+named! {
+    Environment => "ENVIRONMENT_",
+    TeamRole => "TEAM_ROLE_",
+    NodePermission => "NODE_PERMISSION_",
+    Action => "ACTION_",
+    FactorMethod => "FACTOR_METHOD_",
+    FactorState => "FACTOR_STATE_",
 }
 
-pub fn parse_permission(name: &str) -> Option<NodePermission> {
-    match name {
-        "transport" => Some(NodePermission::Transport),
-        "operate" => Some(NodePermission::Operate),
-        "backups" => Some(NodePermission::Backups),
-        "logs" => Some(NodePermission::Logs),
-        _ => None,
-    }
+/// The suffix of the zero value that means "not given"; `FACTOR_METHOD_NONE`
+/// is no such value: `none` is a real answer (the user has no factor).
+const UNSPECIFIED: &str = "UNSPECIFIED";
+
+/// The JSON name of `value`, e.g. `"production"`.
+pub(crate) fn name_of<T: Named>(value: T) -> Option<String> {
+    let suffix = value.proto_name().strip_prefix(T::PREFIX)?;
+    (suffix != UNSPECIFIED).then(|| suffix.to_ascii_lowercase())
 }
 
-pub fn role(value: i32) -> Option<&'static str> {
-    match TeamRole::try_from(value).ok()? {
-        TeamRole::TechnicalContact => Some("technical_contact"),
-        TeamRole::Deploy => Some("deploy"),
-        TeamRole::Member => Some("member"),
-        TeamRole::Unspecified => None,
-    }
+/// The JSON name of a wire value, or `None`.
+pub(crate) fn name<T: Named>(value: i32) -> Option<String> {
+    name_of(T::try_from(value).ok()?)
 }
 
-pub fn parse_role(name: &str) -> Option<TeamRole> {
-    match name {
-        "technical_contact" => Some(TeamRole::TechnicalContact),
-        "deploy" => Some(TeamRole::Deploy),
-        "member" => Some(TeamRole::Member),
-        _ => None,
-    }
+/// The JSON name of a wire value, or `null`.
+pub(crate) fn json<T: Named>(value: i32) -> Value {
+    name::<T>(value).map_or(Value::Null, Value::from)
 }
 
-pub fn action(value: i32) -> Option<&'static str> {
-    match Action::try_from(value).ok()? {
-        Action::DeployPackage => Some("deploy_package"),
-        Action::TransportPackage => Some("transport_package"),
-        Action::GetNodeDetails => Some("get_node_details"),
-        Action::DownloadBackup => Some("download_backup"),
-        Action::ChangeNodePermissions => Some("change_node_permissions"),
-        Action::ChangeTeam => Some("change_team"),
-        Action::Unspecified => None,
+/// The value a JSON name stands for; only the exact lower-case name.
+pub(crate) fn parse<T: Named>(name: &str) -> Option<T> {
+    if name.is_empty()
+        || name
+            .bytes()
+            .any(|b| !matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_'))
+    {
+        return None;
     }
+    let upper = name.to_ascii_uppercase();
+    if upper == UNSPECIFIED {
+        return None;
+    }
+    T::from_proto_name(&format!("{}{upper}", T::PREFIX))
 }
 
-pub fn parse_action(name: &str) -> Option<Action> {
-    match name {
-        "deploy_package" => Some(Action::DeployPackage),
-        "transport_package" => Some(Action::TransportPackage),
-        "get_node_details" => Some(Action::GetNodeDetails),
-        "download_backup" => Some(Action::DownloadBackup),
-        "change_node_permissions" => Some(Action::ChangeNodePermissions),
-        "change_team" => Some(Action::ChangeTeam),
-        _ => None,
-    }
+/// Every JSON name of `T`, in wire order (the values are numbered from 0
+/// without gaps).
+pub(crate) fn all<T: Named>() -> Vec<String> {
+    (0..)
+        .map_while(|v| T::try_from(v).ok())
+        .filter_map(name_of)
+        .collect()
 }
 
-/// `none` is a real answer here: the user has no factor.
-pub fn factor_method(value: i32) -> Option<&'static str> {
-    match FactorMethod::try_from(value).ok()? {
-        FactorMethod::None => Some("none"),
-        FactorMethod::Totp => Some("totp"),
-        FactorMethod::Sms => Some("sms"),
-    }
-}
-
-pub fn factor_state(value: i32) -> Option<&'static str> {
-    match FactorState::try_from(value).ok()? {
-        FactorState::None => Some("none"),
-        FactorState::Pending => Some("pending"),
-        FactorState::Active => Some("active"),
+/// `"test, acceptance or production"`: the names of `T` for a message.
+pub(crate) fn one_of<T: Named>() -> String {
+    let mut names = all::<T>();
+    let last = names.pop().unwrap_or_default();
+    if names.is_empty() {
+        last
+    } else {
+        format!("{} or {last}", names.join(", "))
     }
 }
 
 /// A timestamp as RFC 3339 in UTC (`2025-01-31T12:00:00Z`), or `null`.
-pub fn time(ts: Option<&Timestamp>) -> Value {
+pub(crate) fn time(ts: Option<&Timestamp>) -> Value {
     ts.and_then(|ts| {
         let nanos = u32::try_from(ts.nanos).ok()?;
         DateTime::from_timestamp(ts.seconds, nanos)
@@ -117,13 +110,8 @@ pub fn time(ts: Option<&Timestamp>) -> Value {
     })
 }
 
-/// A name, or `null` when the value is unspecified.
-pub fn or_null(name: Option<&'static str>) -> Value {
-    name.map_or(Value::Null, Value::from)
-}
-
 /// A string, or `null` when it is empty (proto3's "unset").
-pub fn text_or_null(text: &str) -> Value {
+pub(crate) fn text_or_null(text: &str) -> Value {
     if text.is_empty() {
         Value::Null
     } else {
@@ -135,54 +123,73 @@ pub fn text_or_null(text: &str) -> Value {
 mod tests {
     use super::*;
 
+    /// The HTTP API's names (docs/api.md "Names in JSON",
+    /// tests/e2e/test_gateway_http.py): deriving them must not change one.
     #[test]
-    fn names_round_trip() {
-        for e in [
-            Environment::Test,
-            Environment::Acceptance,
-            Environment::Production,
-        ] {
-            assert_eq!(parse_environment(environment(e as i32).unwrap()), Some(e));
-        }
-        for p in [
-            NodePermission::Transport,
-            NodePermission::Operate,
-            NodePermission::Backups,
-            NodePermission::Logs,
-        ] {
-            assert_eq!(parse_permission(permission(p as i32).unwrap()), Some(p));
-        }
-        for r in [
-            TeamRole::TechnicalContact,
-            TeamRole::Deploy,
-            TeamRole::Member,
-        ] {
-            assert_eq!(parse_role(role(r as i32).unwrap()), Some(r));
-        }
-        for a in [
-            Action::DeployPackage,
-            Action::TransportPackage,
-            Action::GetNodeDetails,
-            Action::DownloadBackup,
-            Action::ChangeNodePermissions,
-            Action::ChangeTeam,
-        ] {
-            assert_eq!(parse_action(action(a as i32).unwrap()), Some(a));
+    fn the_derived_names_are_the_apis() {
+        assert_eq!(all::<Environment>(), ["test", "acceptance", "production"]);
+        assert_eq!(
+            all::<NodePermission>(),
+            ["transport", "operate", "backups", "logs"]
+        );
+        assert_eq!(all::<TeamRole>(), ["technical_contact", "deploy", "member"]);
+        assert_eq!(
+            all::<Action>(),
+            [
+                "deploy_package",
+                "transport_package",
+                "get_node_details",
+                "download_backup",
+                "change_node_permissions",
+                "change_team",
+            ]
+        );
+        assert_eq!(all::<FactorMethod>(), ["none", "totp", "sms"]);
+        assert_eq!(all::<FactorState>(), ["none", "pending", "active"]);
+        assert_eq!(one_of::<Environment>(), "test, acceptance or production");
+    }
+
+    fn round_trip<T: Named + PartialEq + std::fmt::Debug>() {
+        for name in all::<T>() {
+            let value = parse::<T>(&name).expect(&name);
+            assert_eq!(name_of(value).as_deref(), Some(name.as_str()));
         }
     }
 
     #[test]
+    fn names_round_trip() {
+        round_trip::<Environment>();
+        round_trip::<NodePermission>();
+        round_trip::<TeamRole>();
+        round_trip::<Action>();
+        round_trip::<FactorMethod>();
+        round_trip::<FactorState>();
+    }
+
+    #[test]
     fn unspecified_and_unknown_values_have_no_name() {
-        assert_eq!(environment(0), None);
-        assert_eq!(environment(99), None);
-        assert_eq!(permission(0), None);
-        assert_eq!(role(0), None);
-        assert_eq!(action(0), None);
-        assert_eq!(parse_environment("PRODUCTION"), None);
-        assert_eq!(parse_environment("ENVIRONMENT_PRODUCTION"), None);
-        assert_eq!(parse_environment(""), None);
-        assert_eq!(factor_method(0), Some("none"));
-        assert_eq!(factor_state(1), Some("pending"));
+        assert_eq!(name::<Environment>(0), None);
+        assert_eq!(name::<Environment>(99), None);
+        assert_eq!(name::<NodePermission>(0), None);
+        assert_eq!(name::<TeamRole>(0), None);
+        assert_eq!(name::<Action>(0), None);
+        assert_eq!(json::<Action>(0), Value::Null);
+        assert_eq!(json::<Environment>(3), Value::from("production"));
+        for bad in [
+            "PRODUCTION",
+            "Production",
+            "ENVIRONMENT_PRODUCTION",
+            "environment_production",
+            "unspecified",
+            "UNSPECIFIED",
+            "",
+            " production",
+            "production ",
+        ] {
+            assert_eq!(parse::<Environment>(bad), None, "{bad:?}");
+        }
+        assert_eq!(name::<FactorMethod>(0).as_deref(), Some("none"));
+        assert_eq!(name::<FactorState>(1).as_deref(), Some("pending"));
     }
 
     #[test]

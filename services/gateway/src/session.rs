@@ -3,7 +3,7 @@
 //! `HttpOnly; Secure; SameSite=Strict; Path=/`, and the rule that keeps the
 //! access token fresh: when auth or deploy answers UNAUTHENTICATED
 //! `TOKEN_INVALID`, refresh once with the session cookie, set the new access
-//! cookie and retry the call once (API.md "Sessions, cookies, CSRF").
+//! cookie and retry the call once (docs/api.md "Sessions, cookies, CSRF").
 //! Tokens live in [`Secret`]s here, so no `Debug` ever prints one.
 
 use std::convert::Infallible;
@@ -13,6 +13,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use padlock_proto::Reason;
 use padlock_proto::auth::v1::RefreshRequest;
 use padlock_runtime::Secret;
 use tonic::{Code, Status};
@@ -125,13 +126,12 @@ impl SetCookies {
     }
 }
 
-/// The result of a call made on the browser's behalf, the cookies to set
-/// whatever it was, and the access token that was presented last.
+/// The result of a call made on the browser's behalf and the cookies to
+/// set whatever it was.
 #[derive(Debug)]
 pub struct Authed<T> {
     pub result: Result<T, Status>,
     pub cookies: SetCookies,
-    pub token: Option<Secret<String>>,
 }
 
 impl<T> Authed<T> {
@@ -164,33 +164,24 @@ where
                 return Authed {
                     result: Err(status),
                     cookies: set,
-                    token: None,
                 };
             }
         },
     };
-    let mut result = call(token.clone()).await;
-    let mut token = Some(token);
+    let mut result = call(token).await;
     if !refreshed && is_token_invalid(&result) {
-        match refresh(gateway, cookies, &mut set).await {
-            Ok(fresh) => {
-                result = call(fresh.clone()).await;
-                token = Some(fresh);
-            }
-            Err(status) => {
-                result = Err(status);
-                token = None;
-            }
-        }
+        result = match refresh(gateway, cookies, &mut set).await {
+            Ok(fresh) => call(fresh).await,
+            Err(status) => Err(status),
+        };
     }
-    if reason_of(&result) == Some("SESSION_INVALID".to_owned()) {
+    if reason_of(&result) == Some(Reason::SessionInvalid) {
         // Auth has ended the session: the browser should forget it too.
         set.clear();
     }
     Authed {
         result,
         cookies: set,
-        token,
     }
 }
 
@@ -227,14 +218,18 @@ async fn refresh(
 
 fn is_token_invalid<T>(result: &Result<T, Status>) -> bool {
     matches!(result, Err(s) if s.code() == Code::Unauthenticated)
-        && reason_of(result).as_deref() == Some("TOKEN_INVALID")
+        && reason_of(result) == Some(Reason::TokenInvalid)
 }
 
-fn reason_of<T>(result: &Result<T, Status>) -> Option<String> {
+/// The padlock reason of a failed call, if it carries one we know.
+fn reason_of<T>(result: &Result<T, Status>) -> Option<Reason> {
     let status = result.as_ref().err()?;
     let details = status.get_error_details();
     let info = details.error_info()?;
-    (info.domain == padlock_runtime::status::DOMAIN).then(|| info.reason.clone())
+    if info.domain != padlock_runtime::status::DOMAIN {
+        return None;
+    }
+    Reason::from_str_name(&info.reason)
 }
 
 #[cfg(test)]

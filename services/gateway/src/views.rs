@@ -1,4 +1,4 @@
-//! What JSON each contract message becomes (API.md "Routes"): snake_case
+//! What JSON each contract message becomes (docs/api.md "Routes"): snake_case
 //! fields, friendly enum names, RFC 3339 times, `null` for unset values.
 //! No access or session token is ever part of a view.
 
@@ -7,7 +7,10 @@ use padlock_proto::auth::v1 as auth;
 use padlock_proto::deploy::v1 as deploy;
 use serde_json::{Value, json};
 
-use crate::names::{self, or_null, text_or_null, time};
+use padlock_proto::auth::v1::{FactorMethod, FactorState};
+use padlock_proto::deploy::v1::{Action, Environment, NodePermission, TeamRole};
+
+use crate::names::{self, text_or_null, time};
 
 pub fn user(user: &auth::User) -> Value {
     json!({"id": user.id, "username": user.username, "roles": user.roles})
@@ -15,8 +18,8 @@ pub fn user(user: &auth::User) -> Value {
 
 pub fn factor(factor: &auth::Factor) -> Value {
     json!({
-        "method": or_null(names::factor_method(factor.method)),
-        "state": or_null(names::factor_state(factor.state)),
+        "method": names::json::<FactorMethod>(factor.method),
+        "state": names::json::<FactorState>(factor.state),
         "locked": factor.locked,
         "locked_until": time(factor.locked_until.as_ref()),
         "attempts_left": factor.attempts_left,
@@ -64,7 +67,7 @@ pub fn step_up(stepped: &auth::StepUpResponse) -> Value {
     json!({
         "mfa_at": time(stepped.mfa_at.as_ref()),
         "mfa_expires_at": time(stepped.mfa_expires_at.as_ref()),
-        "method": or_null(names::factor_method(stepped.method)),
+        "method": names::json::<FactorMethod>(stepped.method),
     })
 }
 
@@ -89,7 +92,7 @@ pub fn app(app: &deploy::App) -> Value {
 pub fn member(member: &deploy::TeamMember) -> Value {
     json!({
         "username": member.username,
-        "role": or_null(names::role(member.role)),
+        "role": names::json::<TeamRole>(member.role),
         "added_at": time(member.added_at.as_ref()),
     })
 }
@@ -99,8 +102,8 @@ pub fn deployment(d: &deploy::Deployment) -> Value {
         "id": d.id,
         "package_id": d.package_id,
         "package_version": d.package_version,
-        "environment": or_null(names::environment(d.environment)),
-        "from_environment": or_null(names::environment(d.from_environment)),
+        "environment": names::json::<Environment>(d.environment),
+        "from_environment": names::json::<Environment>(d.from_environment),
         "deployed_by": d.deployed_by,
         "deployed_at": time(d.deployed_at.as_ref()),
         "mfa_at": time(d.mfa_at.as_ref()),
@@ -110,7 +113,7 @@ pub fn deployment(d: &deploy::Deployment) -> Value {
 
 pub fn environment(info: &deploy::EnvironmentInfo) -> Value {
     json!({
-        "environment": or_null(names::environment(info.environment)),
+        "environment": names::json::<Environment>(info.environment),
         "node_name": info.node_name,
         "current": info.current.as_ref().map_or(Value::Null, deployment),
     })
@@ -131,7 +134,7 @@ pub fn package(p: &deploy::Package) -> Value {
 pub fn node(n: &deploy::NodeDetails) -> Value {
     json!({
         "app_id": n.app_id,
-        "environment": or_null(names::environment(n.environment)),
+        "environment": names::json::<Environment>(n.environment),
         "node_name": n.node_name,
         "url": n.url,
         "region": n.region,
@@ -145,10 +148,10 @@ pub fn permission_set(set: &deploy::NodePermissionSet) -> Value {
     let permissions: Vec<Value> = set
         .permissions
         .iter()
-        .filter_map(|p| names::permission(*p).map(Value::from))
+        .filter_map(|p| names::name::<NodePermission>(*p).map(Value::from))
         .collect();
     json!({
-        "environment": or_null(names::environment(set.environment)),
+        "environment": names::json::<Environment>(set.environment),
         "username": set.username,
         "permissions": permissions,
     })
@@ -156,11 +159,11 @@ pub fn permission_set(set: &deploy::NodePermissionSet) -> Value {
 
 pub fn action_policy(a: &deploy::ActionPolicy) -> Value {
     json!({
-        "action": or_null(names::action(a.action)),
-        "environment": or_null(names::environment(a.environment)),
+        "action": names::json::<Action>(a.action),
+        "environment": names::json::<Environment>(a.environment),
         "padlock": a.padlock,
         "max_age_seconds": a.max_age_seconds,
-        "permission": or_null(names::permission(a.permission)),
+        "permission": names::json::<NodePermission>(a.permission),
     })
 }
 

@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use padlock_gateway::Gateway;
-use padlock_gateway::config::Settings;
+use padlock_gateway::{Gateway, Settings};
+use padlock_proto::Reason;
 use padlock_proto::auth::v1::key_service_server::{KeyService, KeyServiceServer};
 use padlock_proto::auth::v1::{GetJwksRequest, Jwks};
 use padlock_proto::deploy::v1::package_service_server::{PackageService, PackageServiceServer};
@@ -274,10 +274,7 @@ async fn a_request_that_outlives_the_request_timeout_is_a_504() {
     .await;
     let (status, body) = gw.get("/.well-known/jwks.json").await;
     assert_eq!(status, 504, "{body}");
-    assert!(
-        body.contains(r#""error":Reason::Timeout.as_str_name()"#),
-        "{body}"
-    );
+    assert!(has_error(&body, Reason::Timeout), "{body}");
     auth.entered.recv().await.unwrap();
     auth.release.add_permits(1);
 }
@@ -304,10 +301,7 @@ async fn beyond_the_concurrency_limit_a_request_gets_503_at_once() {
     // The one place is taken until the release below.
     let (status, body) = gw.get("/.well-known/jwks.json").await;
     assert_eq!(status, 503, "{body}");
-    assert!(
-        body.contains(r#""error":Reason::Overloaded.as_str_name()"#),
-        "{body}"
-    );
+    assert!(has_error(&body, Reason::Overloaded), "{body}");
     assert!(auth.entered.try_recv().is_err(), "auth was not called");
     assert_eq!(gw.get("/healthz").await.0, 200, "probes always answer");
 
@@ -332,14 +326,16 @@ async fn beyond_the_upload_limit_an_upload_gets_503_and_other_requests_go_on() {
 
     let (status, body) = gw.upload().await.unwrap();
     assert_eq!(status, 503, "{body}");
-    assert!(
-        body.contains(r#""error":Reason::Overloaded.as_str_name()"#),
-        "{body}"
-    );
+    assert!(has_error(&body, Reason::Overloaded), "{body}");
     assert!(deploy.entered.try_recv().is_err(), "deploy was not called");
     auth.release.add_permits(1);
     assert_eq!(gw.get("/.well-known/jwks.json").await.0, 200);
 
     deploy.release.add_permits(1);
     assert_eq!(held.await.unwrap().0, 201);
+}
+
+/// Whether a JSON error body names `reason`.
+fn has_error(body: &str, reason: Reason) -> bool {
+    body.contains(&format!(r#""error":"{}""#, reason.as_str_name()))
 }

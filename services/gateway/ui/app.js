@@ -3,10 +3,16 @@
 //
 // Plain JavaScript with no dependencies, served by padlock-gateway under a
 // strict CSP (no inline scripts or styles). Every call goes to the gateway's
-// /api/v1 (services/gateway/API.md); the browser holds only HttpOnly cookies.
+// /api/v1 (docs/api.md); the browser holds only HttpOnly cookies.
 'use strict';
 
 // ------------------------------------------------------------------ names
+
+// Error reasons come from /reasons.js (the contract's ErrorReason, loaded
+// first): compare `error` with `Reason.MFA_REQUIRED` and so on. NETWORK is
+// the UI's own: no answer reached the browser.
+if (typeof Reason === 'undefined') throw new Error('/reasons.js did not load: the UI needs Reason');
+const NETWORK = 'NETWORK';
 
 const ENVIRONMENTS = ['test', 'acceptance', 'production'];
 const PERMISSIONS = ['transport', 'operate', 'backups', 'logs'];
@@ -107,7 +113,7 @@ async function api(method, path, { json, raw } = {}) {
   try {
     res = await fetch(path, init);
   } catch {
-    return { ok: false, status: 0, data: {}, error: 'NETWORK', message: 'The server cannot be reached; check your connection and try again.' };
+    return { ok: false, status: 0, data: {}, error: NETWORK, message: 'The server cannot be reached; check your connection and try again.' };
   }
   const text = await res.text();
   let data = {};
@@ -122,7 +128,7 @@ async function api(method, path, { json, raw } = {}) {
     const challenge = res.headers.get('WWW-Authenticate') || '';
     result.stepUp = res.status === 401 && challenge.includes('insufficient_user_authentication');
   }
-  if (result.error === 'SESSION_INVALID') sessionEnded();
+  if (result.error === Reason.SESSION_INVALID) sessionEnded();
   return result;
 }
 
@@ -173,31 +179,31 @@ function describe(res, ctx = {}) {
   const d = res.data || {};
   const contact = state.app ? state.app.technical_contact : 'the Technical Contact';
   switch (res.error) {
-    case 'NODE_PERMISSION_MISSING': {
+    case Reason.NODE_PERMISSION_MISSING: {
       const env = d.environment || ctx.environment;
       const perm = rule(d.action || ctx.action, env)?.permission;
       const what = perm ? `the ${title(perm)} permission` : 'the node permission';
       return `You don't have ${what} on ${env}; ask the Technical Contact (${contact}).`;
     }
-    case 'TECHNICAL_CONTACT_REQUIRED':
+    case Reason.TECHNICAL_CONTACT_REQUIRED:
       return `Only the Technical Contact (${contact}) may do that.`;
-    case 'DEPLOY_ROLE_REQUIRED':
+    case Reason.DEPLOY_ROLE_REQUIRED:
       return `Only team members with the Deploy role may do that; ask the Technical Contact (${contact}).`;
-    case 'NOT_A_MEMBER':
+    case Reason.NOT_A_MEMBER:
       return `You are not on this app's team; ask the Technical Contact (${contact}).`;
-    case 'PACKAGE_NOT_DEPLOYED_IN_SOURCE':
+    case Reason.PACKAGE_NOT_DEPLOYED_IN_SOURCE:
       return `${ctx.what || 'This package'} does not run on ${ctx.from || d.environment || 'the previous environment'}; a package moves test → acceptance → production.`;
-    case 'PACKAGE_VERSION_EXISTS':
+    case Reason.PACKAGE_VERSION_EXISTS:
       return 'A package with this version was uploaded already; give the new one another version.';
-    case 'MFA_REQUIRED':
-    case 'MFA_EXPIRED':
+    case Reason.MFA_REQUIRED:
+    case Reason.MFA_EXPIRED:
       return 'Not done: this action needs your second factor (2FA).';
-    case 'SESSION_INVALID':
+    case Reason.SESSION_INVALID:
       return 'Your session ended; sign in again.';
-    case 'INVALID_ARGUMENT':
+    case Reason.INVALID_ARGUMENT:
       if (Array.isArray(d.fields) && d.fields.length) return d.fields.map((f) => `${f.field}: ${f.description}`).join('; ');
       return d.message || 'Something in the request is not valid.';
-    case 'NETWORK':
+    case NETWORK:
       return res.message;
     default:
       if (res.status === 503) return 'A padlock service is unavailable right now; try again in a moment.';
@@ -244,7 +250,7 @@ async function signIn(event) {
   const res = await post('/api/v1/sessions', { username, password });
   $('#sign-in').disabled = false;
   if (!res.ok) {
-    err.textContent = res.error === 'CREDENTIALS_INVALID'
+    err.textContent = res.error === Reason.CREDENTIALS_INVALID
       ? 'That username and password do not match.'
       : describe(res);
     show(err, true);
@@ -404,8 +410,8 @@ function envCard(env, access) {
     const a = access.data;
     let text;
     if (a.allowed) text = `You may transport here; ${validUntil(null, a.mfa_expires_at)}.`;
-    else if (a.reason === 'NODE_PERMISSION_MISSING') text = `You don't have the Transport permission here; ask the Technical Contact (${state.app.technical_contact}).`;
-    else if (a.reason === 'MFA_EXPIRED') text = 'Your 2FA has expired: you will be asked for a code.';
+    else if (a.reason === Reason.NODE_PERMISSION_MISSING) text = `You don't have the Transport permission here; ask the Technical Contact (${state.app.technical_contact}).`;
+    else if (a.reason === Reason.MFA_EXPIRED) text = 'Your 2FA has expired: you will be asked for a code.';
     else text = 'Actions here ask for your second factor (2FA).';
     hint = h('p', { class: 'hint', 'data-testid': 'access-production' }, text);
   }
@@ -692,7 +698,7 @@ function twoFactor(what, refusal) {
   const dialog = $('#twofa-dialog');
   const maxAge = refusal.data && Number(refusal.data.max_age);
   const lasts = maxAge ? ` It then stays valid for ${duration(maxAge)}.` : '';
-  $('#twofa-intro').textContent = refusal.error === 'MFA_EXPIRED'
+  $('#twofa-intro').textContent = refusal.error === Reason.MFA_EXPIRED
     ? `Your 2FA authorization has expired. ${what.label} carries a padlock: enter a new code to go on.${lasts}`
     : `${what.label} carries a padlock: confirm it's you with your second factor.${lasts}`;
   dialogError('');
@@ -916,11 +922,11 @@ function codeForm({ label, submitLabel, submit, extra }) {
     input.value = '';
     input.focus();
     dialogError(factorError(res));
-    if (res.error === 'TOO_MANY_ATTEMPTS' || res.error === 'FACTOR_LOCKED') {
+    if (res.error === Reason.TOO_MANY_ATTEMPTS || res.error === Reason.FACTOR_LOCKED) {
       input.disabled = true;
       button.disabled = true;
     }
-    if (['ENROLLMENT_EXPIRED', 'ENROLLMENT_NOT_FOUND', 'FACTOR_NOT_ENROLLED'].includes(res.error)) {
+    if ([Reason.ENROLLMENT_EXPIRED, Reason.ENROLLMENT_NOT_FOUND, Reason.FACTOR_NOT_ENROLLED].includes(res.error)) {
       setTimeout(stepChoose, 0);
       // stepChoose clears the error; say why after it drew.
       setTimeout(() => dialogError(factorError(res)), 0);
@@ -934,42 +940,42 @@ function factorError(res) {
   const d = res.data || {};
   const wait = res.retryAfter ? duration(res.retryAfter) : 'a while';
   switch (res.error) {
-    case 'CODE_INVALID': {
+    case Reason.CODE_INVALID: {
       const left = Number(d.attempts_left);
       const tries = Number.isFinite(left)
         ? ` ${left} attempt${left === 1 ? '' : 's'} left before the factor locks.`
         : '';
       return `Wrong code.${tries}`;
     }
-    case 'CODE_REUSED':
+    case Reason.CODE_REUSED:
       return 'That code was used already: wait for the next one (the app shows a new code every 30 seconds).';
-    case 'TOO_MANY_ATTEMPTS':
+    case Reason.TOO_MANY_ATTEMPTS:
       return `Too many wrong codes: try again in ${wait}, or ask support to unlock your factor.`;
-    case 'FACTOR_LOCKED':
+    case Reason.FACTOR_LOCKED:
       return 'You already have a second factor, and only support can reset it: ask support.';
-    case 'FACTOR_NOT_ENROLLED':
+    case Reason.FACTOR_NOT_ENROLLED:
       return 'You have no second factor yet: choose one.';
-    case 'ENROLLMENT_EXPIRED':
-    case 'ENROLLMENT_NOT_FOUND':
+    case Reason.ENROLLMENT_EXPIRED:
+    case Reason.ENROLLMENT_NOT_FOUND:
       return 'This setup expired (it lasts 10 minutes): start again.';
-    case 'CODE_EXPIRED':
+    case Reason.CODE_EXPIRED:
       return 'That SMS code expired or none is waiting: send a new code.';
-    case 'CODE_EXHAUSTED':
+    case Reason.CODE_EXHAUSTED:
       return 'That SMS code was tried too often: send a new code.';
-    case 'SMS_RESEND_TOO_SOON':
+    case Reason.SMS_RESEND_TOO_SOON:
       return `Wait ${wait} before sending another code.`;
-    case 'SMS_LIMIT_REACHED':
+    case Reason.SMS_LIMIT_REACHED:
       return `Too many SMS were sent: try again in ${wait}, or use an authenticator app.`;
-    case 'PHONE_NUMBER_INVALID':
+    case Reason.PHONE_NUMBER_INVALID:
       return 'That number cannot receive SMS: check it (international format, e.g. +31612345678).';
-    case 'PHONE_NUMBER_UNSUBSCRIBED':
+    case Reason.PHONE_NUMBER_UNSUBSCRIBED:
       return 'That number has opted out of SMS from us (it replied STOP); send START to re-subscribe, or use an authenticator app.';
-    case 'PHONE_NUMBER_UNREACHABLE':
+    case Reason.PHONE_NUMBER_UNREACHABLE:
       return 'SMS cannot reach that number right now; try another one or an authenticator app.';
-    case 'SMS_PROVIDER_MISCONFIGURED':
+    case Reason.SMS_PROVIDER_MISCONFIGURED:
       return 'SMS is not set up on this server: use an authenticator app.';
-    case 'SMS_REJECTED':
-    case 'SMS_UNAVAILABLE':
+    case Reason.SMS_REJECTED:
+    case Reason.SMS_UNAVAILABLE:
       return 'The SMS could not be sent: try again in a moment, or use an authenticator app.';
     default:
       return describe(res);

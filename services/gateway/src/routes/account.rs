@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use padlock_proto::auth::v1::{
     ConfirmEnrollmentRequest, GetFactorRequest, SendSmsCodeRequest, SignInRequest, SignOutRequest,
     StartSmsEnrollmentRequest, StartTotpEnrollmentRequest, StepUpResponse, VerifyRequest,
+    WhoAmIRequest,
 };
 use padlock_runtime::Secret;
 use padlock_runtime::metadata::CLIENT_IP;
@@ -24,7 +25,7 @@ use crate::error::from_status;
 use crate::input::JsonBody;
 use crate::names::time;
 use crate::session::{Cookies, SetCookies, with_session};
-use crate::{Gateway, claims, views};
+use crate::{Gateway, views};
 
 /// `POST /api/v1/sessions`: 201 `{user}` and both cookies. Auth throttles
 /// password guessing per client address, so the browser's address (the TCP
@@ -82,31 +83,28 @@ pub async fn sign_out(State(gw): State<Gateway>, cookies: Cookies) -> Response {
     response
 }
 
-/// `GET /api/v1/me`: the user (from the token auth just accepted), their
-/// factor, and the session's second-factor window (from auth).
+/// `GET /api/v1/me`: the user and the session's second-factor window (auth
+/// `WhoAmI`, which checks the token) and their factor (`GetFactor`), asked
+/// at once.
 pub async fn me(State(gw): State<Gateway>, cookies: Cookies) -> Response {
-    let authed = with_session(&gw, &cookies, |token| {
-        let mut client = gw.backends.two_factor();
-        let request = authorized(GetFactorRequest {}, &token);
+    with_session(&gw, &cookies, |token| {
+        let mut sessions = gw.backends.sessions();
+        let mut two_factor = gw.backends.two_factor();
+        let who = authorized(WhoAmIRequest {}, &token);
+        let factor = authorized(GetFactorRequest {}, &token);
         async move {
-            client
-                .get_factor(request)
-                .await
-                .map(tonic::Response::into_inner)
+            let (who, factor) =
+                tokio::try_join!(sessions.who_am_i(who), two_factor.get_factor(factor))?;
+            Ok((who.into_inner(), factor.into_inner()))
         }
     })
-    .await;
-    let user = authed
-        .token
-        .as_ref()
-        .and_then(claims::user_of)
-        .unwrap_or(Value::Null);
-    authed.respond(|factor, _| {
+    .await
+    .respond(|(who, factor), _| {
         Json(json!({
-            "user": user,
+            "user": who.user.as_ref().map_or(Value::Null, views::user),
             "factor": views::factor(&factor),
-            "mfa_at": time(factor.mfa_at.as_ref()),
-            "mfa_expires_at": time(factor.mfa_expires_at.as_ref()),
+            "mfa_at": time(who.mfa_at.as_ref()),
+            "mfa_expires_at": time(who.mfa_expires_at.as_ref()),
         }))
     })
 }

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use padlock_proto::deploy::v1::{
-    AddTeamMemberRequest, GetAppRequest, GetNodeDetailsRequest, ListAppsRequest,
+    AddTeamMemberRequest, Environment, GetAppRequest, GetNodeDetailsRequest, ListAppsRequest,
     ListEnvironmentsRequest, ListTeamMembersRequest, RemoveTeamMemberRequest,
 };
 use padlock_runtime::status::Violations;
@@ -163,11 +163,11 @@ pub async fn node_details(
     cookies: Cookies,
     PathParams((app_id, environment)): PathParams<(String, String)>,
 ) -> Response {
-    let Some(environment) = names::parse_environment(&environment) else {
+    let Some(environment) = names::parse::<Environment>(&environment) else {
         let mut v = Violations::new();
         v.add(
             "environment",
-            "must be one of test, acceptance or production",
+            format!("must be one of {}", names::one_of::<Environment>()),
         );
         return ApiError::invalid(v).into_response();
     };

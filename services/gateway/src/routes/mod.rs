@@ -1,4 +1,4 @@
-//! The route table (API.md "Routes") and the fallbacks; one module per
+//! The route table (docs/api.md "Routes") and the fallbacks; one module per
 //! group of handlers. Every handler checks its input first, then calls
 //! auth or deploy through [`crate::session::with_session`] (or without a
 //! session for sign-in and the public keys) and renders a view.
@@ -74,6 +74,7 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/", get(ui::index))
         .route("/app.js", get(ui::app_js))
         .route("/app.css", get(ui::app_css))
+        .route("/reasons.js", get(ui::reasons_js))
         .fallback(|| async { ApiError::no_such_route() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(middleware::from_fn_with_state(gateway.clone(), edge::edge))

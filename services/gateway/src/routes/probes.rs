@@ -6,6 +6,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use padlock_proto::Reason;
 use padlock_proto::auth::v1::GetJwksRequest;
 use serde_json::{Map, Value};
 
@@ -49,7 +50,7 @@ pub async fn readyz(State(gw): State<Gateway>) -> Response {
         body.insert("status".into(), "ready".into());
         return Json(Value::Object(body)).into_response();
     }
-    body.insert("error".into(), "UNAVAILABLE".into());
+    body.insert("error".into(), Reason::Unavailable.as_str_name().into());
     body.insert(
         "message".into(),
         format!("not serving: {}", down.join(", ")).into(),
