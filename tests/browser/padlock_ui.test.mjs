@@ -284,7 +284,7 @@ describe('the web UI, as tina and dev use it', { timeout: 15 * 60_000 }, () => {
 
   step('when her 2FA has expired the dialog opens again; a lockout is explained; then a code from her app renews it', async () => {
     // Eight hours and a 15-minute lockout do not fit in a test: the gateway's
-    // answers for them (API.md) are played to the page for the first two
+    // answers for them (docs/http.md) are played to the page for the first two
     // transports to production; everything else goes to the real services.
     await byTestId('transport-acceptance-1.1.0').click();
     await waitForMessage(/Transported shop-1\.1\.0 to acceptance/);

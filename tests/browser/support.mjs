@@ -157,7 +157,7 @@ export function randomPassword() {
 
 /**
  * Someone using the gateway's HTTP API outside the browser, with a cookie
- * jar of their own (API.md: JSON bodies, the CSRF header on writes).
+ * jar of their own (docs/http.md: JSON bodies, the CSRF header on writes).
  */
 export class ApiClient {
   constructor(baseUrl) {

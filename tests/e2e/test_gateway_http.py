@@ -1,4 +1,4 @@
-"""The web UI's HTTP/JSON API (services/gateway/API.md), end to end, as a
+"""The web UI's HTTP/JSON API (docs/http.md), end to end, as a
 browser uses it.
 
 One `padlock-auth`, one `padlock-deploy` and one `padlock-gateway` (with a

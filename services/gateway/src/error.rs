@@ -1,5 +1,5 @@
 //! Errors as the browser sees them, and the one place a gRPC status becomes
-//! an HTTP response (docs/api.md "Errors: one mapping"): the status code, the
+//! an HTTP response (docs/http.md "Errors: one mapping"): the status code, the
 //! `WWW-Authenticate` challenge (RFC 6750, and RFC 9470's
 //! `insufficient_user_authentication` with `max_age` for a missing or stale
 //! second factor), `Retry-After` from `google.rpc.RetryInfo`, field
@@ -140,7 +140,7 @@ impl From<Status> for ApiError {
     }
 }
 
-/// THE mapping from a gRPC status to an HTTP error (docs/api.md's table).
+/// THE mapping from a gRPC status to an HTTP error (docs/http.md's table).
 pub fn from_status(status: &Status) -> ApiError {
     let code = effective_code(status);
     let details = status.get_error_details();
@@ -221,7 +221,7 @@ pub fn from_status(status: &Status) -> ApiError {
     error
 }
 
-/// The HTTP status for a gRPC code (docs/api.md's table).
+/// The HTTP status for a gRPC code (docs/http.md's table).
 fn http_status(code: Code) -> StatusCode {
     match code {
         Code::InvalidArgument => StatusCode::BAD_REQUEST,

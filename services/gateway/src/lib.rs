@@ -1,4 +1,4 @@
-//! padlock's HTTP/JSON gateway for the web UI (docs/api.md):
+//! padlock's HTTP/JSON gateway for the web UI (docs/http.md):
 //! it keeps the browser session in two cookies, refuses cross-site writes
 //! (CSRF header), serves the embedded UI, and translates every API call
 //! into gRPC to padlock-auth and padlock-deploy, mapping their statuses to

@@ -1,4 +1,4 @@
-//! The JSON names of the contracts' enums (docs/api.md "Names in JSON"),
+//! The JSON names of the contracts' enums (docs/http.md "Names in JSON"),
 //! both ways, and timestamps as RFC 3339 strings. A name is derived from
 //! the generated enum, never written by hand: the proto name without its
 //! prefix, lower-cased (`ENVIRONMENT_PRODUCTION` is `"production"`). `None`
@@ -123,7 +123,7 @@ pub(crate) fn text_or_null(text: &str) -> Value {
 mod tests {
     use super::*;
 
-    /// The HTTP API's names (docs/api.md "Names in JSON",
+    /// The HTTP API's names (docs/http.md "Names in JSON",
     /// tests/e2e/test_gateway_http.py): deriving them must not change one.
     #[test]
     fn the_derived_names_are_the_apis() {

@@ -3,7 +3,7 @@
 //! `HttpOnly; Secure; SameSite=Strict; Path=/`, and the rule that keeps the
 //! access token fresh: when auth or deploy answers UNAUTHENTICATED
 //! `TOKEN_INVALID`, refresh once with the session cookie, set the new access
-//! cookie and retry the call once (docs/api.md "Sessions, cookies, CSRF").
+//! cookie and retry the call once (docs/http.md "Sessions, cookies, CSRF").
 //! Tokens live in [`Secret`]s here, so no `Debug` ever prints one.
 
 use std::convert::Infallible;

@@ -1,4 +1,4 @@
-//! What JSON each contract message becomes (docs/api.md "Routes"): snake_case
+//! What JSON each contract message becomes (docs/http.md "Routes"): snake_case
 //! fields, friendly enum names, RFC 3339 times, `null` for unset values.
 //! No access or session token is ever part of a view.
 

@@ -1,4 +1,4 @@
-//! The one mapping, case by case (docs/api.md "Errors: one mapping").
+//! The one mapping, case by case (docs/http.md "Errors: one mapping").
 
 use std::time::Duration;
 

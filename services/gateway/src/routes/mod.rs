@@ -1,4 +1,4 @@
-//! The route table (docs/api.md "Routes") and the fallbacks; one module per
+//! The route table (docs/http.md "Routes") and the fallbacks; one module per
 //! group of handlers. Every handler checks its input first, then calls
 //! auth or deploy through [`crate::session::with_session`] (or without a
 //! session for sign-in and the public keys) and renders a view.
