@@ -232,3 +232,54 @@ async fn a_bad_file_writes_nothing_and_names_line_and_field() {
         s.harness.stop().await;
     }
 }
+
+/// One transaction of more users than SQLite binds parameters in one
+/// statement (32,766): users, factors and audit records go in parts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_batch_is_one_transaction() {
+    // 4,096 audit records would be one SQLite statement of 40,960 values.
+    const USERS: usize = 4_100;
+    for db in padlock_test_support::databases().await {
+        let s = setup(&db).await;
+        let hash = phc(PASSWORD).await;
+        let input: String = (0..USERS)
+            .map(|n| {
+                serde_json::json!({"username": format!("user-{n}"), "password_hash": hash,
+                    "totp": {"secret": SEED_B32}})
+                .to_string()
+                    + "\n"
+            })
+            .collect();
+        let out = import(&s, &db.url, &input, &["--batch", "5000"]);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            db.backend,
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stdout).starts_with(&format!(
+                "imported {USERS} users ({USERS} with TOTP, 0 passwords hashed here) from \
+                 {USERS} lines in 1 transactions"
+            )),
+            "{}: {}",
+            db.backend,
+            text(&out.stdout)
+        );
+        let records = s
+            .harness
+            .app
+            .store()
+            .audit_events(None, 5_000)
+            .await
+            .unwrap();
+        assert_eq!(records.len(), USERS, "{}", db.backend);
+        let session = s.harness.sign_in("user-3999").await;
+        let code = s.harness.code(SEED, 0);
+        s.harness
+            .verify(&session.access_token, &code)
+            .await
+            .unwrap();
+        s.harness.stop().await;
+    }
+}

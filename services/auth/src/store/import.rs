@@ -13,6 +13,11 @@ use super::{AuditEvent, FactorState, Method, Result, Store, User, insert_audit};
 /// 32,766 bound parameters per statement (PostgreSQL allows 65,535).
 const ROWS_PER_INSERT: usize = 1_000;
 
+/// Audit records per append: the append writes SQLite's statements in
+/// powers of two of its records, and 1,024 records of 10 values stay under
+/// its bound parameters as well.
+const RECORDS_PER_APPEND: usize = 1_024;
+
 /// A user as the import writes it: the TOTP secret (if any) already sealed
 /// under the user's id, as enrollment seals it.
 #[derive(Debug, Clone)]
@@ -72,7 +77,14 @@ impl Store {
                     .await?;
             }
         }
-        insert_audit(&txn, audit).await?;
+        let mut audit = audit.into_iter();
+        loop {
+            let records: Vec<_> = audit.by_ref().take(RECORDS_PER_APPEND).collect();
+            if records.is_empty() {
+                break;
+            }
+            insert_audit(&txn, records).await?;
+        }
         txn.commit().await?;
         Ok(())
     }
