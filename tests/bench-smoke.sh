@@ -109,7 +109,7 @@ EOF
 
 build_flags=()
 [ "$PROFILE" = release ] && build_flags=(--release)
-cargo build "${build_flags[@]}" --workspace --bins  # the same set as run-all's build step, so CI reuses it
+cargo build --locked "${build_flags[@]}" --workspace --bins  # the same set as run-all's build step, so CI reuses it
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/padlock-bench-smoke.XXXXXX")
 PASSWORD=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')

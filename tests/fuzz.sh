@@ -3,6 +3,14 @@
 #
 #   tests/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
 #
+# Real fuzzing, run by hand (or a scheduled job), NOT by tests/run-all.sh:
+# the suite instead replays every committed corpus file through the same
+# library calls as ordinary tests (crates/fuzz/tests/corpus.rs), without
+# cargo-fuzz. Needs cargo-fuzz (cargo install cargo-fuzz --locked
+# --version 0.13.2). The targets are the workspace of their own in
+# crates/fuzz/cargo-fuzz (its own Cargo.lock and target/); the harnesses
+# they call are the root workspace's padlock-fuzz.
+#
 # builds the cargo-fuzz targets (stable Rust: RUSTC_BOOTSTRAP=1 lets
 # cargo-fuzz pass its nightly-only flags), then runs each target for
 # SECONDS_PER_TARGET (default 60) in turn, one at a time, starting from the
@@ -10,21 +18,23 @@
 # runs found (the working corpus, $PADLOCK_FUZZ_WORK/corpus/<target>), and
 # prints per target: runs, runs/s, corpus size, time and result. Exits
 # non-zero when a target crashed; its input is in
-# crates/fuzz/artifacts/<target>/ and the log says how to reproduce it.
+# crates/fuzz/cargo-fuzz/artifacts/<target>/ and the log says how to
+# reproduce it.
 #
 # Environment:
-#   PADLOCK_FUZZ_WORK       working corpus and logs (default crates/fuzz/target/fuzz-work)
+#   PADLOCK_FUZZ_WORK       working corpus and logs (default crates/fuzz/cargo-fuzz/target/fuzz-work)
 #   PADLOCK_FUZZ_SANITIZER  address (default) or none: none runs faster but
 #                           misses memory errors in the C code (SQLite) and
 #                           in dependencies' unsafe code.
 #   PADLOCK_FUZZ_PROFILE    release (default: optimised, with debug assertions
 #                           and overflow checks) or dev (unoptimised: builds
-#                           much faster, runs much slower; CI's smoke).
+#                           much faster, runs much slower).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
-FUZZ_DIR=crates/fuzz
+FUZZ_DIR=crates/fuzz/cargo-fuzz
+SEEDS=crates/fuzz/corpus
 
 SECONDS_PER_TARGET=${1:-60}
 shift || true
@@ -71,7 +81,7 @@ for target in "${TARGETS[@]}"; do
   rc=0
   # -rss_limit_mb: the store grows in memory over a long run; 2 GiB is
   # libFuzzer's default, stated so a leak shows up as a failure here.
-  "${FUZZ[@]}" run "${FLAGS[@]}" "$target" "$corpus" "$FUZZ_DIR/corpus/$target" -- \
+  "${FUZZ[@]}" run "${FLAGS[@]}" "$target" "$corpus" "$SEEDS/$target" -- \
     -max_total_time="$SECONDS_PER_TARGET" -timeout=30 -rss_limit_mb=2048 \
     -max_len=4096 -print_final_stats=1 >"$log" 2>&1 || rc=$?
   took=$((SECONDS - started))

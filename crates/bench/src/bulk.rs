@@ -1,49 +1,43 @@
 //! Many users at once, for the scale figure (Verify with 1,000,000 users in
 //! the database). Creating them over gRPC would cost two argon2id hashes
-//! each (days for a million), so `bulk-users` writes the rows straight into
-//! the auth database instead, in large multi-row INSERTs, a few
-//! transactions in all:
+//! each (days for a million), so `bulk-users` hands them to the auth
+//! service's own operator command, `padlock-auth users import` (run as a
+//! process, `--auth-bin`), as JSON lines on its standard input:
 //!
-//! - `users`: one password hash for all of them, a real argon2id PHC string
-//!   computed once by the auth service's own hasher, so `SignIn` works for
-//!   any of them and costs what it costs for anyone;
-//! - `factors`: an active TOTP factor each, its secret sealed with the auth
-//!   service's own sealing (AES-256-GCM under the current data key, the
-//!   user id as associated data), exactly as enrollment stores it.
+//! - one password hash for all of them, a real argon2id PHC string
+//!   computed once here at argon2's defaults (auth's own parameters), so
+//!   `SignIn` works for any of them and costs what it costs for anyone;
+//! - a TOTP seed each, which the import seals and stores as an active
+//!   factor exactly as enrollment does;
+//! - the import's own checks, transactions and `user_created` records.
 //!
 //! Passwords and TOTP secrets are derived from a seed (`--bulk-seed`), so
 //! the verify scenario can sign in any sample of these users and compute
-//! their codes without anything stored in between. No audit records are
-//! written: the audit trail is the service's to write (and to chain).
-//!
-//! This is the one place the load tool links the auth crate; every measured
-//! request still goes over gRPC.
+//! their codes without anything stored in between. Like every other part
+//! of the load tool, this uses only auth's public interfaces: its command
+//! line here, gRPC for every measured request.
 
 use std::io::Write as _;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use hmac::{Hmac, KeyInit as _, Mac as _};
-use padlock_auth::sealing::DataKeys;
-use padlock_auth::store::Method;
-use padlock_auth::store::migration::Migrator;
 use padlock_runtime::Secret;
-use sea_orm::sea_query::{Alias, Expr, Query};
-use sea_orm::{ConnectionTrait as _, DatabaseConnection, TransactionTrait as _};
 use serde::Serialize;
 use sha1::Sha1;
+use tokio::io::AsyncWriteExt as _;
 
 use crate::cli::{BulkArgs, BulkUsersArgs};
-use crate::clock;
 use crate::grpc::endpoint;
 use crate::setup::{Session, TotpUser, parallel, sign_in_on};
+use crate::{clock, totp};
 
-/// Rows per INSERT: 3,000 rows of at most 9 values stay under SQLite's
-/// 32,766 bound parameters per statement (PostgreSQL allows 65,535).
-const ROWS_PER_INSERT: usize = 3_000;
-/// Users per transaction: a million users commit in 20 transactions, and
-/// an interrupted load keeps what it committed.
-const USERS_PER_TRANSACTION: usize = 50_000;
+/// Users per `users import` run: a million users take 20 runs, each all or
+/// nothing, and an interrupted load keeps the runs that finished.
+const USERS_PER_IMPORT: usize = 50_000;
+/// Users per transaction within a run.
+const USERS_PER_TRANSACTION: &str = "10000";
 /// Digits of the user number in a bulk username.
 const NUMBER_DIGITS: usize = 7;
 /// A signed-in sample must keep its access tokens this long past the run.
@@ -97,15 +91,14 @@ pub fn username(prefix: &str, n: usize) -> String {
 /// What a load wrote and how fast.
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadReport {
-    pub database: &'static str,
     pub prefix: String,
     pub first: usize,
     pub users: usize,
-    /// Rows inserted: one user and one factor per user.
+    /// Rows inserted: a user, a factor and a `user_created` record per user.
     pub rows: usize,
     /// The one argon2id hash, before the load.
     pub hash_s: f64,
-    /// The INSERTs and commits, sealing included.
+    /// The imports, from the first line written to the last run's exit.
     pub load_s: f64,
     pub rows_per_s: f64,
     pub users_per_s: f64,
@@ -115,12 +108,11 @@ impl LoadReport {
     fn write(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         writeln!(
             out,
-            "bulk-users: {} users {}..{} on {}: {} rows in {:.1} s, {:.0} rows/s \
-             ({:.0} users/s); the password hash took {:.2} s",
+            "bulk-users: {} users {}..{} through padlock-auth users import: {} rows in \
+             {:.1} s, {:.0} rows/s ({:.0} users/s); the password hash took {:.2} s",
             self.users,
             username(&self.prefix, self.first),
             username(&self.prefix, self.first + self.users.saturating_sub(1)),
-            self.database,
             self.rows,
             self.load_s,
             self.rows_per_s,
@@ -130,70 +122,64 @@ impl LoadReport {
     }
 }
 
-/// `bulk-users`: migrates the auth schema if needed (the service's own
-/// migrations), then inserts the users and their factors.
+/// An argon2id PHC string of `password` at argon2's default parameters
+/// (m = 19 MiB, t = 2, p = 1: those auth's hasher uses).
+fn hash_password(password: &str) -> anyhow::Result<String> {
+    use argon2::password_hash::{PasswordHasher as _, SaltString, rand_core::OsRng};
+    let salt = SaltString::generate(&mut OsRng);
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|phc| phc.to_string())
+        .map_err(|e| anyhow::anyhow!("hashing the bulk password: {e}"))
+}
+
+/// The `padlock-auth` to run: `--auth-bin`, else the one beside this
+/// program (both are built into the same target directory), else `PATH`'s.
+fn auth_bin(args: &BulkUsersArgs) -> PathBuf {
+    if let Some(bin) = &args.auth_bin {
+        return bin.clone();
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("padlock-auth")))
+        .filter(|path| path.is_file());
+    beside.unwrap_or_else(|| PathBuf::from("padlock-auth"))
+}
+
+/// `bulk-users`: runs `padlock-auth users import` on the users' JSON lines,
+/// [`USERS_PER_IMPORT`] at a time.
 pub async fn run(args: &BulkUsersArgs, json: Option<&std::path::Path>) -> anyhow::Result<()> {
     let seed = BulkSeed::from_args(&args.bulk)?;
-    let keys = DataKeys::parse(args.data_keys.expose()).context("--data-keys")?;
     anyhow::ensure!(args.users > 0, "--users must be at least 1");
-    let last = args
-        .first
+    args.first
         .checked_add(args.users - 1)
         .context("--first + --users is too large")?;
-    for n in [args.first, last] {
-        padlock_auth::grpc::support::validate_new_user(
-            &username(&args.bulk.prefix, n),
-            &seed.password(),
-            &[],
-        )
-        .map_err(|e| anyhow::anyhow!("--prefix makes invalid usernames: {e:?}"))?;
-    }
-
-    let db = padlock_runtime::db::connect(padlock_runtime::db::connect_options(
-        args.database_url.expose(),
-    ))
-    .await
-    .context("connecting to the auth database")?;
-    padlock_runtime::db::migrate::<Migrator>(&db)
-        .await
-        .context("migrating the auth schema")?;
 
     let started = Instant::now();
-    let hash = padlock_auth::password::Hasher::new(1)
-        .hash(seed.password())
-        .await
-        .map_err(|e| anyhow::anyhow!("hashing the bulk password: {e}"))?;
+    let hash = hash_password(&seed.password())?;
     let hash_s = started.elapsed().as_secs_f64();
 
-    let loader = Loader {
-        db: &db,
-        seed: &seed,
-        keys: &keys,
-        prefix: &args.bulk.prefix,
-        password_hash: &hash,
-        now: i64::try_from(clock::unix_now().as_secs()).unwrap_or(i64::MAX),
-    };
+    let bin = auth_bin(args);
+    // The import needs no state of its own there: the database and the
+    // data keys are given.
+    let data_dir = tempfile::tempdir().context("a data directory for padlock-auth")?;
     let started = Instant::now();
     let end = args.first + args.users;
     let mut done = 0;
-    for from in (args.first..end).step_by(USERS_PER_TRANSACTION) {
-        let to = (from + USERS_PER_TRANSACTION).min(end);
-        loader.transaction(from, to).await?;
+    for from in (args.first..end).step_by(USERS_PER_IMPORT) {
+        let to = (from + USERS_PER_IMPORT).min(end);
+        let lines = lines(&args.bulk.prefix, &seed, &hash, from..to)?;
+        import(&bin, args, data_dir.path(), lines).await?;
         done += to - from;
         eprintln!(
-            "  committed {done}/{} users ({:.0} users/s)",
+            "  imported {done}/{} users ({:.0} users/s)",
             args.users,
             done as f64 / started.elapsed().as_secs_f64().max(0.001)
         );
     }
     let load_s = started.elapsed().as_secs_f64().max(0.001);
-    let rows = 2 * args.users;
+    let rows = 3 * args.users;
     let report = LoadReport {
-        database: match db.get_database_backend() {
-            sea_orm::DatabaseBackend::Postgres => "PostgreSQL",
-            sea_orm::DatabaseBackend::Sqlite => "SQLite",
-            _ => "other",
-        },
         prefix: args.bulk.prefix.clone(),
         first: args.first,
         users: args.users,
@@ -213,76 +199,73 @@ pub async fn run(args: &BulkUsersArgs, json: Option<&std::path::Path>) -> anyhow
     Ok(())
 }
 
-/// Writes bulk users with one password hash and one timestamp.
-struct Loader<'a> {
-    db: &'a DatabaseConnection,
-    seed: &'a BulkSeed,
-    keys: &'a DataKeys,
-    prefix: &'a str,
-    password_hash: &'a str,
-    now: i64,
+/// The `users import` lines of users `numbers`.
+fn lines(
+    prefix: &str,
+    seed: &BulkSeed,
+    password_hash: &str,
+    numbers: std::ops::Range<usize>,
+) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(numbers.len() * 200);
+    for n in numbers {
+        let username = username(prefix, n);
+        let secret = totp::encode_base32(&seed.totp_secret(&username));
+        serde_json::to_writer(
+            &mut out,
+            &serde_json::json!({
+                "username": username,
+                "password_hash": password_hash,
+                "totp": {"secret": secret},
+            }),
+        )?;
+        out.push(b'\n');
+    }
+    Ok(out)
 }
 
-impl Loader<'_> {
-    /// Users `from..to` and their factors, committed together.
-    async fn transaction(&self, from: usize, to: usize) -> anyhow::Result<()> {
-        let txn = self.db.begin().await?;
-        for start in (from..to).step_by(ROWS_PER_INSERT) {
-            let numbers = start..(start + ROWS_PER_INSERT).min(to);
-            let mut users = Query::insert();
-            users.into_table(Alias::new("users")).columns(
-                ["id", "username", "password_hash", "roles", "created_at"].map(Alias::new),
-            );
-            let mut factors = Query::insert();
-            factors.into_table(Alias::new("factors")).columns(
-                [
-                    "user_id",
-                    "method",
-                    "state",
-                    "enrollment_id",
-                    "secret_key_id",
-                    "secret_ciphertext",
-                    "created_at",
-                    "enrollment_expires_at",
-                    "activated_at",
-                ]
-                .map(Alias::new),
-            );
-            for n in numbers {
-                let username = username(self.prefix, n);
-                let id = uuid::Uuid::new_v4().to_string();
-                // As enrollment seals it: the user id is the associated data.
-                let sealed = self
-                    .keys
-                    .seal(&self.seed.totp_secret(&username), id.as_bytes());
-                users.values([
-                    Expr::val(id.clone()),
-                    Expr::val(username),
-                    Expr::val(self.password_hash),
-                    Expr::val(""),
-                    Expr::val(self.now),
-                ])?;
-                factors.values([
-                    Expr::val(id),
-                    Expr::val(Method::Totp.as_str()),
-                    // FactorState::Active as the store spells it.
-                    Expr::val("active"),
-                    Expr::val(uuid::Uuid::new_v4().to_string()),
-                    Expr::val(sealed.key_id),
-                    Expr::val(sealed.blob),
-                    Expr::val(self.now),
-                    Expr::val(self.now),
-                    Expr::val(self.now),
-                ])?;
-            }
-            txn.execute(&users)
-                .await
-                .context("inserting users (does --prefix collide with an earlier load?)")?;
-            txn.execute(&factors).await.context("inserting factors")?;
-        }
-        txn.commit().await.context("committing")?;
-        Ok(())
+/// One `padlock-auth users import` run with `lines` on its standard input;
+/// its complaints (which never hold a secret) are the error.
+async fn import(
+    bin: &std::path::Path,
+    args: &BulkUsersArgs,
+    data_dir: &std::path::Path,
+    lines: Vec<u8>,
+) -> anyhow::Result<()> {
+    let mut child = tokio::process::Command::new(bin)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["users", "import", "--batch", USERS_PER_TRANSACTION, "-"])
+        .env("DATABASE_URL", args.database_url.expose())
+        .env("PADLOCK_DATA_KEYS", args.data_keys.expose())
+        .env_remove("PADLOCK_DATA_KEYS_FILE")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("running {} (--auth-bin)", bin.display()))?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .context("padlock-auth's standard input")?;
+    let writing = async move {
+        stdin.write_all(&lines).await?;
+        stdin.shutdown().await
+    };
+    let (written, output) = tokio::join!(writing, child.wait_with_output());
+    let output = output.context("waiting for padlock-auth users import")?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
+        anyhow::bail!(
+            "padlock-auth users import failed ({}; does --prefix collide with an earlier \
+             load?):\n{}",
+            output.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
     }
+    written.context("writing to padlock-auth users import")?;
+    Ok(())
 }
 
 /// Signs in `users` of the first `existing` bulk users, evenly spread over
@@ -367,13 +350,29 @@ mod tests {
         );
         assert_eq!(a.password().len(), 40);
         assert_ne!(a.password(), seed("seed-b").password());
-        assert!(
-            padlock_auth::grpc::support::validate_new_user(
-                &username("bulk", 999_999),
-                &a.password(),
-                &[]
-            )
-            .is_ok()
+    }
+
+    #[test]
+    fn the_password_hash_is_argon2id_at_auths_parameters() {
+        let phc = hash_password("a password").unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+    }
+
+    #[test]
+    fn lines_are_what_users_import_reads() {
+        let a = seed("seed-a");
+        let text = String::from_utf8(lines("bulk", &a, "$argon2id$x", 41..43).unwrap()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1]["username"], "bulk-0000042");
+        assert_eq!(lines[1]["password_hash"], "$argon2id$x");
+        let secret = lines[1]["totp"]["secret"].as_str().unwrap();
+        assert_eq!(
+            totp::decode_base32(secret).unwrap(),
+            a.totp_secret("bulk-0000042")
         );
     }
 

@@ -132,6 +132,10 @@ pub struct BulkUsersArgs {
     /// under the first, so auth must run with the same keys.
     #[arg(long, env = "PADLOCK_DATA_KEYS", hide_env_values = true)]
     pub data_keys: Secret<String>,
+    /// The `padlock-auth` whose `users import` writes the users; default:
+    /// the one beside padlock-bench, else `padlock-auth` on PATH.
+    #[arg(long)]
+    pub auth_bin: Option<std::path::PathBuf>,
     /// Users to insert.
     #[arg(long)]
     pub users: usize,

@@ -3,8 +3,8 @@
 //! the `grpc.health.v1.Health/Check` floor of the same server in the same
 //! run. Also the RFC 6238 code path the load tool uses as its
 //! authenticator, shared with the criterion micro-benchmarks, and a bulk
-//! loader of users for the scale figure: the one part that links the auth
-//! service's code (`bulk`), to write rows as auth itself would.
+//! loader of users for the scale figure (`bulk`), through auth's own
+//! operator command `padlock-auth users import`.
 
 pub mod bulk;
 pub mod cli;

@@ -70,6 +70,27 @@ pub fn matching_step(key: &[u8], code: &str, unix_secs: u64) -> Option<u64> {
     found
 }
 
+/// RFC 4648 §6 base32 without padding, as authenticator apps take a key.
+pub fn encode_base32(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut out = String::with_capacity(bytes.len().div_ceil(5) * 8);
+    let mut buffer: u32 = 0;
+    let mut bits = 0u32;
+    for &byte in bytes {
+        buffer = (buffer << 8) | u32::from(byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(char::from(ALPHABET[((buffer >> bits) & 31) as usize]));
+        }
+        buffer &= (1 << bits) - 1;
+    }
+    if bits > 0 {
+        out.push(char::from(ALPHABET[((buffer << (5 - bits)) & 31) as usize]));
+    }
+    out
+}
+
 /// Decodes RFC 4648 §6 base32 (the "enter a provided key" form): letters in
 /// either case, `=` padding optional, spaces ignored. `None` on anything
 /// else or on non-zero trailing bits.
@@ -192,6 +213,7 @@ mod tests {
         ];
         for (text, bytes) in vectors {
             assert_eq!(decode_base32(text).as_deref(), Some(bytes), "{text}");
+            assert_eq!(encode_base32(bytes), text.trim_end_matches('='));
             assert_eq!(
                 decode_base32(&text.to_ascii_lowercase()).as_deref(),
                 Some(bytes)

@@ -221,6 +221,9 @@ pub enum UsersCommand {
         #[arg(long = "role")]
         roles: Vec<String>,
     },
+    /// Imports users (hashes, roles, TOTP seeds) from JSON lines; all or nothing.
+    #[command(long_about = crate::import::LONG_ABOUT)]
+    Import(crate::import::ImportArgs),
 }
 
 #[derive(Debug, clap::Subcommand)]

@@ -9,6 +9,7 @@ pub mod config;
 pub mod data_keys;
 pub mod error;
 pub mod grpc;
+pub mod import;
 pub mod key_files;
 pub mod metrics;
 pub mod password;

@@ -65,6 +65,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Users(UsersCommand::Add { username, roles }) => {
             add_user(options, username, roles).await
         }
+        Command::Users(UsersCommand::Import(args)) => {
+            padlock_auth::import::run(&options, args, cli.common.clock()).await
+        }
         Command::Keys(KeysCommand::Rotate) => rotate_keys(&options),
         Command::DataKeys(command) => data_keys(&options, command).await,
         Command::Migrate => padlock_auth::migrate(&options).await,

@@ -10,6 +10,7 @@ mod audit_chain;
 mod batch;
 mod code_checks;
 mod entity;
+pub mod import;
 mod lockout;
 pub mod migration;
 mod reseal;

@@ -1,0 +1,1 @@
+//! Nothing: padlock's system tests are in `tests/` (see Cargo.toml).
