@@ -4,21 +4,18 @@
 //! tests can start the whole service in-process.
 
 pub mod app;
-pub mod codes;
 pub mod config;
 pub mod data_keys;
 pub mod error;
+pub mod factor;
 pub mod grpc;
 pub mod key_files;
 pub mod metrics;
 pub mod password;
-pub mod phone;
 pub mod rules;
 pub mod sealing;
-pub mod sms;
 pub mod store;
 pub mod throttle;
-pub mod totp;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -34,6 +31,8 @@ use tokio::net::TcpListener;
 
 pub use app::{App, KeySource};
 pub use config::Settings;
+pub use factor::sms::{self, phone};
+pub use factor::totp;
 
 /// Everything needed to open the service's state.
 #[derive(Debug, Clone)]

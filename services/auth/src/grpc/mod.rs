@@ -4,7 +4,6 @@
 
 pub mod keys;
 pub mod session;
-pub mod sms;
 pub mod support;
 pub mod two_factor;
 

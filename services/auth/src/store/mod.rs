@@ -29,6 +29,7 @@ use sea_orm::{
 
 use entity::{audit_event, factor, session, sms_limit, user};
 
+pub use crate::factor::Method;
 pub use audit_chain::verify as verify_audit_chain;
 pub use code_checks::{Checked, CodeCheck, CodeChecks, CodeOutcome, Purpose, Refusal};
 pub use padlock_runtime::db::StoreError;
@@ -39,30 +40,6 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// A session, its user and the user's factor, if any.
 pub type SessionContext = (Session, User, Option<Factor>);
-
-/// A second-factor method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    Totp,
-    Sms,
-}
-
-impl Method {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Totp => "totp",
-            Method::Sms => "sms",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "totp" => Some(Method::Totp),
-            "sms" => Some(Method::Sms),
-            _ => None,
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FactorState {

@@ -1,9 +1,7 @@
-//! Sending SMS codes, behind one trait. The production sender speaks
-//! Twilio Programmable Messaging (`twilio`); the development sender only
-//! logs (`log`). Nothing else in the service knows Twilio exists.
-
-pub mod log;
-pub mod twilio;
+//! Sending SMS codes, behind one trait ([`SmsSender`]). The production
+//! sender speaks Twilio Programmable Messaging (`twilio`); the development
+//! sender only logs (`log`); tests plug in their own. Nothing else in the
+//! service knows Twilio exists.
 
 use std::fmt;
 use std::time::Instant;
