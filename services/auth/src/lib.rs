@@ -3,14 +3,15 @@
 //! audit trail. `main.rs` is a thin shell around [`open`] and [`serve`], so
 //! tests can start the whole service in-process.
 
-pub mod app;
+pub(crate) mod app;
 pub mod config;
 pub mod data_keys;
 pub mod error;
-pub mod factor;
+pub(crate) mod factor;
 pub mod grpc;
+mod harness;
 pub mod key_files;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod password;
 pub mod rules;
 pub mod sealing;
@@ -33,6 +34,7 @@ pub use app::{App, KeySource};
 pub use config::Settings;
 pub use factor::sms::{self, phone};
 pub use factor::totp;
+pub use harness::SessionTokens;
 
 /// Everything needed to open the service's state.
 #[derive(Debug, Clone)]
@@ -227,27 +229,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let (health, routes) = server::base_routes(padlock_proto::AUTH_DESCRIPTOR_SET)?;
-    let routes = routes
-        .add_service(
-            SessionServiceServer::new(grpc::session::Sessions(app.clone()))
-                .max_decoding_message_size(server::MAX_REQUEST_MESSAGE_BYTES)
-                .max_encoding_message_size(server::MAX_RESPONSE_MESSAGE_BYTES),
-        )
-        .add_service(
-            TwoFactorServiceServer::new(grpc::two_factor::TwoFactor(app.clone()))
-                .max_decoding_message_size(server::MAX_REQUEST_MESSAGE_BYTES)
-                .max_encoding_message_size(server::MAX_RESPONSE_MESSAGE_BYTES),
-        )
-        .add_service(
-            KeyServiceServer::new(grpc::keys::Keys(app.clone()))
-                .max_decoding_message_size(server::MAX_REQUEST_MESSAGE_BYTES)
-                .max_encoding_message_size(server::MAX_RESPONSE_MESSAGE_BYTES),
-        )
-        .add_service(
-            SupportServiceServer::new(grpc::support::Support(app.clone()))
-                .max_decoding_message_size(server::MAX_REQUEST_MESSAGE_BYTES)
-                .max_encoding_message_size(server::MAX_RESPONSE_MESSAGE_BYTES),
-        );
+    let routes = add_services(routes, &app);
     health
         .set_serving::<SessionServiceServer<grpc::session::Sessions>>()
         .await;
@@ -280,6 +262,38 @@ pub async fn serve(
     };
     server::serve(listener, routes, limits, shutdown).await?;
     Ok(())
+}
+
+/// Every auth gRPC service on `app`, without health or reflection: what
+/// [`serve`] serves, for calling in-process (the fuzz harness).
+pub fn routes(app: &App) -> tonic::service::Routes {
+    add_services(tonic::service::Routes::default(), app)
+}
+
+/// `routes` with every auth service added, each held to the request and
+/// response size limits.
+fn add_services(routes: tonic::service::Routes, app: &App) -> tonic::service::Routes {
+    routes
+        .add_service(
+            SessionServiceServer::new(grpc::session::Sessions(app.clone()))
+                .max_decoding_message_size(server::MAX_REQUEST_MESSAGE_BYTES)
+                .max_encoding_message_size(server::MAX_RESPONSE_MESSAGE_BYTES),
+        )
+        .add_service(
+            TwoFactorServiceServer::new(grpc::two_factor::TwoFactor(app.clone()))
+                .max_decoding_message_size(server::MAX_REQUEST_MESSAGE_BYTES)
+                .max_encoding_message_size(server::MAX_RESPONSE_MESSAGE_BYTES),
+        )
+        .add_service(
+            KeyServiceServer::new(grpc::keys::Keys(app.clone()))
+                .max_decoding_message_size(server::MAX_REQUEST_MESSAGE_BYTES)
+                .max_encoding_message_size(server::MAX_RESPONSE_MESSAGE_BYTES),
+        )
+        .add_service(
+            SupportServiceServer::new(grpc::support::Support(app.clone()))
+                .max_decoding_message_size(server::MAX_REQUEST_MESSAGE_BYTES)
+                .max_encoding_message_size(server::MAX_RESPONSE_MESSAGE_BYTES),
+        )
 }
 
 /// The configured database, or SQLite in the data directory.

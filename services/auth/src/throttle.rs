@@ -1,7 +1,7 @@
 //! Throttling password guesses on `SignIn`, per username and per client
 //! address, apart from the second-factor lockout: nothing here reads or
 //! writes a factor, so guessing passwords can never lock anyone out of
-//! their second factor (DESIGN.md "Lockout (separate from password
+//! their second factor (docs/design.md "Lockout (separate from password
 //! failures)").
 //!
 //! The counters live in the database (`store::throttle`), so replicas share

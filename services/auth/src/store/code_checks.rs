@@ -1,6 +1,8 @@
 //! Code checks: every `Verify` and `ConfirmEnrollment`, TOTP and SMS, in
 //! batches, each batch one transaction that takes a try before it
-//! compares a code (DESIGN.md "Second factors", "Lockout").
+//! compares a code (docs/design.md "Second factors", "Lockout"). Callers
+//! see one call, [`CodeChecks::check`] (`crate::factor::check` makes it):
+//! the batching below is this module's own.
 //!
 //! One task, [`CodeChecks`], takes every check waiting (`Batcher`), reads
 //! their sessions, users and factors in one query, and then, in one

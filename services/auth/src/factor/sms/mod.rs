@@ -130,13 +130,13 @@ fn phone_mac(app: &App, phone: &PhoneNumber) -> String {
 
 /// When a code went out: what the client shows and when it may ask again.
 #[derive(Debug, Clone, Copy)]
-pub struct CodeSent {
-    pub expires_at: i64,
-    pub resend_at: i64,
+pub(crate) struct CodeSent {
+    expires_at: i64,
+    resend_at: i64,
 }
 
 /// The caller's gRPC deadline (`grpc-timeout`), for the SMS provider's retries.
-pub fn deadline(metadata: &MetadataMap) -> Option<Instant> {
+pub(crate) fn deadline(metadata: &MetadataMap) -> Option<Instant> {
     let value = metadata.get("grpc-timeout")?.to_str().ok()?;
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     let n: u64 = digits.parse().ok()?;
