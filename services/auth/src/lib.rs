@@ -126,7 +126,7 @@ pub async fn migrate(options: &Options) -> anyhow::Result<()> {
 
 /// The auth audit trail as its checkpoints name it: the table of the
 /// store's chain (`store/audit_chain.rs`).
-pub const AUDIT_TRAIL: checkpoint::Trail = checkpoint::Trail {
+pub(crate) const AUDIT_TRAIL: checkpoint::Trail = checkpoint::Trail {
     service: "padlock-auth",
     table: "audit_events",
 };

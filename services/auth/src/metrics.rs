@@ -11,7 +11,7 @@ use crate::store::Method;
 
 /// Built once with the application state; cheap to clone.
 #[derive(Clone)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     verifications: Counter<u64>,
     sms_sent: Counter<u64>,
     sms_refused: Counter<u64>,
@@ -26,7 +26,7 @@ impl std::fmt::Debug for Metrics {
 
 /// Why an SMS code was not sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SmsRefusal {
+pub(crate) enum SmsRefusal {
     /// Asked again within the resend cooldown.
     Cooldown,
     /// A per-account, per-number or service-wide cap was reached.
@@ -86,11 +86,11 @@ impl Metrics {
         );
     }
 
-    pub fn sms_sent(&self) {
+    pub(crate) fn sms_sent(&self) {
         self.sms_sent.add(1, &[]);
     }
 
-    pub fn sms_refused(&self, reason: SmsRefusal) {
+    pub(crate) fn sms_refused(&self, reason: SmsRefusal) {
         self.sms_refused
             .add(1, &[KeyValue::new("reason", reason.as_str())]);
     }
@@ -116,7 +116,7 @@ pub(crate) const VERIFICATION_OUTCOMES: [&str; 7] = [
 
 /// The `outcome` of a check that ended in `error` before the code was
 /// compared (or while it was).
-pub fn refusal_outcome(error: &AuthError) -> &'static str {
+pub(crate) fn refusal_outcome(error: &AuthError) -> &'static str {
     match error {
         AuthError::CodeInvalid { .. } => "wrong",
         AuthError::CodeReused => "reused",

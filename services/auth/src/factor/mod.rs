@@ -53,7 +53,7 @@ impl Method {
 /// Everything else (one factor per user, pending until confirmed, the
 /// lockout, single use, the audit trail) is shared and is not a method's
 /// to decide.
-pub(crate) trait Factor {
+pub trait Factor {
     /// How the factor is stored and named.
     const METHOD: Method;
     /// What the user gives to start an enrollment.

@@ -23,7 +23,7 @@ use crate::sealing::DataKeys;
 use crate::store::Factor as StoredFactor;
 
 /// Secret length in bytes. RFC 4226 §4: at least 128 bits, 160 recommended.
-pub const SECRET_BYTES: usize = 20;
+pub(crate) const SECRET_BYTES: usize = 20;
 /// Code length. RFC 4226 §5.3 and what Google Authenticator shows.
 pub const DIGITS: usize = 6;
 /// Time step in seconds. RFC 6238 §5.2 recommends 30.

@@ -24,7 +24,7 @@ use crate::factor::{self, Sms, Totp};
 use crate::store::{Factor, FactorState, Purpose};
 
 #[derive(Debug, Clone)]
-pub struct TwoFactor(pub App);
+pub(crate) struct TwoFactor(pub App);
 
 /// A reset of a user's factor by support, as its audit record tells it.
 #[derive(Debug)]

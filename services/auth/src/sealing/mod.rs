@@ -23,16 +23,16 @@ use rand::RngCore;
 use rand::rngs::OsRng;
 
 /// AES-256 key length.
-pub const KEY_BYTES: usize = 32;
+pub(crate) const KEY_BYTES: usize = 32;
 /// GCM nonce length; 96 bits is the size NIST SP 800-38D §8.2 recommends,
 /// and random 96-bit nonces are safe for far more messages than we seal.
-pub const NONCE_BYTES: usize = 12;
+pub(crate) const NONCE_BYTES: usize = 12;
 /// GCM authentication tag length (the full 128 bits).
-pub const TAG_BYTES: usize = 16;
+pub(crate) const TAG_BYTES: usize = 16;
 /// Longest key id; ids are `[A-Za-z0-9_-]{1,32}`.
-pub const MAX_KEY_ID_LEN: usize = 32;
+pub(crate) const MAX_KEY_ID_LEN: usize = 32;
 /// Id of the key `load_or_generate` creates.
-pub const FIRST_KEY_ID: &str = "k1";
+pub(crate) const FIRST_KEY_ID: &str = "k1";
 
 /// A data key spec that cannot be used, or a key file that cannot be read or
 /// written. Entries are named by position or id, never by their key bytes.
@@ -275,7 +275,7 @@ impl DataKeys {
 
     /// Whether `tag` is the MAC of `message` under key `key_id`, compared in
     /// constant time.
-    pub fn verify_mac(&self, key_id: &str, message: &[u8], tag: &[u8]) -> bool {
+    pub(crate) fn verify_mac(&self, key_id: &str, message: &[u8], tag: &[u8]) -> bool {
         use hmac::Mac;
         let Some(key) = self.all().find(|k| k.id == key_id) else {
             return false;

@@ -38,7 +38,7 @@ impl Store {
     }
 
     /// Audit records matching `q`, newest first.
-    pub async fn find_audit_events(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>> {
+    pub(crate) async fn find_audit_events(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>> {
         let mut query = audit_event::Entity::find();
         if let Some(subject) = &q.subject {
             query = query.filter(audit_event::Column::Subject.eq(subject));
@@ -77,7 +77,7 @@ impl Store {
 
 /// A filter over the audit trail; `before_id` pages backwards.
 #[derive(Debug, Clone, Default)]
-pub struct AuditQuery {
+pub(crate) struct AuditQuery {
     pub subject: Option<String>,
     pub kind: Option<String>,
     pub since: Option<i64>,

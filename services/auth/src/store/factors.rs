@@ -146,7 +146,7 @@ impl Store {
 
     /// Forgets a code that could not be delivered, so it costs the user no
     /// tries and they may ask again at once.
-    pub async fn clear_undelivered_code(&self, user_id: &str, hash: &str) -> Result<()> {
+    pub(crate) async fn clear_undelivered_code(&self, user_id: &str, hash: &str) -> Result<()> {
         factor::Entity::update_many()
             .col_expr(
                 factor::Column::CodeHash,

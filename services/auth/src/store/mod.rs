@@ -32,18 +32,19 @@ use sea_orm::{DatabaseConnection, DbBackend};
 
 pub use crate::factor::Method;
 pub use audit_chain::verify as verify_audit_chain;
-pub use audit_records::AuditQuery;
+pub(crate) use audit_records::AuditQuery;
 use audit_records::insert_audit;
-pub use code_checks::{Checked, CodeCheck, CodeChecks, CodeOutcome, Purpose, Refusal};
+pub use code_checks::Refusal;
+pub use code_checks::{CodeCheck, CodeChecks, CodeOutcome, Purpose};
 use factors::factor_from_row;
 pub use padlock_runtime::db::StoreError;
-pub use reseal::{Resealed, SealedSecret};
-pub use throttle::{Reservation, ThrottlePolicy};
+pub use reseal::Resealed;
+pub(crate) use throttle::{Reservation, ThrottlePolicy};
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// A session, its user and the user's factor, if any.
-pub type SessionContext = (Session, User, Option<Factor>);
+pub(crate) type SessionContext = (Session, User, Option<Factor>);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FactorState {
@@ -70,7 +71,7 @@ pub struct User {
 }
 
 impl User {
-    pub fn has_role(&self, role: &str) -> bool {
+    pub(crate) fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)
     }
 }
@@ -167,7 +168,7 @@ pub struct NewFactor {
 /// The lockout rule the store applies atomically (`lockout`, with
 /// `config::LOCKOUT`).
 #[derive(Debug, Clone, Copy)]
-pub struct LockoutPolicy {
+pub(crate) struct LockoutPolicy {
     pub max_failures: u32,
     pub first_lock: Duration,
     pub max_lock: Duration,
@@ -260,7 +261,7 @@ impl Store {
     }
 
     /// True when the database answers.
-    pub async fn ping(&self) -> bool {
+    pub(crate) async fn ping(&self) -> bool {
         self.db.ping().await.is_ok()
     }
 }

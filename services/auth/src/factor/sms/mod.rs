@@ -29,7 +29,8 @@ use crate::sealing::DataKeys;
 use crate::store::{Factor as StoredFactor, Outcome, PendingCode, Refusal, SendGate, SendLimit};
 use phone::PhoneNumber;
 
-pub use sender::{PermanentReason, SendError, Sent, SmsSender, Unconfigured, code_message};
+pub use sender::{PermanentReason, SendError, Sent, SmsSender};
+pub(crate) use sender::{Unconfigured, code_message};
 
 /// The SMS factor: a check compares the code with the MAC of the code
 /// waiting.

@@ -18,15 +18,15 @@ use twilio_async::{Execute, Twilio, form_urlencoded};
 use super::{PermanentReason, SendError, Sent, SmsSender};
 
 /// Twilio's REST API.
-pub const DEFAULT_BASE_URL: &str = "https://api.twilio.com";
+pub(crate) const DEFAULT_BASE_URL: &str = "https://api.twilio.com";
 /// One try and two retries: enough to ride out a blip, short enough for a
 /// user waiting for a code.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+pub(crate) const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// Per attempt, connection and response body included.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The first retry waits about this long; each further retry doubles it.
-pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(200);
+pub(crate) const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(200);
 /// The doubling stops here, so a large `max_attempts` cannot overflow.
 const BACKOFF_MAX_DOUBLINGS: u32 = 6;
 /// An attempt with less time than this before the caller's deadline is not
@@ -41,24 +41,24 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 /// (<https://www.twilio.com/docs/api/errors>).
 mod code {
     /// Authenticate: wrong account SID or auth token (HTTP 401).
-    pub const AUTHENTICATE: u32 = 20003;
+    pub(crate) const AUTHENTICATE: u32 = 20003;
     /// The requested resource was not found: wrong account SID in the path.
     pub const NOT_FOUND: u32 = 20404;
     /// Invalid 'To' phone number.
-    pub const INVALID_TO: u32 = 21211;
+    pub(crate) const INVALID_TO: u32 = 21211;
     /// Permission to send an SMS has not been enabled for the region.
-    pub const REGION_NOT_ENABLED: u32 = 21408;
+    pub(crate) const REGION_NOT_ENABLED: u32 = 21408;
     /// Phone number is not a valid SMS-capable inbound phone number (our
     /// `From`).
-    pub const FROM_NOT_SMS_CAPABLE: u32 = 21606;
+    pub(crate) const FROM_NOT_SMS_CAPABLE: u32 = 21606;
     /// Attempt to send to unsubscribed recipient (the user sent STOP).
-    pub const UNSUBSCRIBED: u32 = 21610;
+    pub(crate) const UNSUBSCRIBED: u32 = 21610;
     /// The 'To' phone number is not currently reachable via SMS.
-    pub const TO_NOT_REACHABLE: u32 = 21612;
+    pub(crate) const TO_NOT_REACHABLE: u32 = 21612;
     /// 'To' number is not a valid mobile number.
-    pub const TO_NOT_MOBILE: u32 = 21614;
+    pub(crate) const TO_NOT_MOBILE: u32 = 21614;
     /// Source number is not a Twilio phone number or verified sender.
-    pub const FROM_NOT_TWILIO: u32 = 21659;
+    pub(crate) const FROM_NOT_TWILIO: u32 = 21659;
 }
 
 /// Who the message comes from.
