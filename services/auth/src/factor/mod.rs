@@ -99,7 +99,7 @@ pub trait Factor {
 
 /// What a new enrollment stores: the secret, sealed under the data keys
 /// with the user id as associated data, and what the factor shows of it.
-#[derive(Debug)]
+/// `Debug` leaves the secret out.
 pub(crate) struct Enrollment {
     /// The clear secret: a TOTP seed, a phone number.
     pub secret: Vec<u8>,
@@ -108,6 +108,15 @@ pub(crate) struct Enrollment {
     pub phone_mac: Option<String>,
     /// The `enrollment_started` audit record's detail; no secret.
     pub detail: String,
+}
+
+impl std::fmt::Debug for Enrollment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enrollment")
+            .field("masked_phone", &self.masked_phone)
+            .field("detail", &self.detail)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A pending enrollment as stored.

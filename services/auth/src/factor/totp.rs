@@ -72,12 +72,18 @@ pub enum TotpError {
 pub(crate) struct Totp;
 
 /// What the enrollment answer shows, made before the factor is stored.
-#[derive(Debug)]
+/// Every field holds the secret; `Debug` prints none of them.
 pub(crate) struct Shown {
     secret: TotpSecret,
     uri: String,
     qr_png: Vec<u8>,
     qr_svg: String,
+}
+
+impl fmt::Debug for Shown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Shown([redacted])")
+    }
 }
 
 impl Factor for Totp {
