@@ -1,7 +1,14 @@
 //! padlock's auth service: users and primary sign-in, sessions, second-factor
 //! enrollment and verification, signing keys and JWKS, support, and the auth
 //! audit trail. `main.rs` is a thin shell around [`open`] and [`serve`], so
-//! tests can start the whole service in-process.
+//! tests can start the whole service in-process; [`routes`] serves the same
+//! RPCs without a listener.
+//!
+//! Layers: `grpc` (one module per service: validate, call, answer) ->
+//! `factor` (the second factors behind one trait, and their use cases:
+//! enrollment, code checks, SMS sending) -> `store` (every rule that must
+//! hold under concurrency, as a statement in the database). `sealing` keeps
+//! secrets sealed at rest; `app` holds the state a request needs.
 
 pub(crate) mod app;
 pub mod config;
