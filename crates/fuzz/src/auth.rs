@@ -15,15 +15,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use padlock_auth::grpc::{keys::Keys, session::Sessions, support::Support, two_factor::TwoFactor};
 use padlock_auth::sms::{SendError, Sent, SmsSender};
-use padlock_auth::store::{Session, User};
 use padlock_auth::{App, Options};
 use padlock_proto::auth::v1::{
     ConfirmEnrollmentRequest, StartSmsEnrollmentResponse, StartTotpEnrollmentRequest,
-    StartTotpEnrollmentResponse, key_service_server::KeyServiceServer,
-    session_service_server::SessionServiceServer, support_service_server::SupportServiceServer,
-    two_factor_service_server::TwoFactorServiceServer,
+    StartTotpEnrollmentResponse,
 };
 use padlock_runtime::{Clock as _, ManualClock};
 use tonic::service::Routes;
@@ -96,7 +92,8 @@ pub struct AuthTarget {
     clock: ManualClock,
     app: App,
     routes: Routes,
-    users: HashMap<&'static str, User>,
+    /// The cast's user ids, by username.
+    users: HashMap<&'static str, String>,
     totp_secret: Vec<u8>,
     sms: Arc<LastCode>,
     last_enrollment: Mutex<String>,
@@ -124,10 +121,7 @@ impl AuthTarget {
         let app = runtime
             .block_on(padlock_auth::open(options, Arc::new(clock.clone())))
             .expect("auth opens");
-        let routes = Routes::new(SessionServiceServer::new(Sessions(app.clone())))
-            .add_service(TwoFactorServiceServer::new(TwoFactor(app.clone())))
-            .add_service(KeyServiceServer::new(Keys(app.clone())))
-            .add_service(SupportServiceServer::new(Support(app.clone())));
+        let routes = padlock_auth::routes(&app);
 
         let mut users = HashMap::new();
         for (name, roles) in [
@@ -135,19 +129,10 @@ impl AuthTarget {
             (TOTP_USER, vec![]),
             (SUPPORT_USER, vec!["support".to_owned()]),
         ] {
-            let user = runtime
-                .block_on(padlock_auth::grpc::support::create_user(
-                    app.store(),
-                    app.hasher(),
-                    clock.unix(),
-                    None,
-                    None,
-                    name,
-                    PASSWORD.to_owned(),
-                    roles,
-                ))
+            let id = runtime
+                .block_on(app.add_user(name, PASSWORD.to_owned(), roles))
                 .expect("a fuzz user");
-            users.insert(name, user);
+            users.insert(name, id);
         }
         let mut target = AuthTarget {
             runtime,
@@ -215,31 +200,11 @@ impl AuthTarget {
     /// token. `stepped_up`: a second factor was verified in it just now
     /// (what a `Verify` leaves behind).
     fn session_for(&self, username: &str, stepped_up: bool) -> (String, String) {
-        let user = &self.users[username];
-        let now = self.clock.unix();
-        let session_token = padlock_auth::app::new_session_token();
-        let session = Session {
-            id: uuid::Uuid::new_v4().to_string(),
-            user_id: user.id.clone(),
-            auth_time: now,
-            mfa_at: stepped_up.then_some(now),
-            mfa_method: stepped_up.then_some(padlock_auth::store::Method::Totp),
-            expires_at: now + self.app.settings().session_ttl,
-            ended_at: None,
-        };
-        self.runtime
-            .block_on(self.app.store().create_session(
-                &session,
-                &padlock_auth::app::hash_session_token(&session_token),
-                now,
-            ))
+        let tokens = self
+            .runtime
+            .block_on(self.app.open_session(&self.users[username], stepped_up))
             .expect("a fuzz session");
-        let token = self
-            .app
-            .issue_token(user, &session)
-            .expect("an access token")
-            .token;
-        (token, session_token)
+        (tokens.access_token, tokens.session_token)
     }
 
     /// Runs every call in `data` and returns their status codes. Panics

@@ -100,7 +100,7 @@ pub struct Caller {
 
 /// A freshly signed access token.
 #[derive(Debug)]
-pub struct IssuedToken {
+pub(crate) struct IssuedToken {
     pub token: String,
     pub expires_at: i64,
 }
@@ -137,7 +137,7 @@ impl App {
     }
 
     /// Where codes are checked, in batches (`store::code_checks`).
-    pub fn code_checks(&self) -> &CodeChecks {
+    pub(crate) fn code_checks(&self) -> &CodeChecks {
         &self.0.checks
     }
 
@@ -158,7 +158,7 @@ impl App {
         self.0.sms.as_ref()
     }
 
-    pub fn metrics(&self) -> &Metrics {
+    pub(crate) fn metrics(&self) -> &Metrics {
         &self.0.metrics
     }
 
@@ -167,7 +167,7 @@ impl App {
         &self.0.hasher
     }
 
-    pub fn dummy_password_hash(&self) -> String {
+    pub(crate) fn dummy_password_hash(&self) -> String {
         self.0.dummy_password_hash.clone()
     }
 
@@ -203,7 +203,7 @@ impl App {
 
     /// Signs an access token for `user` in `session`. `mfa_at` is the
     /// session's, never newer: refreshing does not extend it.
-    pub fn issue_token(&self, user: &User, session: &Session) -> Result<IssuedToken> {
+    pub(crate) fn issue_token(&self, user: &User, session: &Session) -> Result<IssuedToken> {
         let now = self.now();
         let settings = &self.0.settings;
         let expires_at = (now + settings.access_token_ttl).min(session.expires_at);
@@ -260,7 +260,7 @@ impl App {
 
     /// The claims of the bearer token in `metadata`, checked now, and
     /// that time.
-    pub fn bearer_claims(&self, metadata: &MetadataMap) -> Result<(Claims, i64)> {
+    pub(crate) fn bearer_claims(&self, metadata: &MetadataMap) -> Result<(Claims, i64)> {
         let token =
             padlock_runtime::metadata::bearer_token(metadata).ok_or(AuthError::TokenInvalid)?;
         let now = self.now();
@@ -273,7 +273,7 @@ impl App {
     }
 
     /// The caller's user record (current roles, not the token's).
-    pub async fn caller_user(&self, caller: &Caller) -> Result<User> {
+    pub(crate) async fn caller_user(&self, caller: &Caller) -> Result<User> {
         self.0
             .store
             .user_by_id(&caller.claims.sub)
@@ -302,7 +302,7 @@ fn load_keys(
 }
 
 /// A new opaque session token: 256 random bits, base64url.
-pub fn new_session_token() -> String {
+pub(crate) fn new_session_token() -> String {
     use base64::Engine as _;
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
@@ -311,11 +311,11 @@ pub fn new_session_token() -> String {
 
 /// How a session token is stored: SHA-256, hex. The token has 256 bits of
 /// entropy, so a fast hash is enough.
-pub fn hash_session_token(token: &str) -> String {
+pub(crate) fn hash_session_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 /// The default database: SQLite in the data directory.
-pub fn default_database_url(data_dir: &Path) -> String {
+pub(crate) fn default_database_url(data_dir: &Path) -> String {
     format!("sqlite://{}?mode=rwc", data_dir.join("auth.db").display())
 }

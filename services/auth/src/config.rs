@@ -11,33 +11,33 @@ use padlock_runtime::cli::CommonArgs;
 use crate::store::LockoutPolicy;
 use crate::throttle::TrustedProxies;
 
-/// auth's gRPC port (DESIGN.md "Ports and command lines").
+/// auth's gRPC port (docs/design.md "Ports and command lines").
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
-/// DESIGN.md: the step-up window is eight hours.
-pub const DEFAULT_MFA_MAX_AGE_SECS: u64 = 8 * 60 * 60;
+/// docs/design.md: the step-up window is eight hours.
+pub(crate) const DEFAULT_MFA_MAX_AGE_SECS: u64 = 8 * 60 * 60;
 
 /// argon2id hashes at once unless configured: one, so a burst of sign-ins
 /// queues instead of taking auth over 64 MB resident (19 MiB per hash).
-pub const DEFAULT_PASSWORD_HASHES_AT_ONCE: usize = 1;
-/// DESIGN.md: access tokens live minutes (default 10).
-pub const DEFAULT_ACCESS_TOKEN_TTL_SECS: u64 = 10 * 60;
+pub(crate) const DEFAULT_PASSWORD_HASHES_AT_ONCE: usize = 1;
+/// docs/design.md: access tokens live minutes (default 10).
+pub(crate) const DEFAULT_ACCESS_TOKEN_TTL_SECS: u64 = 10 * 60;
 /// A session outlives its step-up window by a working day.
-pub const DEFAULT_SESSION_TTL_SECS: u64 = 12 * 60 * 60;
+pub(crate) const DEFAULT_SESSION_TTL_SECS: u64 = 12 * 60 * 60;
 /// A TOTP enrollment must be confirmed within ten minutes.
-pub const ENROLLMENT_TTL_SECS: i64 = 10 * 60;
-/// DESIGN.md "Lockout": 5 consecutive wrong codes lock the factor for 15
+pub(crate) const ENROLLMENT_TTL_SECS: i64 = 10 * 60;
+/// docs/design.md "Lockout": 5 consecutive wrong codes lock the factor for 15
 /// minutes, doubling on each further lock up to 24 hours.
-pub const LOCKOUT: LockoutPolicy = LockoutPolicy {
+pub(crate) const LOCKOUT: LockoutPolicy = LockoutPolicy {
     max_failures: 5,
     first_lock: Duration::from_secs(15 * 60),
     max_lock: Duration::from_secs(24 * 60 * 60),
 };
 
-/// DESIGN.md "SMS": a code is valid 5 minutes and allows 5 tries.
-pub const SMS_CODE_TTL_SECS: i64 = 5 * 60;
-pub const SMS_CODE_MAX_TRIES: u32 = 5;
+/// docs/design.md "SMS": a code is valid 5 minutes and allows 5 tries.
+pub(crate) const SMS_CODE_TTL_SECS: i64 = 5 * 60;
+pub(crate) const SMS_CODE_MAX_TRIES: u32 = 5;
 
-/// Sending limits against SMS pumping and cost (DESIGN.md "SMS": resend
+/// Sending limits against SMS pumping and cost (docs/design.md "SMS": resend
 /// cooldown, hourly and daily caps per user and per number, a global cap).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SmsLimits {

@@ -25,7 +25,7 @@ use crate::sealing::DataKeys;
 use crate::store::{Method, Resealed, Store};
 
 /// Rows read and resealed per page.
-pub const DEFAULT_BATCH: u64 = 100;
+pub(crate) const DEFAULT_BATCH: u64 = 100;
 
 /// What each data key protects.
 #[derive(Debug, Clone, PartialEq, Eq)]

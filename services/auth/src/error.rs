@@ -45,7 +45,7 @@ pub enum AuthError {
     #[error("too many codes were sent ({0}); try again later")]
     SmsLimit(&'static str, Duration),
     #[error("the code could not be sent to this number")]
-    SmsUndeliverable(crate::sms::PermanentReason),
+    SmsUndeliverable(crate::factor::sms::PermanentReason),
     #[error("codes cannot be sent right now; try again shortly")]
     SmsUnavailable,
     #[error("support cannot act on their own account")]
@@ -75,6 +75,14 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// Locked out until `until`, at `now`: retry after at least a second.
+    pub(crate) fn locked_out(until: i64, now: i64) -> Self {
+        let secs = u64::try_from(until.saturating_sub(now)).unwrap_or(0).max(1);
+        AuthError::LockedOut {
+            retry_after: Duration::from_secs(secs),
+        }
+    }
+
     /// One invalid field.
     pub fn invalid(field: &'static str, description: impl Into<String>) -> Self {
         AuthError::Invalid(vec![(field, description.into())])

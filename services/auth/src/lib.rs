@@ -1,25 +1,30 @@
 //! padlock's auth service: users and primary sign-in, sessions, second-factor
 //! enrollment and verification, signing keys and JWKS, support, and the auth
 //! audit trail. `main.rs` is a thin shell around [`open`] and [`serve`], so
-//! tests can start the whole service in-process.
+//! tests can start the whole service in-process; [`routes`] serves the same
+//! RPCs without a listener.
+//!
+//! Layers: `grpc` (one module per service: validate, call, answer) ->
+//! `factor` (the second factors behind one trait, and their use cases:
+//! enrollment, code checks, SMS sending) -> `store` (every rule that must
+//! hold under concurrency, as a statement in the database). `sealing` keeps
+//! secrets sealed at rest; `app` holds the state a request needs.
 
-pub mod app;
-pub mod codes;
+pub(crate) mod app;
 pub mod config;
 pub mod data_keys;
 pub mod error;
+pub(crate) mod factor;
 pub mod grpc;
 pub mod import;
+mod harness;
 pub mod key_files;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod password;
-pub mod phone;
 pub mod rules;
 pub mod sealing;
-pub mod sms;
 pub mod store;
 pub mod throttle;
-pub mod totp;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -35,6 +40,9 @@ use tokio::net::TcpListener;
 
 pub use app::{App, KeySource};
 pub use config::Settings;
+pub use factor::sms::{self, phone};
+pub use factor::totp;
+pub use harness::SessionTokens;
 
 /// Everything needed to open the service's state.
 #[derive(Debug, Clone)]
@@ -126,7 +134,7 @@ pub async fn migrate(options: &Options) -> anyhow::Result<()> {
 
 /// The auth audit trail as its checkpoints name it: the table of the
 /// store's chain (`store/audit_chain.rs`).
-pub const AUDIT_TRAIL: checkpoint::Trail = checkpoint::Trail {
+pub(crate) const AUDIT_TRAIL: checkpoint::Trail = checkpoint::Trail {
     service: "padlock-auth",
     table: "audit_events",
 };
@@ -229,27 +237,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let (health, routes) = server::base_routes(padlock_proto::AUTH_DESCRIPTOR_SET)?;
-    let routes = routes
-        .add_service(
-            SessionServiceServer::new(grpc::session::Sessions(app.clone()))
-                .max_decoding_message_size(server::MAX_REQUEST_MESSAGE_BYTES)
-                .max_encoding_message_size(server::MAX_RESPONSE_MESSAGE_BYTES),
-        )
-        .add_service(
-            TwoFactorServiceServer::new(grpc::two_factor::TwoFactor(app.clone()))
-                .max_decoding_message_size(server::MAX_REQUEST_MESSAGE_BYTES)
-                .max_encoding_message_size(server::MAX_RESPONSE_MESSAGE_BYTES),
-        )
-        .add_service(
-            KeyServiceServer::new(grpc::keys::Keys(app.clone()))
-                .max_decoding_message_size(server::MAX_REQUEST_MESSAGE_BYTES)
-                .max_encoding_message_size(server::MAX_RESPONSE_MESSAGE_BYTES),
-        )
-        .add_service(
-            SupportServiceServer::new(grpc::support::Support(app.clone()))
-                .max_decoding_message_size(server::MAX_REQUEST_MESSAGE_BYTES)
-                .max_encoding_message_size(server::MAX_RESPONSE_MESSAGE_BYTES),
-        );
+    let routes = add_services(routes, &app);
     health
         .set_serving::<SessionServiceServer<grpc::session::Sessions>>()
         .await;
@@ -282,6 +270,38 @@ pub async fn serve(
     };
     server::serve(listener, routes, limits, shutdown).await?;
     Ok(())
+}
+
+/// Every auth gRPC service on `app`, without health or reflection: what
+/// [`serve`] serves, for calling in-process (the fuzz harness).
+pub fn routes(app: &App) -> tonic::service::Routes {
+    add_services(tonic::service::Routes::default(), app)
+}
+
+/// `routes` with every auth service added, each held to the request and
+/// response size limits.
+fn add_services(routes: tonic::service::Routes, app: &App) -> tonic::service::Routes {
+    routes
+        .add_service(
+            SessionServiceServer::new(grpc::session::Sessions(app.clone()))
+                .max_decoding_message_size(server::MAX_REQUEST_MESSAGE_BYTES)
+                .max_encoding_message_size(server::MAX_RESPONSE_MESSAGE_BYTES),
+        )
+        .add_service(
+            TwoFactorServiceServer::new(grpc::two_factor::TwoFactor(app.clone()))
+                .max_decoding_message_size(server::MAX_REQUEST_MESSAGE_BYTES)
+                .max_encoding_message_size(server::MAX_RESPONSE_MESSAGE_BYTES),
+        )
+        .add_service(
+            KeyServiceServer::new(grpc::keys::Keys(app.clone()))
+                .max_decoding_message_size(server::MAX_REQUEST_MESSAGE_BYTES)
+                .max_encoding_message_size(server::MAX_RESPONSE_MESSAGE_BYTES),
+        )
+        .add_service(
+            SupportServiceServer::new(grpc::support::Support(app.clone()))
+                .max_decoding_message_size(server::MAX_REQUEST_MESSAGE_BYTES)
+                .max_encoding_message_size(server::MAX_RESPONSE_MESSAGE_BYTES),
+        )
 }
 
 /// The configured database, or SQLite in the data directory.

@@ -1,7 +1,7 @@
 //! Throttling password guesses on `SignIn`, per username and per client
 //! address, apart from the second-factor lockout: nothing here reads or
 //! writes a factor, so guessing passwords can never lock anyone out of
-//! their second factor (DESIGN.md "Lockout (separate from password
+//! their second factor (docs/design.md "Lockout (separate from password
 //! failures)").
 //!
 //! The counters live in the database (`store::throttle`), so replicas share
@@ -68,7 +68,7 @@ pub const PER_ADDRESS: ThrottlePolicy = ThrottlePolicy {
 
 /// How long an address a user signed in from counts as theirs: a month
 /// covers the places someone works from without keeping them forever.
-pub const KNOWN_ADDRESS_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+pub(crate) const KNOWN_ADDRESS_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 /// The peers whose [`CLIENT_IP`] auth believes: the gateway's
 /// addresses (`--trusted-proxies`; none by default). From anyone else the
@@ -95,7 +95,7 @@ impl TrustedProxies {
     /// The address a sign-in comes from: the metadata when `peer` is a
     /// trusted proxy and names a valid address, otherwise `peer` itself
     /// (`None` only without a TCP connection, e.g. in-process calls).
-    pub fn client_address(
+    pub(crate) fn client_address(
         &self,
         peer: Option<SocketAddr>,
         metadata: &MetadataMap,
@@ -169,7 +169,7 @@ fn address_group(ip: IpAddr) -> String {
 /// One sign-in attempt, counted in its buckets until the password check
 /// says how it went.
 #[derive(Debug)]
-pub struct SignInAttempt {
+pub(crate) struct SignInAttempt {
     /// `user:NAME`, or `known:HASH` from a known address.
     account: String,
     address: Option<String>,
@@ -180,7 +180,7 @@ pub struct SignInAttempt {
 impl SignInAttempt {
     /// Counts an attempt for `username` from `client` at `now`, before the
     /// password is looked at; `SignInThrottled` when a bucket makes it wait.
-    pub async fn admit(
+    pub(crate) async fn admit(
         store: &Store,
         username: &str,
         client: Option<IpAddr>,
@@ -227,7 +227,7 @@ impl SignInAttempt {
 
     /// The password was right: the username's bucket starts over and the
     /// address is remembered for the user.
-    pub async fn succeeded(self, store: &Store, now: i64) -> Result<()> {
+    pub(crate) async fn succeeded(self, store: &Store, now: i64) -> Result<()> {
         let ttl = i64::try_from(KNOWN_ADDRESS_TTL.as_secs()).unwrap_or(i64::MAX);
         let known_until = now.saturating_add(ttl);
         store

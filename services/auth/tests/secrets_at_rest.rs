@@ -23,7 +23,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use common::{Harness, base32_decode, bearer};
-use padlock_auth::app::KeySource;
+use padlock_auth::KeySource;
 use padlock_auth::data_keys::{key_use, reseal_all};
 use padlock_auth::key_files::{KeyFileState, SealedKeyFiles, Upgrade};
 use padlock_auth::sealing::{DataKeySource, DataKeys};

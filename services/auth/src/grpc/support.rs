@@ -16,20 +16,20 @@ use crate::error::{AuthError, Result};
 use crate::store::{AuditEvent, AuditQuery, Outcome, StoreError, User};
 
 /// The role that may use this service.
-pub const SUPPORT_ROLE: &str = "support";
+pub(crate) const SUPPORT_ROLE: &str = "support";
 
 /// Roles only an operator on the server hands out (`users add --role`):
 /// support resets other people's second factors, an operator names who
 /// reaches an app's production. Support cannot mint either.
-pub const SERVER_ONLY_ROLES: [&str; 2] = [SUPPORT_ROLE, "operator"];
+pub(crate) const SERVER_ONLY_ROLES: [&str; 2] = [SUPPORT_ROLE, "operator"];
 
 /// How recently a support person must have verified their own second
 /// factor in this session: one hour, shorter than the eight hours of a
 /// deploy, because every support action changes or reads someone else's
 /// account (like `sudo`'s short window).
-pub const SUPPORT_MAX_AGE_SECS: i64 = 60 * 60;
+pub(crate) const SUPPORT_MAX_AGE_SECS: i64 = 60 * 60;
 /// Roles are short lowercase words.
-pub const MAX_ROLES: usize = 8;
+pub(crate) const MAX_ROLES: usize = 8;
 
 #[derive(Debug, Clone)]
 pub struct Support(pub App);
@@ -101,8 +101,8 @@ pub async fn create_user(
 }
 
 /// Audit pages: 100 by default, 1000 at most.
-pub const DEFAULT_AUDIT_PAGE: u32 = 100;
-pub const MAX_AUDIT_PAGE: u32 = 1000;
+pub(crate) const DEFAULT_AUDIT_PAGE: u32 = 100;
+pub(crate) const MAX_AUDIT_PAGE: u32 = 1000;
 
 impl Support {
     async fn user(&self, username: &str) -> Result<User> {
@@ -414,11 +414,11 @@ impl SupportService for Support {
 }
 
 /// The audit kind of a factor reset, whose detail starts with its ticket.
-pub const RESET_KIND: &str = "factor_reset";
+pub(crate) const RESET_KIND: &str = "factor_reset";
 
 /// The ticket an audit detail starts with (`ticket=CHG1 ...`), or "".
 /// Tickets hold no spaces ([`check_ticket`]), so the first word is it.
-pub fn ticket_of(detail: &str) -> &str {
+pub(crate) fn ticket_of(detail: &str) -> &str {
     detail
         .strip_prefix("ticket=")
         .and_then(|rest| rest.split(' ').next())

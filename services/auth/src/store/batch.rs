@@ -12,7 +12,7 @@ use super::{Result, StoreError};
 
 /// Requests served at once at most: a bound on one query or transaction,
 /// far above the requests a server runs at once.
-pub const MAX_BATCH: usize = 512;
+pub(crate) const MAX_BATCH: usize = 512;
 
 /// Requests waiting at most; more wait to be queued, which is
 /// back-pressure, not memory growth.
@@ -25,7 +25,7 @@ struct Job<Q, A> {
 
 /// Hands requests to the task; cheap to clone. The task ends when every
 /// handle is gone.
-pub struct Batcher<Q, A> {
+pub(crate) struct Batcher<Q, A> {
     jobs: mpsc::Sender<Job<Q, A>>,
 }
 

@@ -1,6 +1,8 @@
 //! Code checks: every `Verify` and `ConfirmEnrollment`, TOTP and SMS, in
 //! batches, each batch one transaction that takes a try before it
-//! compares a code (DESIGN.md "Second factors", "Lockout").
+//! compares a code (docs/design.md "Second factors", "Lockout"). Callers
+//! see one call, [`CodeChecks::check`] (`crate::factor::check` makes it):
+//! the batching below is this module's own.
 //!
 //! One task, [`CodeChecks`], takes every check waiting (`Batcher`), reads
 //! their sessions, users and factors in one query, and then, in one
@@ -10,7 +12,7 @@
 //!    one check per user, in arrival order, so that a user's checks in one
 //!    batch go as if they had come one after another;
 //! 2. compares the code of each check that got a try, and only those, with
-//!    the factor as its reservation returned it (`codes::compare`); a check
+//!    the factor as its reservation returned it (`factor::compare`); a check
 //!    that got no try is refused as locked, its code never compared;
 //! 3. records each outcome: a right code as used, resetting the lockout,
 //!    with the session's step-up (`accept`); a wrong one keeps its try (the
@@ -50,8 +52,8 @@ use super::{
     AuditEvent, Factor, FactorState, Method, Outcome, Result, Session, SessionContext, Store,
     StoreError, User, audit_chain,
 };
-use crate::codes::{self, Compared};
-use crate::config::{LOCKOUT, SMS_CODE_MAX_TRIES};
+use crate::config::LOCKOUT;
+use crate::factor::{self, Compared, SingleUse};
 use crate::sealing::DataKeys;
 
 /// Which factor a code is for.
@@ -122,7 +124,7 @@ pub enum Refusal {
     CodeExpired,
     /// The SMS code's tries are used up.
     CodeExhausted,
-    /// The factor's secret could not be read (`codes::Unreadable`).
+    /// The factor's secret could not be read (`factor::Unreadable`).
     Unreadable,
 }
 
@@ -316,17 +318,10 @@ impl Batch {
                     }
                     self.wrong(r, &factor);
                 }
-                Ok(Compared::TotpStep(step)) => right.push(Right {
+                Ok(Compared::Right(used)) => right.push(Right {
                     ready: r,
                     method: factor.method,
-                    step: Some(step),
-                    code_hash: None,
-                }),
-                Ok(Compared::SmsCode(hash)) => right.push(Right {
-                    ready: r,
-                    method: factor.method,
-                    step: None,
-                    code_hash: Some(hash),
+                    used,
                 }),
             }
         }
@@ -455,15 +450,15 @@ fn as_read<'a>(
         let outcome = CodeOutcome::Locked { until };
         return Err(Box::new(Checked { method, outcome }));
     }
-    sms_code_waiting(factor, check.now).map_err(|r| refused(method, r))?;
+    factor::comparable(factor, check.now).map_err(|r| refused(method, r))?;
     Ok((session, user, factor))
 }
 
 /// What `check`'s code is for `factor`, the one the check is for, as its
 /// try left it.
 fn compare(check: &CodeCheck, factor: &Factor) -> std::result::Result<Compared, Refusal> {
-    sms_code_waiting(factor, check.now)?;
-    codes::compare(&check.keys, factor, check.code.expose(), check.now)
+    factor::comparable(factor, check.now)?;
+    factor::compare(&check.keys, factor, check.code.expose(), check.now)
         .map_err(|_| Refusal::Unreadable)
 }
 
@@ -497,28 +492,12 @@ fn missing(purpose: &Purpose) -> Refusal {
     }
 }
 
-/// For an SMS factor, a code waiting, within its five minutes, with tries
-/// left (DESIGN.md "SMS").
-fn sms_code_waiting(factor: &Factor, now: i64) -> std::result::Result<(), Refusal> {
-    if factor.method != Method::Sms {
-        return Ok(());
-    }
-    match &factor.code {
-        Some(code) if code.expires_at <= now => Err(Refusal::CodeExpired),
-        Some(code) if code.tries >= SMS_CODE_MAX_TRIES => Err(Refusal::CodeExhausted),
-        Some(_) => Ok(()),
-        None => Err(Refusal::CodeExpired),
-    }
-}
-
 /// A right code, to record.
 struct Right<'r> {
     ready: &'r Ready<'r>,
     method: Method,
-    /// TOTP: the time step the code matched.
-    step: Option<i64>,
-    /// SMS: the MAC of the code waiting.
-    code_hash: Option<String>,
+    /// What the code uses up.
+    used: SingleUse,
 }
 
 impl Right<'_> {
@@ -528,8 +507,14 @@ impl Right<'_> {
             user_id: &check.user_id,
             session_id: &check.session_id,
             method: self.method,
-            step: self.step,
-            code_hash: self.code_hash.as_deref(),
+            step: match self.used {
+                SingleUse::Step(step) => Some(step),
+                SingleUse::Code(_) => None,
+            },
+            code_hash: match &self.used {
+                SingleUse::Step(_) => None,
+                SingleUse::Code(hash) => Some(hash),
+            },
             enrollment_id: match &check.purpose {
                 Purpose::Verify => None,
                 Purpose::Confirm { enrollment_id } => Some(enrollment_id),

@@ -1,4 +1,4 @@
-//! The lockout rule, written once (DESIGN.md "Lockout"; the numbers are
+//! The lockout rule, written once (docs/design.md "Lockout"; the numbers are
 //! `config::LOCKOUT`).
 //!
 //! The invariant: a code is compared only under a try that
@@ -112,7 +112,7 @@ pub(super) async fn give_back_tries(
 }
 
 /// Counts a wrong try of the SMS code `code_hash` on each user's factor
-/// (DESIGN.md "SMS": at most 5 tries per code), if it is still the code
+/// (docs/design.md "SMS": at most 5 tries per code), if it is still the code
 /// waiting.
 pub(super) async fn count_sms_code_tries(
     txn: &impl ConnectionTrait,

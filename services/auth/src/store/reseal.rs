@@ -37,7 +37,7 @@ pub struct Resealed {
 
 impl Store {
     /// How many factor secrets each data key id seals.
-    pub async fn secrets_per_key(&self) -> Result<BTreeMap<String, u64>> {
+    pub(crate) async fn secrets_per_key(&self) -> Result<BTreeMap<String, u64>> {
         let rows: Vec<(String, i64)> = factor::Entity::find()
             .select_only()
             .column(factor::Column::SecretKeyId)
@@ -51,7 +51,7 @@ impl Store {
 
     /// How many SMS codes that can still be entered at `now` each key id
     /// MACs.
-    pub async fn live_codes_per_key(&self, now: i64) -> Result<BTreeMap<String, u64>> {
+    pub(crate) async fn live_codes_per_key(&self, now: i64) -> Result<BTreeMap<String, u64>> {
         let rows: Vec<(Option<String>, i64)> = factor::Entity::find()
             .select_only()
             .column(factor::Column::CodeKeyId)

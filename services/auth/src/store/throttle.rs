@@ -23,7 +23,7 @@ pub struct ThrottlePolicy {
 
 impl ThrottlePolicy {
     /// Seconds to wait after the `n`-th counted attempt.
-    pub fn delay_after(&self, n: u32) -> i64 {
+    pub(crate) fn delay_after(&self, n: u32) -> i64 {
         let max = secs(self.max_delay);
         match n.checked_sub(self.free) {
             None => 0,
@@ -59,7 +59,7 @@ fn secs(d: Duration) -> i64 {
 
 /// Whether an attempt was counted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reservation {
+pub(crate) enum Reservation {
     Counted,
     /// `bucket` makes attempts wait until `until`; nothing was counted.
     Throttled {
@@ -113,7 +113,7 @@ impl Store {
     /// nothing, while the address waits; otherwise counted in `account`
     /// unless its wait is not over. Counting the account first means
     /// parallel guesses at one username cannot get past its budget.
-    pub async fn reserve_sign_in(
+    pub(crate) async fn reserve_sign_in(
         &self,
         account: &str,
         address: Option<&str>,
@@ -144,7 +144,7 @@ impl Store {
 
     /// Counts a wrong password against `address`; forgotten buckets go
     /// while we are at it (they would count from 1 again anyway).
-    pub async fn count_sign_in_failure(
+    pub(crate) async fn count_sign_in_failure(
         &self,
         address: &str,
         policy: ThrottlePolicy,
@@ -165,7 +165,7 @@ impl Store {
     /// After a right password: `account` starts over and `known` (key,
     /// until) remembers the address for the user. Expired memories go at
     /// the same time.
-    pub async fn sign_in_succeeded(
+    pub(crate) async fn sign_in_succeeded(
         &self,
         account: &str,
         known: Option<(&str, i64)>,
@@ -197,7 +197,7 @@ impl Store {
     }
 
     /// Whether the user signed in from this address and it still counts.
-    pub async fn sign_in_address_known(&self, key: &str, now: i64) -> Result<bool> {
+    pub(crate) async fn sign_in_address_known(&self, key: &str, now: i64) -> Result<bool> {
         Ok(known_address::Entity::find_by_id(key.to_owned())
             .one(&self.db)
             .await?
@@ -258,7 +258,7 @@ pub mod migration {
     use sea_orm_migration::schema::*;
 
     /// `sign_in_throttles` and `sign_in_known_addresses`.
-    pub struct SignInThrottles;
+    pub(crate) struct SignInThrottles;
 
     impl MigrationName for SignInThrottles {
         fn name(&self) -> &str {

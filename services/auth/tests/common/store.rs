@@ -216,7 +216,7 @@ pub async fn sms_enrolled(store: &Store, keys: &Arc<DataKeys>, id: &str) -> Stri
 /// cooldown or limits: returns it. Codes differ from one call to the next.
 pub async fn send_sms_code(store: &Store, keys: &DataKeys, id: &str, now: i64) -> String {
     let code = format!("{:06}", (now % 1_000_000 + 424_242) % 1_000_000);
-    let material = padlock_auth::codes::sms_code_material(id, &code);
+    let material = padlock_auth::sms::code_material(id, &code);
     let (key_id, tag) = keys.mac(&material);
     let pending = PendingCode {
         hash: hex::encode(tag),

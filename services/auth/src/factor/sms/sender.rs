@@ -1,9 +1,7 @@
-//! Sending SMS codes, behind one trait. The production sender speaks
-//! Twilio Programmable Messaging (`twilio`); the development sender only
-//! logs (`log`). Nothing else in the service knows Twilio exists.
-
-pub mod log;
-pub mod twilio;
+//! Sending SMS codes, behind one trait ([`SmsSender`]). The production
+//! sender speaks Twilio Programmable Messaging (`twilio`); the development
+//! sender only logs (`log`); tests plug in their own. Nothing else in the
+//! service knows Twilio exists.
 
 use std::fmt;
 use std::time::Instant;
@@ -31,7 +29,7 @@ pub enum PermanentReason {
 
 impl PermanentReason {
     /// The `ErrorInfo.reason` a client sees.
-    pub fn as_reason(self) -> Reason {
+    pub(crate) fn as_reason(self) -> Reason {
         match self {
             PermanentReason::InvalidNumber => Reason::PhoneNumberInvalid,
             PermanentReason::Unsubscribed => Reason::PhoneNumberUnsubscribed,
@@ -78,7 +76,7 @@ pub trait SmsSender: Send + Sync + fmt::Debug {
 
 /// The text of a code message: short, names the product and the code, and
 /// says not to share it.
-pub fn code_message(code: &str) -> String {
+pub(crate) fn code_message(code: &str) -> String {
     format!(
         "{code} is your padlock verification code. Never share it: padlock staff will never ask for it."
     )
@@ -87,7 +85,7 @@ pub fn code_message(code: &str) -> String {
 /// No sender configured: every send fails as misconfigured, so SMS
 /// enrollment is refused with a reason operators recognise.
 #[derive(Debug, Default)]
-pub struct Unconfigured;
+pub(crate) struct Unconfigured;
 
 #[async_trait::async_trait]
 impl SmsSender for Unconfigured {
