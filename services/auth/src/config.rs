@@ -14,7 +14,8 @@ use crate::throttle::TrustedProxies;
 /// auth's gRPC port (docs/design.md "Ports and command lines").
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 /// docs/design.md: the step-up window is eight hours.
-pub(crate) const DEFAULT_MFA_MAX_AGE_SECS: u64 = 8 * 60 * 60;
+pub(crate) const DEFAULT_MFA_MAX_AGE_SECS: u64 =
+    padlock_token::MaxAge::DEFAULT.secs().unsigned_abs();
 
 /// argon2id hashes at once unless configured: one, so a burst of sign-ins
 /// queues instead of taking auth over 64 MB resident (19 MiB per hash).

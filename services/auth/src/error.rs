@@ -13,7 +13,7 @@ use crate::store::StoreError;
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("invalid request")]
-    Invalid(Vec<(&'static str, String)>),
+    Invalid(Violations),
     #[error("missing, malformed or expired access token")]
     TokenInvalid,
     #[error("wrong username or password")]
@@ -85,7 +85,9 @@ impl AuthError {
 
     /// One invalid field.
     pub fn invalid(field: &'static str, description: impl Into<String>) -> Self {
-        AuthError::Invalid(vec![(field, description.into())])
+        let mut violations = Violations::new();
+        violations.add(field, description);
+        AuthError::Invalid(violations)
     }
 }
 
@@ -95,13 +97,10 @@ impl From<AuthError> for Status {
         let message = err.to_string();
         let refusal = |code, reason| status::refusal(code, reason, message.clone(), []);
         match err {
-            Invalid(fields) => {
-                let mut v = Violations::new();
-                for (field, description) in fields {
-                    v.add(field, description);
-                }
-                v.into_result().err().unwrap_or_else(status::internal)
-            }
+            Invalid(violations) => violations
+                .into_result()
+                .err()
+                .unwrap_or_else(status::internal),
             TokenInvalid => refusal(Code::Unauthenticated, Reason::TokenInvalid),
             CredentialsInvalid => refusal(Code::Unauthenticated, Reason::CredentialsInvalid),
             SignInThrottled { retry_after } => status::retry_later(

@@ -368,12 +368,12 @@ fn parse_line(line: usize, text: &str) -> Result<Entry, Vec<LineError>> {
     if let Err(AuthError::Invalid(fields)) =
         crate::grpc::support::validate_new_user(&username, checked_password, &roles)
     {
-        for (field, problem) in fields {
+        for (field, problem) in fields.iter() {
             // A missing or mistyped username was reported already.
             if field == "username" && !matches!(object.get("username"), Some(Value::String(_))) {
                 continue;
             }
-            bad(field, &problem);
+            bad(field, problem);
         }
     }
     roles.sort();

@@ -184,7 +184,7 @@ async fn a_bad_file_writes_nothing_and_names_line_and_field() {
             "line 3: password_hash: not an argon2id PHC string",
             "line 4: totp.secret: shorter than 128 bits",
             "line 5: totp.secret: not base32",
-            "line 6: username: only letters, digits",
+            "line 6: username: 1 to 64 of letters, digits",
             "line 6: roles: each role is 1 to 32 of a-z and _",
             "line 7: username: taken",
             "line 8: username: also on line 1",

@@ -9,6 +9,7 @@
 
 use padlock_proto::auth::v1::StepUpResponse;
 use padlock_runtime::Secret;
+use padlock_runtime::status::Violations;
 use tonic::metadata::MetadataMap;
 
 use super::{Method, totp};
@@ -28,17 +29,17 @@ pub(crate) async fn check_code(
     purpose: Purpose,
 ) -> Result<StepUpResponse> {
     let (claims, now) = app.bearer_claims(metadata)?;
-    let mut errors = Vec::new();
+    let mut errors = Violations::new();
     if let Purpose::Confirm { enrollment_id } = &purpose {
         if enrollment_id.is_empty() {
-            errors.push(("enrollment_id", "required".to_owned()));
+            errors.add("enrollment_id", "required");
         } else if uuid::Uuid::parse_str(enrollment_id).is_err() {
-            errors.push(("enrollment_id", "not an enrollment id".to_owned()));
+            errors.add("enrollment_id", "not an enrollment id");
         }
     }
     // Every method's codes are six digits.
     if !totp::is_well_formed(code) {
-        errors.push(("code", format!("must be {} digits", totp::DIGITS)));
+        errors.add("code", format!("must be {} digits", totp::DIGITS));
     }
     finish(errors)?;
 

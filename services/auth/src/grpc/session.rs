@@ -1,6 +1,7 @@
 //! `SessionService`: primary sign-in with a password (throttled per
 //! username and client address, `crate::throttle`), refresh, sign-out.
 
+use padlock_runtime::status::Violations;
 use std::net::IpAddr;
 
 use padlock_proto::auth::v1::{
@@ -32,12 +33,12 @@ impl Sessions {
     /// Signs in `req` from `client`. The attempt is counted before the
     /// password is checked; a throttled one runs no argon2 and writes nothing.
     async fn sign_in(&self, client: Option<IpAddr>, req: SignInRequest) -> Result<SignInResponse> {
-        let mut errors = Vec::new();
+        let mut errors = Violations::new();
         check_username("username", &req.username, &mut errors);
         if req.password.is_empty() {
-            errors.push(("password", "required".into()));
+            errors.add("password", "required");
         } else if req.password.len() > MAX_PASSWORD_LEN {
-            errors.push(("password", format!("at most {MAX_PASSWORD_LEN} bytes")));
+            errors.add("password", format!("at most {MAX_PASSWORD_LEN} bytes"));
         }
         finish(errors)?;
 

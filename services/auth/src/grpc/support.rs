@@ -7,6 +7,7 @@ use padlock_proto::auth::v1::{
     UnlockRequest, UnlockResponse, User as UserMessage, UserFactor,
     support_service_server::SupportService,
 };
+use padlock_runtime::status::Violations;
 use tonic::{Request, Response, Status};
 
 use super::session::user_message;
@@ -27,7 +28,7 @@ pub(crate) const SERVER_ONLY_ROLES: [&str; 2] = [SUPPORT_ROLE, "operator"];
 /// factor in this session: one hour, shorter than the eight hours of a
 /// deploy, because every support action changes or reads someone else's
 /// account (like `sudo`'s short window).
-pub(crate) const SUPPORT_MAX_AGE_SECS: i64 = 60 * 60;
+pub(crate) const SUPPORT_MAX_AGE_SECS: i64 = padlock_token::MaxAge::SUPPORT.secs();
 /// Roles are short lowercase words.
 pub(crate) const MAX_ROLES: usize = 8;
 
@@ -36,24 +37,24 @@ pub struct Support(pub App);
 
 /// Checks a new user's fields.
 pub fn validate_new_user(username: &str, password: &str, roles: &[String]) -> Result<()> {
-    let mut errors = Vec::new();
+    let mut errors = Violations::new();
     check_username("username", username, &mut errors);
     let chars = password.chars().count();
     if chars < MIN_PASSWORD_LEN {
-        errors.push((
+        errors.add(
             "password",
             format!("at least {MIN_PASSWORD_LEN} characters"),
-        ));
+        );
     } else if password.len() > MAX_PASSWORD_LEN {
-        errors.push(("password", format!("at most {MAX_PASSWORD_LEN} bytes")));
+        errors.add("password", format!("at most {MAX_PASSWORD_LEN} bytes"));
     }
     if roles.len() > MAX_ROLES {
-        errors.push(("roles", format!("at most {MAX_ROLES} roles")));
+        errors.add("roles", format!("at most {MAX_ROLES} roles"));
     }
     if roles.iter().any(|r| {
         r.is_empty() || r.len() > 32 || !r.chars().all(|c| c.is_ascii_lowercase() || c == '_')
     }) {
-        errors.push(("roles", "each role is 1 to 32 of a-z and _".into()));
+        errors.add("roles", "each role is 1 to 32 of a-z and _");
     }
     finish(errors)
 }
@@ -212,7 +213,7 @@ impl SupportService for Support {
             .support_caller(request.metadata(), "support_create_user")
             .await?;
         let req = request.into_inner();
-        let mut errors = Vec::new();
+        let mut errors = Violations::new();
         check_ticket(&req.ticket, &mut errors);
         finish(errors)?;
         if let Some(role) = req
@@ -244,7 +245,7 @@ impl SupportService for Support {
             .support_caller(request.metadata(), "support_reset_factor")
             .await?;
         let req = request.into_inner();
-        let mut errors = Vec::new();
+        let mut errors = Violations::new();
         check_username("username", &req.username, &mut errors);
         check_ticket(&req.ticket, &mut errors);
         check_text("reason", &req.reason, true, &mut errors);
@@ -277,7 +278,7 @@ impl SupportService for Support {
             .support_caller(request.metadata(), "support_unlock")
             .await?;
         let req = request.into_inner();
-        let mut errors = Vec::new();
+        let mut errors = Violations::new();
         check_username("username", &req.username, &mut errors);
         check_ticket(&req.ticket, &mut errors);
         finish(errors)?;
@@ -309,7 +310,7 @@ impl SupportService for Support {
             .support_caller(request.metadata(), "support_get_user_factor")
             .await?;
         let req = request.into_inner();
-        let mut errors = Vec::new();
+        let mut errors = Violations::new();
         check_username("username", &req.username, &mut errors);
         finish(errors)?;
         let user = self.user(&req.username).await?;
@@ -336,25 +337,22 @@ impl SupportService for Support {
         self.support_caller(request.metadata(), "support_list_audit_events")
             .await?;
         let req = request.into_inner();
-        let mut errors = Vec::new();
+        let mut errors = Violations::new();
         if !req.username.is_empty() {
             check_username("username", &req.username, &mut errors);
         }
         if req.kind.len() > 48 || !req.kind.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
-            errors.push((
-                "kind",
-                "an event kind such as verify or factor_reset".into(),
-            ));
+            errors.add("kind", "an event kind such as verify or factor_reset");
         }
         if req.page_size > MAX_AUDIT_PAGE {
-            errors.push(("page_size", format!("at most {MAX_AUDIT_PAGE}")));
+            errors.add("page_size", format!("at most {MAX_AUDIT_PAGE}"));
         }
         let before_id = match req.page_token.as_str() {
             "" => None,
             token => match token.parse::<i64>() {
                 Ok(id) if id > 0 => Some(id),
                 _ => {
-                    errors.push(("page_token", "not a token from an earlier page".into()));
+                    errors.add("page_token", "not a token from an earlier page");
                     None
                 }
             },
@@ -364,7 +362,7 @@ impl SupportService for Support {
         if let (Some(since), Some(until)) = (since, until)
             && since >= until
         {
-            errors.push(("until", "must be after since".into()));
+            errors.add("until", "must be after since");
         }
         finish(errors)?;
         let subject = match req.username.as_str() {
@@ -426,30 +424,25 @@ pub(crate) fn ticket_of(detail: &str) -> &str {
 }
 
 /// Ticket references look like `CHG0012345` or `INC-42`.
-fn check_ticket(ticket: &str, errors: &mut Vec<(&'static str, String)>) {
+fn check_ticket(ticket: &str, errors: &mut Violations) {
     let ok = !ticket.is_empty()
         && ticket.len() <= 64
         && ticket
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '#' | '.'));
     if !ok {
-        errors.push((
+        errors.add(
             "ticket",
-            "a ticket reference such as CHG0012345 is required".into(),
-        ));
+            "a ticket reference such as CHG0012345 is required",
+        );
     }
 }
 
 /// Free text for the audit trail: printable, bounded.
-fn check_text(
-    field: &'static str,
-    text: &str,
-    required: bool,
-    errors: &mut Vec<(&'static str, String)>,
-) {
+fn check_text(field: &'static str, text: &str, required: bool, errors: &mut Violations) {
     if required && text.trim().is_empty() {
-        errors.push((field, "required".into()));
+        errors.add(field, "required");
     } else if text.len() > 500 || text.chars().any(char::is_control) {
-        errors.push((field, "at most 500 printable characters".into()));
+        errors.add(field, "at most 500 printable characters");
     }
 }

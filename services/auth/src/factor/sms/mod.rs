@@ -11,6 +11,7 @@ pub mod phone;
 mod sender;
 pub mod twilio;
 
+use padlock_runtime::status::Violations;
 use std::time::{Duration, Instant};
 
 use padlock_proto::auth::v1::{SendSmsCodeResponse, StartSmsEnrollmentResponse};
@@ -50,10 +51,10 @@ impl Factor for Sms {
         _caller: &Caller,
         number: String,
     ) -> Result<(Enrollment, Self::Prepared)> {
-        let mut errors = Vec::new();
+        let mut errors = Violations::new();
         let parsed = PhoneNumber::parse(&number);
         if let Err(e) = &parsed {
-            errors.push(("phone_number", e.to_string()));
+            errors.add("phone_number", e.to_string());
         }
         finish(errors)?;
         let phone = parsed.map_err(|_| AuthError::Internal)?;
