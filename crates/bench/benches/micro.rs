@@ -3,7 +3,7 @@
 //! - `token`: padlock_token's `KeyRing::generate`, `KeyRing::sign` and
 //!   `Verifier::verify`, beside a bare Ed25519 `verify_strict` of the same
 //!   signing input and signature; then the ratio bare / verify, measured
-//!   interleaved in the same process (DESIGN.md target: >= 0.8).
+//!   interleaved in the same process (docs/design.md target: >= 0.8).
 //! - `totp`: this crate's RFC 6238 code path (the load tool's
 //!   authenticator) and totp-rs, the library the auth service's own `totp`
 //!   module wraps, in the shape that module calls it (a builder per step,

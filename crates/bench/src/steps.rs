@@ -3,7 +3,7 @@
 //!
 //! The auth service accepts the code of the current step and one step
 //! either side (RFC 6238 §5.2), and only for a step later than the last one
-//! it accepted for that user (DESIGN.md "Second factors"). So at step `T` a
+//! it accepted for that user (docs/design.md "Second factors"). So at step `T` a
 //! user whose last accepted step is `L` can present the steps in
 //! `max(L + 1, T - 1) ..= T + 1`: at most three codes, and after those one
 //! new code per 30 s step. [`next_step`] picks the lowest of them, so a

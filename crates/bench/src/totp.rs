@@ -6,7 +6,7 @@
 use hmac::{Hmac, KeyInit as _, Mac as _};
 use sha1::Sha1;
 
-/// Time step in seconds. RFC 6238 §5.2 recommends 30; DESIGN.md uses it.
+/// Time step in seconds. RFC 6238 §5.2 recommends 30; docs/design.md uses it.
 pub const STEP_SECS: u64 = 30;
 /// Code length. RFC 4226 §5.3; what Google Authenticator shows.
 pub const DIGITS: u32 = 6;
@@ -125,7 +125,7 @@ mod tests {
 
     #[test]
     fn rfc6238_appendix_b_sha1_vectors() {
-        // (time, 8-digit code), RFC 6238 Appendix B, also in DESIGN.md.
+        // (time, 8-digit code), RFC 6238 Appendix B, also in docs/design.md.
         let vectors = [
             (59, "94287082"),
             (1_111_111_109, "07081804"),

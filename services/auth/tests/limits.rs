@@ -1,4 +1,4 @@
-//! Message size limits (README "Limits"): every auth request message is
+//! Message size limits (docs/design.md "Limits"): every auth request message is
 //! held to `server::MAX_REQUEST_MESSAGE_BYTES`; a larger one is refused
 //! with OUT_OF_RANGE before its handler runs, so it changes nothing, not
 //! even a factor's count of wrong attempts. So is a body that is not the

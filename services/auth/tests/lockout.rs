@@ -1,4 +1,4 @@
-//! The lockout (DESIGN.md "Lockout"), on SQLite and PostgreSQL, straight
+//! The lockout (docs/design.md "Lockout"), on SQLite and PostgreSQL, straight
 //! against the store's code checks: a try is taken in the database before
 //! a code is compared, so at most five wrong codes are compared per lock
 //! period however the codes arrive (one after another, in one batch, in
@@ -18,7 +18,7 @@ use padlock_auth::sealing::DataKeys;
 use padlock_auth::store::{CodeCheck, CodeChecks, Method, Store};
 use padlock_test_support::TestDatabase;
 
-/// DESIGN.md "Lockout": five tries, then 15 minutes, doubling up to 24 h.
+/// docs/design.md "Lockout": five tries, then 15 minutes, doubling up to 24 h.
 const TRIES: usize = 5;
 const FIRST_LOCK: i64 = 15 * 60;
 const MAX_LOCK: i64 = 24 * 3600;
@@ -338,7 +338,7 @@ async fn wrong_sms_codes_at_once_through_two_replicas_get_five_tries() {
             .collect();
         let answers = at_once(&replicas, checks).await;
         assert_five_compared(&store, "u1", &answers, db.backend, "SMS Verify").await;
-        // The code's own tries are used up too (DESIGN.md "SMS": five per code).
+        // The code's own tries are used up too (docs/design.md "SMS": five per code).
         let f = store.factor("u1").await.unwrap().unwrap();
         assert_eq!(f.code.map(|c| c.tries), Some(5));
         assert!(store.unlock("u1").await.unwrap());

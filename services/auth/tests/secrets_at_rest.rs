@@ -41,7 +41,7 @@ use padlock_token::{KeyRing, Rewrite, SigningKey};
 const SID: &str = "AC0123456789abcdef0123456789abcdef";
 const TWILIO_TOKEN: &str = "test-auth-token";
 const FROM: &str = "+15005550006";
-/// DESIGN.md "SMS": resend cooldown.
+/// docs/design.md "SMS": resend cooldown.
 const COOLDOWN: Duration = Duration::from_secs(30);
 const STEP: Duration = Duration::from_secs(30);
 

@@ -133,7 +133,7 @@ impl From<DeployError> for Status {
 
 pub type Result<T> = std::result::Result<T, DeployError>;
 
-/// "Who are you?" versus "you may not" (STYLE.md, "Errors").
+/// "Who are you?" (UNAUTHENTICATED) versus "you may not" (PERMISSION_DENIED).
 fn refusal_code(refusal: Refusal) -> Code {
     match refusal {
         Refusal::TokenInvalid | Refusal::MfaRequired | Refusal::MfaExpired => Code::Unauthenticated,

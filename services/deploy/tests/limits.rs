@@ -1,4 +1,4 @@
-//! Message size limits (README "Limits"): a request message above
+//! Message size limits (docs/design.md "Limits"): a request message above
 //! `server::MAX_REQUEST_MESSAGE_BYTES` is refused with OUT_OF_RANGE before
 //! its handler runs, so nothing is written; `PackageService` takes upload
 //! chunks up to `padlock_deploy::MAX_UPLOAD_CHUNK_BYTES`, and refuses a larger one before

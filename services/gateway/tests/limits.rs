@@ -1,4 +1,4 @@
-//! The gateway's limits (README "Limits"), over real HTTP/1.1 against fake
+//! The gateway's limits (docs/design.md "Limits"), over real HTTP/1.1 against fake
 //! backends whose handlers the test holds and releases: a backend call
 //! that gets no answer ends with 504 after the backend timeout, a request
 //! that outlives the request timeout with 504 `TIMEOUT`; beyond the

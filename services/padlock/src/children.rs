@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
-/// How long a service may take to print its ready line. DESIGN.md aims for
+/// How long a service may take to print its ready line. docs/design.md aims for
 /// 0.3 s on SQLite; a first start on a slow disk or a cold cache takes longer.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -1,11 +1,11 @@
-//! OpenTelemetry export from the real binaries (DESIGN.md "Observability"):
+//! OpenTelemetry export from the real binaries (docs/design.md "Observability"):
 //! padlock-auth, padlock-deploy and padlock-gateway export over OTLP/gRPC to
 //! a receiver in this test (opentelemetry-proto's tonic server) while an
 //! operator, stepped up with TOTP, creates an app over gRPC and a person
 //! signs in through the gateway, is refused a transport to production
 //! without a second factor, enrolls TOTP and transports. The test shows one
 //! trace across gateway -> deploy -> auth (the JWKS refresh a key rotation
-//! causes) and gateway -> auth, the metrics DESIGN.md names, JSON log lines
+//! causes) and gateway -> auth, the metrics docs/design.md names, JSON log lines
 //! naming the trace, and no password, token, TOTP secret, code or phone
 //! number in any exported span or metric. Without
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` nothing is exported.

@@ -58,7 +58,7 @@ pub const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(20);
 /// the metrics this test sees arrive with the flush at shutdown.
 pub const SPAN_DELAY_MS: &str = "100";
 pub const METRIC_INTERVAL_MS: &str = "600000";
-/// RFC 6238 §4: 30-second steps; six digits (DESIGN.md "Second factors").
+/// RFC 6238 §4: 30-second steps; six digits (docs/design.md "Second factors").
 pub const STEP_SECS: u64 = 30;
 pub const PHONE: &str = "+31612345678";
 
