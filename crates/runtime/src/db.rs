@@ -260,6 +260,30 @@ fn sqlite_busy(err: &DbErr) -> bool {
 /// How often a SQLite migration that raced another process is retried.
 const SQLITE_MIGRATION_RETRIES: u32 = 10;
 
+/// Connects with `options` and runs `M`'s pending migrations, then serves
+/// from connections opened after them. On SQLite a connection that read the
+/// schema before a migration changed it may prepare a statement against the
+/// old schema: SQLite takes a double-quoted name it cannot resolve for a
+/// string literal, so `SELECT "new_column" FROM t` yields the text
+/// `new_column` under a column named `"new_column"`, and the driver caches
+/// that statement with those column names ("no column found" on the next
+/// read by name, for as long as the connection lives). So on a SQLite file
+/// the migrations run on a pool of their own, closed before the serving
+/// pool opens. An in-memory database lives only in its pool, so it is
+/// migrated in place (nothing has read its schema yet).
+pub async fn connect_migrated<M: sea_orm_migration::MigratorTrait>(
+    url: &str,
+    options: ConnectOptions,
+) -> Result<DatabaseConnection, DbErr> {
+    let db = connect(options.clone()).await?;
+    migrate::<M>(&db).await?;
+    if db.get_database_backend() != sea_orm::DatabaseBackend::Sqlite || url.contains(":memory:") {
+        return Ok(db);
+    }
+    db.close().await?;
+    connect(options).await
+}
+
 /// Applies `M`'s pending migrations. On PostgreSQL they run in one
 /// transaction holding an advisory lock, so replicas (or `migrate` jobs)
 /// starting together on a fresh database take turns instead of failing on

@@ -330,3 +330,45 @@ async fn a_session_the_server_ends_mid_transaction_is_unavailable() {
         .expect_err("the session is gone");
     assert_eq!(classify(&err), DbFailure::Unavailable, "{err:?}");
 }
+
+/// Why [`connect_migrated`] serves from a pool opened after the
+/// migrations: a connection that read the schema before a column was added
+/// prepares `SELECT "b"` as the string literal `"b"` and keeps that
+/// statement's column names, so reading the column by name fails there,
+/// while a connection opened afterwards reads it.
+#[tokio::test]
+async fn a_connection_opened_before_a_new_column_cannot_read_it_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/t.db?mode=rwc", dir.path().display());
+    let old = connect(batch_connect_options(&url)).await.unwrap();
+    old.execute_unprepared("CREATE TABLE t (a INTEGER)")
+        .await
+        .unwrap();
+    old.execute_unprepared("INSERT INTO t (a) VALUES (1)")
+        .await
+        .unwrap();
+    let select = |column: &str| {
+        sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Sqlite,
+            format!(r#"SELECT "{column}" FROM "t""#),
+        )
+    };
+    old.query_one_raw(select("a")).await.unwrap().unwrap();
+
+    let migrating = connect(batch_connect_options(&url)).await.unwrap();
+    migrating
+        .execute_unprepared("ALTER TABLE t ADD COLUMN b INTEGER NOT NULL DEFAULT 7")
+        .await
+        .unwrap();
+    migrating.close().await.unwrap();
+
+    let row = old.query_one_raw(select("b")).await.unwrap().unwrap();
+    assert!(
+        row.try_get::<i64>("", "b").is_err(),
+        "the old connection read b by name"
+    );
+
+    let fresh = connect(batch_connect_options(&url)).await.unwrap();
+    let row = fresh.query_one_raw(select("b")).await.unwrap().unwrap();
+    assert_eq!(row.try_get::<i64>("", "b").unwrap(), 7);
+}

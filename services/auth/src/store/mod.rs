@@ -225,8 +225,7 @@ impl Store {
     /// Connects and runs pending migrations. SQLite runs in WAL mode with
     /// `synchronous=FULL`, so a commit is durable when it returns.
     pub async fn connect(url: &str) -> Result<Self> {
-        let db = db::connect(db::connect_options(url)).await?;
-        db::migrate::<migration::Migrator>(&db).await?;
+        let db = db::connect_migrated::<migration::Migrator>(url, db::connect_options(url)).await?;
         let backend = db.get_database_backend();
         let hot = match backend {
             DbBackend::Sqlite if !url.contains(":memory:") => {

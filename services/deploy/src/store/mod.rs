@@ -145,8 +145,7 @@ pub struct Store {
 impl Store {
     /// Connects and runs pending migrations.
     pub async fn connect(url: &str) -> Result<Self> {
-        let db = db::connect(db::connect_options(url)).await?;
-        db::migrate::<migration::Migrator>(&db).await?;
+        let db = db::connect_migrated::<migration::Migrator>(url, db::connect_options(url)).await?;
         Ok(Self {
             db,
             permission_changes: Arc::default(),
